@@ -1,0 +1,54 @@
+"""One small registry type, used for every named concept (data sets, zoo models, methods,
+LRP composites, export targets). CLI choices are read from these, so help text and errors never
+drift from what exists."""
+from __future__ import annotations
+
+from typing import Callable, Dict, Generic, Iterator, List, TypeVar
+
+__all__ = ["Registry"]
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A name -> object mapping with a clear error for unknown names.
+
+    >>> r = Registry("data set"); r.register("a")(lambda: 1); r.get("a")()
+    1
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: Dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{self.kind} name must be a non-empty str, got {name!r}")
+
+        def deco(obj: T) -> T:
+            if name in self._items:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._items[name] = obj
+            return obj
+
+        return deco
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except (KeyError, TypeError):
+            raise ValueError(
+                f"unknown {self.kind} {name!r}; accepted: {', '.join(self.names())}"
+            ) from None
+
+    def names(self) -> List[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._items)

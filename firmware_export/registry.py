@@ -1,0 +1,57 @@
+"""Export targets by name. ``ecqx-export --target NAME`` takes its choices from ``TARGETS``.
+
+A target is a class with ``name``, ``help``, ``add_arguments(parser)`` (its own CLI options) and
+``export(request, out_dir) -> dict`` (the summary: rows for the table and what goes into the
+manifest). ``out_dir`` is a fresh temporary folder that the CLI renames into place only when the
+export succeeds (``ecqx_tf.io.atomic_output_dir``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+
+from ecqx_tf.registry import Registry
+
+__all__ = ["ExportRequest", "ExportTarget", "TARGETS", "register_target"]
+
+
+@dataclasses.dataclass
+class ExportRequest:
+    """Everything a target needs.
+
+    Attributes:
+        model: the stripped plain Keras model (kernels equal the centroid values).
+        quant: layer name -> ``ecqx_tf.QuantizedKernel`` (empty for a float model).
+        name: base of C identifiers and file names (``g_<name>_model_data``).
+        representative: float inputs for activation calibration (a few hundred samples).
+        x_test, y_test: optional evaluation split (float inputs, int labels) for golden vectors
+            and the accuracy report.
+        options: target-specific options from the CLI (e.g. ``compress``).
+    """
+
+    model: Any
+    quant: Mapping[str, Any]
+    name: str
+    representative: np.ndarray
+    x_test: Optional[np.ndarray] = None
+    y_test: Optional[np.ndarray] = None
+    options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class ExportTarget:
+    name: str = ""
+    help: str = ""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:  # pragma: no cover
+        """Add this target's options to the ``ecqx-export`` parser."""
+
+    def export(self, request: ExportRequest, out_dir: Path) -> Dict[str, Any]:
+        raise NotImplementedError
+
+
+TARGETS: Registry[type] = Registry("export target")
+register_target = TARGETS.register

@@ -1,0 +1,1 @@
+"""Model zoo (architectures by name) and data set recipes."""
