@@ -1,0 +1,310 @@
+"""Model architectures by name: ``build("mnist_mlp", (28, 28, 1), 10, seed=0)``.
+
+Every builder returns a new functional ``tf.keras.Model`` whose output is the **logits** of the
+last ``Dense`` layer (no softmax), so LRP and integer export work on the pre-softmax scores. Layer
+names are fixed (``input``, ``flatten``, ``dense_1`` ... ``dense_n``, ``conv_1``, ``bn_1``,
+``relu_1``, ``pool_1`` ...; the last ``dense_*`` layer is always the logits layer), so two builds of
+the same model have the same names and other tools can refer to layers by name.
+
+Initialization is deterministic from ``seed``: every layer gets its own seeded initializer whose
+seed is drawn from ``numpy.random.SeedSequence(seed)``, so the same seed gives bit-identical initial
+weights in any process, independently of the global TensorFlow seed. ``seed=None`` gives unseeded
+(random) initializers.
+
+Architectures, parameter counts and sources: ``docs/zoo.md``.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Callable, Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from ecqx_tf.registry import Registry
+
+__all__ = [
+    "ZOO",
+    "register_model",
+    "build",
+    "names",
+    "KWS_MLP_HIDDEN",
+    "MNIST_MLP_HIDDEN",
+    "VGG_SMALL_STAGES",
+    "VGG_SMALL_DENSE",
+]
+
+Builder = Callable[[Tuple[int, ...], int, Optional[int]], tf.keras.Model]
+
+ZOO: Registry[Builder] = Registry("zoo model")
+register_model = ZOO.register
+
+#: Hidden widths of ``kws_mlp`` (see docs/zoo.md for the choice).
+KWS_MLP_HIDDEN: Tuple[int, ...] = (256, 256, 256)
+#: Hidden widths of ``mnist_mlp`` (784-256-128-10, 235,146 parameters on 28x28x1 input).
+MNIST_MLP_HIDDEN: Tuple[int, ...] = (256, 128)
+#: ``vgg_small``: filters per stage; each stage is 2 x (conv 3x3 + BN + ReLU) then max-pool 2x2.
+VGG_SMALL_STAGES: Tuple[int, ...] = (32, 64, 128)
+#: ``vgg_small``: width of the hidden dense layer of the head.
+VGG_SMALL_DENSE: int = 128
+
+
+def names() -> list:
+    """Registered model names (sorted); the ``--model`` choices of ``ecqx-train``."""
+    return ZOO.names()
+
+
+def build(
+    name: str,
+    input_shape: Sequence[int],
+    num_classes: int,
+    seed: Optional[int] = None,
+) -> tf.keras.Model:
+    """Build a new, uncompiled zoo model that outputs logits.
+
+    Args:
+        name: a registered model name (``names()``).
+        input_shape: shape of one input, without the batch axis, e.g. ``(28, 28, 1)``.
+        num_classes: number of output logits (>= 2).
+        seed: non-negative int for deterministic initial weights, or None for random ones.
+
+    Raises:
+        ValueError: unknown ``name`` (listing the accepted names); a non-positive dimension or
+            ``num_classes < 2``; an input too small or of the wrong rank for the architecture.
+        TypeError: ``input_shape``, ``num_classes`` or ``seed`` of the wrong type.
+    """
+    builder = ZOO.get(name)
+    shape = _check_input_shape(input_shape)
+    classes = _check_num_classes(num_classes)
+    _check_seed(seed)
+    return builder(shape, classes, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def _check_input_shape(input_shape: Sequence[int]) -> Tuple[int, ...]:
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, (tuple, list)):
+        raise TypeError(
+            f"input_shape must be a tuple or list of ints, got {type(input_shape).__name__} "
+            f"{input_shape!r}"
+        )
+    if len(input_shape) == 0:
+        raise ValueError("input_shape must have at least one dimension, got ()")
+    dims = []
+    for d in input_shape:
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral):
+            raise TypeError(f"input_shape must contain ints, got {input_shape!r}")
+        if int(d) < 1:
+            raise ValueError(f"input_shape dimensions must be >= 1, got {tuple(input_shape)!r}")
+        dims.append(int(d))
+    return tuple(dims)
+
+
+def _check_num_classes(num_classes: int) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+        raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__} {num_classes!r}")
+    if int(num_classes) < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    return int(num_classes)
+
+
+def _check_seed(seed: Optional[int]) -> None:
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be a non-negative int or None, got {type(seed).__name__} {seed!r}")
+    if int(seed) < 0:
+        raise ValueError(f"seed must be a non-negative int or None, got {seed}")
+
+
+def _require_image(model: str, shape: Tuple[int, ...], min_side: int) -> None:
+    """CNNs take (height, width, channels) with height and width >= ``min_side``."""
+    if len(shape) != 3:
+        raise ValueError(
+            f"model {model!r} takes images of shape (height, width, channels); got input_shape "
+            f"{shape!r} (rank {len(shape)})"
+        )
+    if shape[0] < min_side or shape[1] < min_side:
+        raise ValueError(
+            f"model {model!r} needs inputs of at least {min_side}x{min_side} pixels; got "
+            f"input_shape {shape!r}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# seeded initializers
+
+
+class _Seeds:
+    """One independent 31-bit seed per initializer, drawn in a fixed order from ``seed``."""
+
+    def __init__(self, seed: Optional[int]):
+        self._it: Optional[Iterator[int]] = None
+        if seed is not None:
+            # 4096 seeds is far more than any zoo model needs (resnet20 uses 22).
+            state = np.random.SeedSequence(int(seed)).generate_state(4096, dtype=np.uint32)
+            self._it = iter(int(s) & 0x7FFFFFFF for s in state)
+
+    def _next(self) -> Optional[int]:
+        return None if self._it is None else next(self._it)
+
+    def he_normal(self) -> tf.keras.initializers.Initializer:
+        return tf.keras.initializers.HeNormal(seed=self._next())
+
+    def glorot_uniform(self) -> tf.keras.initializers.Initializer:
+        return tf.keras.initializers.GlorotUniform(seed=self._next())
+
+
+def _dense(seeds: _Seeds, units: int, name: str, relu: bool) -> tf.keras.layers.Dense:
+    return tf.keras.layers.Dense(
+        units,
+        activation="relu" if relu else None,
+        kernel_initializer=seeds.he_normal() if relu else seeds.glorot_uniform(),
+        bias_initializer="zeros",
+        name=name,
+    )
+
+
+def _mlp(model_name: str, shape, num_classes, seed, hidden: Sequence[int]) -> tf.keras.Model:
+    seeds = _Seeds(seed)
+    inputs = tf.keras.Input(shape=shape, name="input")
+    x = tf.keras.layers.Flatten(name="flatten")(inputs)
+    for i, width in enumerate(hidden, start=1):
+        x = _dense(seeds, width, f"dense_{i}", relu=True)(x)
+    logits = _dense(seeds, num_classes, f"dense_{len(hidden) + 1}", relu=False)(x)
+    return tf.keras.Model(inputs, logits, name=model_name)
+
+
+# ---------------------------------------------------------------------------------------------
+# the models
+
+
+@register_model("kws_mlp")
+def kws_mlp(input_shape: Tuple[int, ...], num_classes: int, seed: Optional[int] = None) -> tf.keras.Model:
+    """Keyword-spotting MLP: Flatten -> 3 x (Dense 256 + ReLU) -> Dense(num_classes) logits.
+
+    Meant for Google Speech Commands features, e.g. 49 frames x 10 MFCCs = 490 inputs and 12
+    classes (260,364 parameters). FantastIC4 (Wiedemann et al., arXiv 2012.11331) evaluates
+    fully connected networks on GSC; the widths here are not taken from that paper but follow the
+    "DNN-M" KWS baseline of Zhang et al., "Hello Edge" (arXiv 1711.07128): 3 hidden layers of 256.
+    Any input rank is accepted (it is flattened).
+    """
+    return _mlp("kws_mlp", input_shape, num_classes, seed, KWS_MLP_HIDDEN)
+
+
+@register_model("mnist_mlp")
+def mnist_mlp(input_shape: Tuple[int, ...], num_classes: int, seed: Optional[int] = None) -> tf.keras.Model:
+    """Flatten -> Dense 256 + ReLU -> Dense 128 + ReLU -> Dense(num_classes) logits.
+
+    On (28, 28, 1) with 10 classes: 784-256-128-10, exactly 235,146 parameters (the benchmark
+    MLP of ``/work/shared/spec/reference-results.md``). Any input rank is accepted.
+    """
+    return _mlp("mnist_mlp", input_shape, num_classes, seed, MNIST_MLP_HIDDEN)
+
+
+@register_model("lenet5")
+def lenet5(input_shape: Tuple[int, ...], num_classes: int, seed: Optional[int] = None) -> tf.keras.Model:
+    """LeNet-5 (LeCun et al., 1998) with ReLU and max-pooling, as commonly used on MNIST.
+
+    conv_1 6@5x5 'same' + ReLU -> pool_1 2x2 -> conv_2 16@5x5 'valid' + ReLU -> pool_2 2x2 ->
+    flatten -> dense_1 120 + ReLU -> dense_2 84 + ReLU -> dense_3 logits. 61,706 parameters on
+    (28, 28, 1) with 10 classes. Needs inputs of at least 12x12 (8x8 digits are too small).
+    """
+    _require_image("lenet5", input_shape, 12)
+    seeds = _Seeds(seed)
+    L = tf.keras.layers
+    inputs = tf.keras.Input(shape=input_shape, name="input")
+    x = L.Conv2D(6, 5, padding="same", activation="relu", kernel_initializer=seeds.he_normal(),
+                 name="conv_1")(inputs)
+    x = L.MaxPooling2D(2, name="pool_1")(x)
+    x = L.Conv2D(16, 5, padding="valid", activation="relu", kernel_initializer=seeds.he_normal(),
+                 name="conv_2")(x)
+    x = L.MaxPooling2D(2, name="pool_2")(x)
+    x = L.Flatten(name="flatten")(x)
+    x = _dense(seeds, 120, "dense_1", relu=True)(x)
+    x = _dense(seeds, 84, "dense_2", relu=True)(x)
+    logits = _dense(seeds, num_classes, "dense_3", relu=False)(x)
+    return tf.keras.Model(inputs, logits, name="lenet5")
+
+
+def _conv_bn_relu(x, seeds: _Seeds, filters: int, idx: int, strides: int = 1):
+    L = tf.keras.layers
+    x = L.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
+                 kernel_initializer=seeds.he_normal(), name=f"conv_{idx}")(x)
+    x = L.BatchNormalization(name=f"bn_{idx}")(x)
+    return L.ReLU(name=f"relu_{idx}")(x)
+
+
+@register_model("vgg_small")
+def vgg_small(input_shape: Tuple[int, ...], num_classes: int, seed: Optional[int] = None) -> tf.keras.Model:
+    """A small VGG-style CNN (in the spirit of Simonyan & Zisserman 2015; not a published net).
+
+    3 stages of 32/64/128 filters; each stage is 2 x (conv 3x3 'same', no bias -> BN -> ReLU) then
+    max-pool 2x2; then flatten -> dense_1 128 + ReLU -> dense_2 logits. 551,018 trainable
+    parameters (551,914 with the BN moving statistics) on (32, 32, 3) with 10 classes. Needs
+    inputs of at least 8x8.
+    """
+    _require_image("vgg_small", input_shape, 8)
+    seeds = _Seeds(seed)
+    L = tf.keras.layers
+    inputs = tf.keras.Input(shape=input_shape, name="input")
+    x, idx = inputs, 0
+    for stage, filters in enumerate(VGG_SMALL_STAGES, start=1):
+        for _ in range(2):
+            idx += 1
+            x = _conv_bn_relu(x, seeds, filters, idx)
+        x = L.MaxPooling2D(2, name=f"pool_{stage}")(x)
+    x = L.Flatten(name="flatten")(x)
+    x = _dense(seeds, VGG_SMALL_DENSE, "dense_1", relu=True)(x)
+    logits = _dense(seeds, num_classes, "dense_2", relu=False)(x)
+    return tf.keras.Model(inputs, logits, name="vgg_small")
+
+
+def _basic_block(x, seeds: _Seeds, filters: int, stride: int, prefix: str):
+    """He et al. basic block; projection (option B: 1x1 conv + BN) when the shape changes."""
+    L = tf.keras.layers
+    shortcut = x
+    y = L.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
+                 kernel_initializer=seeds.he_normal(), name=f"{prefix}_conv_1")(x)
+    y = L.BatchNormalization(name=f"{prefix}_bn_1")(y)
+    y = L.ReLU(name=f"{prefix}_relu_1")(y)
+    y = L.Conv2D(filters, 3, strides=1, padding="same", use_bias=False,
+                 kernel_initializer=seeds.he_normal(), name=f"{prefix}_conv_2")(y)
+    y = L.BatchNormalization(name=f"{prefix}_bn_2")(y)
+    if stride != 1 or int(x.shape[-1]) != filters:
+        shortcut = L.Conv2D(filters, 1, strides=stride, padding="same", use_bias=False,
+                            kernel_initializer=seeds.he_normal(), name=f"{prefix}_shortcut_conv")(x)
+        shortcut = L.BatchNormalization(name=f"{prefix}_shortcut_bn")(shortcut)
+    y = L.Add(name=f"{prefix}_add")([y, shortcut])
+    return L.ReLU(name=f"{prefix}_relu_2")(y)
+
+
+@register_model("resnet20")
+def resnet20(input_shape: Tuple[int, ...], num_classes: int, seed: Optional[int] = None) -> tf.keras.Model:
+    """CIFAR ResNet-20 (He et al., CVPR 2016, section 4.2): 6n+2 layers with n = 3.
+
+    conv_1 3x3x16 -> bn_1 -> relu_1 -> 3 stages (16, 32, 64 filters; stride 2 at the start of
+    stages 2 and 3) x 3 basic blocks -> global average pooling -> dense_1 logits. Shortcuts are
+    identities, except the two downsampling blocks, which use a 1x1-conv + BN projection (the
+    paper's option B; the paper's CIFAR nets used option A, zero-padding). 272,474 trainable
+    parameters (paper, option A: 0.27M = 269,722), 274,042 with the BN moving statistics, on
+    (32, 32, 3) with 10 classes. Block layers are named ``stage{s}_block{b}_{conv_1, bn_1,
+    relu_1, conv_2, bn_2, shortcut_conv, shortcut_bn, add, relu_2}``. Needs inputs >= 4x4.
+    """
+    _require_image("resnet20", input_shape, 4)
+    seeds = _Seeds(seed)
+    L = tf.keras.layers
+    inputs = tf.keras.Input(shape=input_shape, name="input")
+    x = L.Conv2D(16, 3, padding="same", use_bias=False, kernel_initializer=seeds.he_normal(),
+                 name="conv_1")(inputs)
+    x = L.BatchNormalization(name="bn_1")(x)
+    x = L.ReLU(name="relu_1")(x)
+    for stage, filters in enumerate((16, 32, 64), start=1):
+        for block in range(1, 4):
+            stride = 2 if (stage > 1 and block == 1) else 1
+            x = _basic_block(x, seeds, filters, stride, f"stage{stage}_block{block}")
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    logits = _dense(seeds, num_classes, "dense_1", relu=False)(x)
+    return tf.keras.Model(inputs, logits, name="resnet20")
