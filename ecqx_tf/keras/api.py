@@ -1,0 +1,450 @@
+"""Public Keras-side API: ``quantize`` -> train with ``model.fit`` and ``ECQxCallback`` ->
+``strip`` / ``quantization_info`` / ``layer_stats``; ``load_model`` and ``quantize_scope`` for
+saved models in training.
+
+``quantize`` never mutates the user's model: it clones it, annotates every Dense and Conv2D
+layer with :class:`ECQQuantizeConfig` (every other layer with tfmot's default 8-bit scheme),
+applies tfmot's ``quantize_apply`` and makes the initial ECQ assignment (spec section 5: "before
+training, one ECQ assignment, entropy term on, no relevance").
+"""
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+
+from ..config import (
+    GRADIENTS,
+    LAMBDA_REDUCE,
+    validate_bits,
+    validate_choice,
+    validate_nonnegative,
+    validate_positive_int,
+    validate_unit_interval,
+)
+from ..grid import GRID_KINDS, make_grid
+from ..quantized import QuantizedKernel
+from .. import stats as _stats
+from .quantize_config import METHODS, SUPPORTED_LAYERS, ECQQuantizeConfig
+from .quantizer import ECQWeightQuantizer
+
+__all__ = [
+    "quantize",
+    "strip",
+    "quantization_info",
+    "layer_stats",
+    "load_model",
+    "save_model",
+    "quantize_scope",
+    "custom_objects",
+    "ecq_layers",
+    "PASSTHROUGH_LAYERS",
+]
+
+log = logging.getLogger(__name__)
+
+_QuantizeWrapper = tfmot.quantization.keras.QuantizeWrapperV2
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
+    default_8bit_quantize_registry,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import QuantizeLayer as _QuantizeLayer  # noqa: E402  (not re-exported by tfmot)
+
+_DEFAULT_REGISTRY = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+
+# Layers without weights to quantize that may stand between quantized layers.
+PASSTHROUGH_LAYERS = (
+    tf.keras.layers.InputLayer,
+    tf.keras.layers.Flatten,
+    tf.keras.layers.Reshape,
+    tf.keras.layers.Dropout,
+    tf.keras.layers.ReLU,
+    tf.keras.layers.Activation,
+    tf.keras.layers.MaxPooling2D,
+    tf.keras.layers.AveragePooling2D,
+    tf.keras.layers.GlobalAveragePooling2D,
+    tf.keras.layers.BatchNormalization,
+    tf.keras.layers.Add,
+    tf.keras.layers.ZeroPadding2D,
+)
+
+# Relevance data registered by quantize() for the callback (not part of the saved model).
+_RELEVANCE_DATA: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def custom_objects() -> dict:
+    return {"ECQQuantizeConfig": ECQQuantizeConfig, "ECQWeightQuantizer": ECQWeightQuantizer}
+
+
+def quantize_scope():
+    """``tfmot.quantization.keras.quantize_scope`` with this package's classes registered."""
+    return tfmot.quantization.keras.quantize_scope(custom_objects())
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, tf.keras.Model):
+        raise TypeError(f"model must be a tf.keras.Model, got {type(model).__name__}")
+    if not model.built:
+        raise ValueError("model must be built (call it on data or give it an Input) before quantize()")
+    if any(isinstance(l, _QuantizeWrapper) for l in model.layers):
+        raise ValueError("model is already quantized; quantize() takes the float model")
+
+
+def _quantizable(model, exclude: Sequence[str]) -> List[tf.keras.layers.Layer]:
+    names = {l.name for l in model.layers}
+    unknown = sorted(set(exclude) - names)
+    if unknown:
+        raise ValueError(f"exclude names layers the model does not have: {unknown}; layers: {sorted(names)}")
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, SUPPORTED_LAYERS) and type(layer) not in (tf.keras.layers.DepthwiseConv2D,):
+            if layer.name not in exclude:
+                out.append(layer)
+        elif not isinstance(layer, PASSTHROUGH_LAYERS):
+            raise ValueError(
+                f"layer {layer.name!r} of type {type(layer).__name__} is not supported; "
+                f"quantized: Dense, Conv2D; passed through: "
+                f"{', '.join(t.__name__ for t in PASSTHROUGH_LAYERS)}"
+            )
+    if not out:
+        raise ValueError(
+            "the model has no quantizable layer (Dense or Conv2D)"
+            + (f" left after excluding {list(exclude)}" if exclude else "")
+        )
+    return out
+
+
+def quantize(
+    model: tf.keras.Model,
+    bits: int = 4,
+    method: str = "ecqx",
+    Lambda: float = 0.05,
+    p: float = 0.1,
+    grid: str = "symmetric",
+    relevance_data: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+    exclude: Iterable[str] = (),
+    gradient: str = "ste",
+    lambda_reduce: str = "min",
+) -> tf.keras.Model:
+    r"""Return a new quantization-aware model, ready for ``compile``/``fit`` with
+    :class:`ecqx_tf.ECQxCallback`.
+
+    Args:
+        model: a built float tf.keras model (Sequential or functional); not modified.
+        bits: bit width of every quantized kernel, 2..8.
+        method: ``"ecq"`` (entropy-constrained) or ``"ecqx"`` (relevance-adjusted).
+        Lambda: :math:`\Lambda \ge 0`, the rate hyper-parameter (Becking et al. 2021; larger =
+            sparser; 0 = nearest neighbour).
+        p: ECQx's largest sparsity drop relative to ECQ per layer, in [0, 1].
+        grid: ``"symmetric"`` (default, exact INT4/INT8) or ``"paper"`` (the authors' 2^b levels).
+        relevance_data: ``(x, y)`` used by ECQx for LRP (labels as class indices); required for
+            ``method="ecqx"``.
+        exclude: names of Dense/Conv2D layers to keep float.
+        gradient: ``"ste"`` or ``"ec2t"``.
+        lambda_reduce: ``"min"`` (thesis) or ``"max"`` (ECQx code) for :math:`\lambda_{max}`.
+
+    Raises:
+        ValueError / TypeError: unknown method or grid, bits outside 2..8, negative Lambda, p
+            outside [0, 1], a model with no quantizable layer, an unsupported layer (named),
+            relevance data that does not match the model's input.
+    """
+    _check_model(model)
+    bits = validate_bits(bits)
+    method = validate_choice("method", method, METHODS)
+    Lambda = validate_nonnegative("Lambda", Lambda)
+    p = validate_unit_interval("p", p)
+    grid = validate_choice("grid", grid, GRID_KINDS)
+    gradient = validate_choice("gradient", gradient, GRADIENTS)
+    lambda_reduce = validate_choice("lambda_reduce", lambda_reduce, LAMBDA_REDUCE)
+    exclude = tuple(exclude)
+    targets = {l.name for l in _quantizable(model, exclude)}
+    if method == "ecqx":
+        if relevance_data is None:
+            raise ValueError("method='ecqx' needs relevance_data=(x, y) for LRP")
+    if relevance_data is not None:
+        relevance_data = _check_relevance_data(model, relevance_data)
+
+    cfg = dict(bits=bits, grid=grid, method=method, Lambda=Lambda, p=p, gradient=gradient, lambda_reduce=lambda_reduce)
+
+    def annotate(layer):
+        clone = layer.__class__.from_config(layer.get_config())
+        if layer.name in targets:
+            return tfmot.quantization.keras.quantize_annotate_layer(clone, quantize_config=ECQQuantizeConfig(**cfg))
+        if isinstance(layer, tf.keras.layers.InputLayer) or not _DEFAULT_REGISTRY.supports(layer):
+            return clone  # stays float (e.g. BatchNormalization, folded only at export)
+        return tfmot.quantization.keras.quantize_annotate_layer(clone)
+
+    annotated = tf.keras.models.clone_model(model, clone_function=annotate)
+    annotated.set_weights(model.get_weights())
+    with quantize_scope():
+        qmodel = tfmot.quantization.keras.quantize_apply(annotated)
+    initialize_assignment(qmodel)
+    if relevance_data is not None:
+        _RELEVANCE_DATA[qmodel] = relevance_data
+    return qmodel
+
+
+def _check_relevance_data(model, data) -> Tuple[np.ndarray, np.ndarray]:
+    try:
+        x, y = data
+    except (TypeError, ValueError):
+        raise TypeError("relevance_data must be a pair (x, y) of arrays") from None
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y).reshape(-1)
+    if len(x) == 0:
+        raise ValueError("relevance_data is empty")
+    if len(x) != len(y):
+        raise ValueError(f"relevance_data has {len(x)} inputs but {len(y)} labels")
+    expected = tuple(model.input_shape[1:])
+    if tuple(x.shape[1:]) != expected:
+        raise ValueError(f"relevance_data inputs have shape {tuple(x.shape[1:])} per sample; the model takes {expected}")
+    n_out = int(model.output_shape[-1])
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_out:
+        raise ValueError(f"relevance_data labels must be class indices in [0, {n_out}), got dtype {y.dtype}, range [{y.min()}, {y.max()}]")
+    return x, y.astype(np.int64)
+
+
+def relevance_data_of(qmodel) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    return _RELEVANCE_DATA.get(qmodel)
+
+
+class _ECQSlot:
+    """One quantized kernel inside a QuantizeWrapper: the wrapper, its config and variables."""
+
+    def __init__(self, wrapper, config: ECQQuantizeConfig, kernel, qvars: dict):
+        self.wrapper = wrapper
+        self.config = config
+        self.kernel = kernel
+        self.centroids = qvars["centroids"]
+        self.indices = qvars["indices"]
+        self.relevance = qvars["relevance"]
+        self.step = qvars["step"]
+
+    @property
+    def name(self) -> str:
+        return self.wrapper.layer.name
+
+    def levels_and_step(self) -> Tuple[np.ndarray, float]:
+        step = np.float32(self.step.numpy())
+        levels = np.rint(self.centroids.numpy() / step).astype(np.int32) if step > 0 else np.zeros(0, np.int32)
+        return levels, float(step)
+
+
+def ecq_layers(qmodel) -> List[_ECQSlot]:
+    """The quantized kernels of a model made by :func:`quantize` (in layer order)."""
+    slots = []
+    for layer in qmodel.layers:
+        if isinstance(layer, _QuantizeWrapper) and isinstance(layer.quantize_config, ECQQuantizeConfig):
+            for kernel, quantizer, qvars in layer._weight_vars:
+                if isinstance(quantizer, ECQWeightQuantizer):
+                    slots.append(_ECQSlot(layer, layer.quantize_config, kernel, qvars))
+    return slots
+
+
+def initialize_assignment(qmodel) -> None:
+    """Grid from each float kernel, then one ECQ assignment (no relevance)."""
+    from ..assign import ecq_assign, layer_lambda
+
+    slots = ecq_layers(qmodel)
+    if not slots:
+        raise ValueError("the model has no ECQ-quantized layer")
+    n_largest = max(int(np.prod(s.kernel.shape)) for s in slots)
+    for s in slots:
+        w = s.kernel.numpy()
+        g = make_grid(w, s.config.bits, s.config.grid)
+        lam = layer_lambda(w, g.centroids, s.config.Lambda, w.size, n_largest, reduce=s.config.lambda_reduce)
+        idx = ecq_assign(w, g.centroids, lam)
+        s.centroids.assign(g.centroids)
+        s.step.assign(np.float32(g.step))
+        s.indices.assign(idx.astype(np.int32))
+
+
+def quantization_info(qmodel) -> Dict[str, QuantizedKernel]:
+    """Layer name -> :class:`QuantizedKernel` (the integers every exporter must store)."""
+    out = {}
+    for s in ecq_layers(qmodel):
+        levels, step = s.levels_and_step()
+        out[s.name] = QuantizedKernel(
+            layer=s.name,
+            bits=s.config.bits,
+            grid=s.config.grid,
+            step=step,
+            levels=levels,
+            indices=s.indices.numpy().astype(np.int32),
+        )
+    if not out:
+        raise ValueError("the model has no ECQ-quantized layer (was it made by ecqx_tf.quantize?)")
+    return out
+
+
+def layer_stats(qmodel) -> List[dict]:
+    """Per quantized layer: name, bits, grid, step, n_weights, sparsity, entropy (bits/weight),
+    used centroids; plus a final row ``"<total>"`` over all quantized weights."""
+    rows = []
+    all_idx, all_levels = [], []
+    for name, q in quantization_info(qmodel).items():
+        ints = q.integers()
+        rows.append(
+            {
+                "layer": name,
+                "bits": q.bits,
+                "grid": q.grid,
+                "step": q.step,
+                "n_weights": int(ints.size),
+                "sparsity": float(np.mean(ints == 0)),
+                "entropy": float(_stats.index_entropy(q.indices, len(q.levels))),
+                "used_centroids": int(len(np.unique(q.indices))),
+            }
+        )
+        all_idx.append(ints.ravel())
+    ints = np.concatenate(all_idx)
+    vals, counts = np.unique(ints, return_counts=True)
+    pr = counts / counts.sum()
+    rows.append(
+        {
+            "layer": "<total>",
+            "bits": max(r["bits"] for r in rows),
+            "grid": rows[0]["grid"],
+            "step": float("nan"),
+            "n_weights": int(ints.size),
+            "sparsity": float(np.mean(ints == 0)),
+            "entropy": float(-(pr * np.log2(pr)).sum()),
+            "used_centroids": int(len(vals)),
+        }
+    )
+    return rows
+
+
+def _strip_config(qconfig: dict) -> dict:
+    """Rewrite a quantize_apply'd functional config into the plain model's config."""
+    layers = qconfig["layers"]
+    rename: Dict[str, str] = {}
+    dropped: Dict[str, list] = {}
+    new_layers = []
+    for l in layers:
+        cls = l["class_name"]
+        if cls == "QuantizeLayer" or cls.endswith(">QuantizeLayer"):
+            dropped[l["name"]] = l["inbound_nodes"]
+            continue
+        if cls.endswith("QuantizeWrapperV2") or cls.endswith("QuantizeWrapper"):
+            inner = l["config"]["layer"]
+            inner_name = inner["config"]["name"]
+            rename[l["name"]] = inner_name
+            new_layers.append({"class_name": inner["class_name"], "config": inner["config"], "name": inner_name,
+                               "inbound_nodes": l["inbound_nodes"], **({"module": inner["module"]} if "module" in inner else {})})
+        else:
+            new_layers.append(dict(l))
+
+    def resolve(name, node_index, tensor_index):
+        # follow dropped QuantizeLayers back to their inputs
+        while name in dropped:
+            inbound = dropped[name]
+            first = inbound[0][0]
+            name, node_index, tensor_index = first[0], first[1], first[2]
+        return rename.get(name, name), node_index, tensor_index
+
+    for l in new_layers:
+        nodes = []
+        for node in l.get("inbound_nodes", []):
+            new_node = []
+            for item in node:
+                n, ni, ti = resolve(item[0], item[1], item[2])
+                new_node.append([n, ni, ti] + list(item[3:]))
+            nodes.append(new_node)
+        l["inbound_nodes"] = nodes
+
+    def fix_io(entries):
+        return [list(resolve(e[0], e[1], e[2])) for e in entries]
+
+    return {
+        "name": qconfig.get("name", "model") + "_stripped",
+        "layers": new_layers,
+        "input_layers": fix_io(qconfig["input_layers"]),
+        "output_layers": fix_io(qconfig["output_layers"]),
+    }
+
+
+def strip(qmodel) -> tf.keras.Model:
+    """A plain Keras model (no tfmot wrappers, no fake quantization) whose Dense/Conv2D kernels
+    are exactly the assigned centroid values ``levels[idx] * step`` (float32) and whose other
+    weights (biases, BatchNorm) are the trained ones. Layer names are the original ones."""
+    with quantize_scope():
+        plain = tf.keras.Model.from_config(_strip_config(qmodel.get_config()))
+    _copy_weights(qmodel, plain)
+    return plain
+
+
+def _copy_weights(qmodel, plain) -> None:
+    """Write ``qmodel``'s current weights into its stripped twin ``plain`` (kernels snapped)."""
+    snapped = {s.name: tf.gather(s.centroids, s.indices).numpy() for s in ecq_layers(qmodel)}
+    for layer in qmodel.layers:
+        if isinstance(layer, (_QuantizeLayer, tf.keras.layers.InputLayer)):
+            continue
+        inner = layer.layer if isinstance(layer, _QuantizeWrapper) else layer
+        target = plain.get_layer(inner.name)
+        weights = {_short_name(v.name): v for v in inner.weights}
+        values = []
+        for v in target.weights:
+            key = _short_name(v.name)
+            values.append(snapped[inner.name] if (key == "kernel" and inner.name in snapped) else weights[key].numpy())
+        target.set_weights(values)
+
+
+def _short_name(var_name: str) -> str:
+    return var_name.split("/")[-1].split(":")[0]
+
+
+def save_model(model, path) -> str:
+    """Save a model atomically. Models in ECQ training are saved as HDF5 (``.h5``): tfmot
+    0.8.1's ``QuantizeLayer`` does not restore from the Keras v3 ``.keras`` format (it expects 5
+    variables and finds 3), so a ``.keras`` path for such a model is rejected with that reason.
+    Plain (float or stripped) models may use either suffix."""
+    import os
+    import tempfile
+
+    path = str(path)
+    quantized = bool(ecq_layers(model))
+    suffix = os.path.splitext(path)[1]
+    if suffix not in (".h5", ".keras"):
+        raise ValueError(f"model path {path!r} must end in .h5 or .keras")
+    if quantized and suffix != ".h5":
+        raise ValueError(
+            f"{path!r}: a model in ECQ training must be saved as .h5 (tfmot 0.8.1 cannot restore "
+            "its QuantizeLayer from the .keras format); strip() it first for a .keras file"
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    from ..io import check_writable_dir
+
+    check_writable_dir(folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        with quantize_scope():
+            model.save(tmp, include_optimizer=False) if suffix == ".h5" else model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_model(path) -> tf.keras.Model:
+    """Load a ``.keras`` model saved during or after ECQ/ECQx training (or a plain float one).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: the file is not a loadable Keras model (corrupt or another format).
+    """
+    import os
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file not found: {str(path)!r}")
+    try:
+        with quantize_scope():
+            return tf.keras.models.load_model(path, compile=False)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{str(path)!r} is not a loadable Keras model ({type(e).__name__}: {e})") from e

@@ -1,0 +1,144 @@
+r"""``ECQxCallback``: the one callback of the package. After every ``refresh_every`` optimizer
+steps it recomputes (ECQx) the LRP weight relevances and re-assigns every quantized kernel:
+
+1. (ECQx) the relevance mirror, a plain Keras copy of the model whose kernels are the current
+   centroids, is synced; the LRP weight relevance of one batch of ``relevance_data`` is computed
+   (spec section 4) and folded into the per-layer exponential moving average
+   :math:`R \leftarrow (1-\alpha) R_{batch} + \alpha R`, reset at each epoch;
+2. for every quantized layer, :math:`\lambda_l` is recomputed from the current float shadow
+   kernel and the kernel is assigned with ECQ or ECQx (spec sections 2 and 3);
+3. the index (and relevance) variables are written; the next forward pass uses them.
+
+Under ``tf.distribute`` strategies the callback runs in the cross-replica context, so the same
+indices and relevances are written to every replica (replica-consistent by construction).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from ..assign import ecq_assign, ecqx_assign, layer_lambda
+from ..config import validate_positive_int, validate_unit_interval
+from .api import _copy_weights, ecq_layers, relevance_data_of, strip
+
+__all__ = ["ECQxCallback"]
+
+log = logging.getLogger(__name__)
+
+
+class ECQxCallback(tf.keras.callbacks.Callback):
+    """Refresh relevances and assignments during ``fit``.
+
+    Args:
+        relevance_data: ``(x, y)`` for LRP; defaults to what :func:`ecqx_tf.quantize` was given.
+        refresh_every: re-assign after every k-th optimizer step (1 = every step, as the paper).
+        relevance_batch_size: samples per LRP batch (cycled through ``relevance_data``).
+        alpha: EMA factor of the relevance (spec: 0.1).
+        backend: LRP backend for training, ``"native"`` (default) or ``"innvestigate"``.
+        composite: LRP composite name (``ecqx_tf.relevance.COMPOSITES``).
+        seed: order in which relevance batches are drawn.
+    """
+
+    def __init__(
+        self,
+        relevance_data: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+        refresh_every: int = 1,
+        relevance_batch_size: int = 64,
+        alpha: float = 0.1,
+        backend: str = "native",
+        composite: str = "epsilon_plus_flat",
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.relevance_data = relevance_data
+        self.refresh_every = validate_positive_int("refresh_every", refresh_every)
+        self.relevance_batch_size = validate_positive_int("relevance_batch_size", relevance_batch_size)
+        self.alpha = validate_unit_interval("alpha", alpha)
+        self.backend = backend
+        self.composite = composite
+        self.seed = int(seed)
+        self.refreshes = 0
+        self._steps = 0
+
+    def get_config(self) -> dict:
+        return {
+            "refresh_every": self.refresh_every,
+            "relevance_batch_size": self.relevance_batch_size,
+            "alpha": self.alpha,
+            "backend": self.backend,
+            "composite": self.composite,
+            "seed": self.seed,
+        }
+
+    # -- Keras hooks -------------------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        self._slots = ecq_layers(self.model)
+        if not self._slots:
+            raise ValueError("ECQxCallback: the model has no ECQ-quantized layer (use ecqx_tf.quantize)")
+        self._n_largest = max(int(np.prod(s.kernel.shape)) for s in self._slots)
+        self._needs_relevance = any(s.config.method == "ecqx" for s in self._slots)
+        self._mirror = None
+        if self._needs_relevance:
+            data = self.relevance_data if self.relevance_data is not None else relevance_data_of(self.model)
+            if data is None:
+                raise ValueError("ECQxCallback: method 'ecqx' needs relevance_data=(x, y) (here or in quantize())")
+            self._x, self._y = np.asarray(data[0], np.float32), np.asarray(data[1]).astype(np.int64)
+            self._rng = np.random.default_rng(self.seed)
+            self._order = self._rng.permutation(len(self._x))
+            self._cursor = 0
+            self._mirror = strip(self.model)
+        self._ema: Dict[str, np.ndarray] = {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._ema = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        if self._steps % self.refresh_every == 0:
+            self.refresh()
+
+    def on_train_end(self, logs=None):
+        if self._steps % self.refresh_every != 0:
+            self.refresh()
+
+    # -- the work ----------------------------------------------------------------------------
+    def _next_batch(self):
+        n = len(self._x)
+        b = min(self.relevance_batch_size, n)
+        if self._cursor + b > n:
+            self._order = self._rng.permutation(n)
+            self._cursor = 0
+        sel = self._order[self._cursor : self._cursor + b]
+        self._cursor += b
+        return self._x[sel], self._y[sel]
+
+    def _relevances(self) -> Dict[str, np.ndarray]:
+        from ..relevance import weight_relevance
+
+        _copy_weights(self.model, self._mirror)
+        xb, yb = self._next_batch()
+        names = [s.name for s in self._slots if s.config.method == "ecqx"]
+        batch_r = weight_relevance(self._mirror, xb, yb, layers=names, backend=self.backend, composite=self.composite)
+        for name, r in batch_r.items():
+            prev = self._ema.get(name)
+            self._ema[name] = r if prev is None else (1.0 - self.alpha) * r + self.alpha * prev
+        return self._ema
+
+    def refresh(self) -> None:
+        """Recompute relevances (ECQx) and re-assign every quantized kernel now."""
+        relevances = self._relevances() if self._needs_relevance else {}
+        for s in self._slots:
+            w = s.kernel.numpy()
+            c = s.centroids.numpy()
+            lam = layer_lambda(w, c, s.config.Lambda, w.size, self._n_largest, reduce=s.config.lambda_reduce)
+            if s.config.method == "ecqx":
+                r = relevances[s.name]
+                idx = ecqx_assign(w, c, lam, r, p=s.config.p)
+                s.relevance.assign(r.astype(np.float32))
+            else:
+                idx = ecq_assign(w, c, lam)
+            s.indices.assign(np.asarray(idx, dtype=np.int32))
+        self.refreshes += 1
