@@ -179,13 +179,18 @@ def _resolve_dataset(dataset: Union[str, Dataset], data_path: Optional[PathLike]
             f"got {type(dataset).__name__}"
         )
     loader = _datasets.DATASETS.get(dataset)  # ValueError listing the accepted names
-    if data_path is None:
-        return loader()
     try:
-        takes_path = "path" in inspect.signature(loader).parameters
+        path_param = inspect.signature(loader).parameters.get("path")
     except (TypeError, ValueError):  # pragma: no cover - builtins without signature
-        takes_path = True
-    if not takes_path:
+        path_param = None
+    if data_path is None:
+        if path_param is not None and path_param.default is inspect.Parameter.empty:
+            raise ValueError(
+                f"data set {dataset!r} is read from disk: pass its location as data_path "
+                f"(--data-path PATH)"
+            )
+        return loader()
+    if path_param is None:
         raise ValueError(
             f"data set {dataset!r} is bundled and takes no path; got data_path={str(data_path)!r}"
         )

@@ -152,6 +152,13 @@ def test_training_is_reproducible_and_saved_model_round_trips(small_mnist, tmp_p
     assert sorted(os.listdir(tmp_path / "a")) == ["metrics.json", "model.keras"]  # no temp files left
 
 
+def test_mlp_flattens_any_input_shape():
+    # kws_mlp is meant for (49, 10, 1) speech features but flattens whatever it gets
+    r = train_float("kws_mlp", "digits", epochs=1, verbose=0, seed=0)
+    assert r.model.input_shape == (None, 8, 8, 1) and r.model.output_shape == (None, 10)
+    assert r.paths == {} and r.epochs_run == 1
+
+
 def test_op_determinism_is_restored():
     from tensorflow.python.framework import config as tf_config
 
@@ -175,6 +182,8 @@ def test_train_errors(small_mnist, tmp_path):
         train_float("lenet5", "digits", epochs=1, verbose=0)
     with pytest.raises(ValueError, match="'digits' is bundled and takes no path"):
         train_float("mnist_mlp", "digits", data_path=tmp_path)
+    with pytest.raises(ValueError, match=r"'cifar10' is read from disk: pass .*--data-path"):
+        train_float("mnist_mlp", "cifar10")
     with pytest.raises(ValueError, match="epochs must be an int >= 1, got 0"):
         train_float("mnist_mlp", small_mnist, epochs=0)
     with pytest.raises(ValueError, match=r"validation_split must be in \[0, 1\), got 1.0"):
