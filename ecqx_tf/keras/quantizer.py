@@ -28,6 +28,20 @@ from ..grid import GRID_KINDS
 __all__ = ["ECQWeightQuantizer"]
 
 
+def _straight_through(w: tf.Tensor, snapped: tf.Tensor, ec2t: bool) -> tf.Tensor:
+    """Forward: exactly ``snapped`` (not ``w + (snapped - w)``, which is off by an ulp in
+    float32). Backward: the incoming gradient to ``w`` (times ``|snapped|`` for EC2T)."""
+
+    @tf.custom_gradient
+    def _op(w_, q_):
+        def grad(dy):
+            return (dy * tf.abs(q_) if ec2t else dy), None
+
+        return tf.identity(q_), grad
+
+    return _op(w, tf.stop_gradient(snapped))
+
+
 class ECQWeightQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
     """Centroid-gather quantizer with a straight-through gradient.
 
@@ -59,9 +73,7 @@ class ECQWeightQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
 
     def __call__(self, inputs, training, weights, **kwargs):
         snapped = tf.gather(weights["centroids"], weights["indices"])
-        if self.gradient == "ec2t":
-            return snapped + (inputs - tf.stop_gradient(inputs)) * tf.stop_gradient(tf.abs(snapped))
-        return inputs + tf.stop_gradient(snapped - inputs)
+        return _straight_through(inputs, snapped, self.gradient == "ec2t")
 
     def get_config(self) -> dict:
         return {"bits": self.bits, "grid": self.grid, "gradient": self.gradient}

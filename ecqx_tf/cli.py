@@ -1,0 +1,91 @@
+"""``ecqx-quantize``: quantize a saved float Keras model with ECQ/ECQx on a named data set.
+
+    ecqx-quantize out/float/model.keras --data mnist_bundled --bits 4 --method ecqx \\
+        --Lambda 0.1 --epochs 3 --out out/ecqx
+
+Writes ``qat_model.h5`` (the model in training: input of ``ecqx-export``), ``stripped.keras``
+(plain Keras, kernels = centroids), ``layer_stats.json`` and ``metrics.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from models import datasets
+
+    from .config import BITS_RANGE, GRADIENTS, LAMBDA_REDUCE
+    from .grid import GRID_KINDS
+    from .keras.quantize_config import METHODS
+
+    ap = argparse.ArgumentParser(prog="ecqx-quantize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="saved float Keras model (.keras or .h5)")
+    ap.add_argument("--data", required=True, choices=datasets.names(), help="data set name")
+    ap.add_argument("--data-path", help="folder of an on-disk data set")
+    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--bits", type=int, default=4, help=f"bit width, {BITS_RANGE[0]}..{BITS_RANGE[1]} (default 4)")
+    ap.add_argument("--method", choices=METHODS, default="ecqx")
+    ap.add_argument("--grid", choices=GRID_KINDS, default="symmetric")
+    ap.add_argument("--Lambda", type=float, default=0.1, help="rate hyper-parameter >= 0 (larger = sparser)")
+    ap.add_argument("--p", type=float, default=0.1, help="ECQx sparsity band, in [0, 1]")
+    ap.add_argument("--gradient", choices=GRADIENTS, default="ste")
+    ap.add_argument("--lambda-reduce", choices=LAMBDA_REDUCE, default="min")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--refresh-every", type=int, default=1, help="re-assign every k optimizer steps")
+    ap.add_argument("--exclude", nargs="*", default=(), help="layer names to keep float")
+    ap.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        from models import datasets
+
+        from .io import atomic_write_json, check_writable_dir
+        from .keras import load_model, save_model
+        from .keras.finetune import quantize_and_train
+
+        out = check_writable_dir(args.out)
+        data = datasets.load(args.data, **({"path": args.data_path} if args.data_path else {}))
+        model = load_model(args.model)
+        ft = quantize_and_train(
+            model, data.x_train, data.y_train, data.x_test, data.y_test,
+            bits=args.bits, method=args.method, Lambda=args.Lambda, p=args.p, grid=args.grid,
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, refresh_every=args.refresh_every,
+            exclude=args.exclude, seed=args.seed, verbose=1, gradient=args.gradient, lambda_reduce=args.lambda_reduce,
+        )
+        save_model(ft.qmodel, out / "qat_model.h5")
+        save_model(ft.stripped, out / "stripped.keras")
+        atomic_write_json(out / "layer_stats.json", ft.stats)
+        metrics = {
+            "test_accuracy": ft.test_accuracy,
+            "stripped_accuracy": ft.stripped_accuracy,
+            "sparsity": ft.stats[-1]["sparsity"],
+            "entropy_bits_per_weight": ft.stats[-1]["entropy"],
+            "epoch_seconds": ft.epoch_seconds,
+            "args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()},
+        }
+        atomic_write_json(out / "metrics.json", metrics)
+    except (ValueError, TypeError, FileNotFoundError, PermissionError) as e:
+        print(f"ecqx-quantize: error: {e}", file=sys.stderr)
+        return 2
+    w = max(len(r["layer"]) for r in ft.stats)
+    print(f"\n{'layer'.ljust(w)}  bits  zeros   entropy  used")
+    for r in ft.stats:
+        print(f"{r['layer'].ljust(w)}  {r['bits']:>4}  {100 * r['sparsity']:5.1f}%  {r['entropy']:7.3f}  {r['used_centroids']:>4}")
+    print(f"\ntest accuracy {ft.test_accuracy:.4f}; wrote {Path(args.out)}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
