@@ -1,0 +1,519 @@
+"""Writer and reader of the FantastIC4 blob (byte-level spec: ``FORMAT.md`` next to this file).
+
+Functions and fields are named after the spec. ``write_blob(net, layouts)`` packs an
+:class:`~firmware_export.fantastic4.network.IntegerMLP`; ``read_blob(blob)`` validates every field
+(raising :class:`FormatError`, a ``ValueError`` that names the field and carries the same status
+name the C runtime returns) and gives back the decoded layers; ``blob_to_network`` recovers the
+network exactly. ``HEADER_FIELDS``, ``LAYER_FIELDS``, ``LAYOUTS`` and ``STATUS`` are the tables
+that drive packing, unpacking, dispatch and error messages.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import struct
+import zlib
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from firmware_export.fantastic4.network import MAX_VALUES, IntegerDense, IntegerMLP
+
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "HEADER_SIZE",
+    "ENTRY_SIZE",
+    "MAX_LAYERS",
+    "STATUS",
+    "HEADER_FIELDS",
+    "LAYER_FIELDS",
+    "LAYOUTS",
+    "FormatError",
+    "F4Layer",
+    "F4Blob",
+    "write_blob",
+    "read_blob",
+    "blob_to_network",
+    "layout_sizes",
+    "encode_vu8",
+    "crc32",
+]
+
+MAGIC = b"F4NN"
+VERSION = 1
+HEADER_SIZE = 24
+ENTRY_SIZE = 56
+MAX_LAYERS = 16
+INT32_MAX = 2**31 - 1
+#: |x| <= 128 and |w| <= 128: the largest contribution of one weight to an accumulator.
+ACC_PER_INPUT = 128 * 128
+
+#: (value, name, meaning), identical to ``enum f4_status`` in runtime/f4_runtime.h.
+STATUS: Tuple[Tuple[int, str, str], ...] = (
+    (0, "F4_OK", "ok"),
+    (1, "F4_ERR_ARGUMENT", "NULL pointer or inconsistent argument"),
+    (2, "F4_ERR_SIZE", "blob shorter than header/table, or total_size != blob size"),
+    (3, "F4_ERR_MAGIC", "bad magic"),
+    (4, "F4_ERR_VERSION", "unsupported version"),
+    (5, "F4_ERR_HEADER", "header_size, entry_size or a reserved header field"),
+    (6, "F4_ERR_CRC", "crc32 mismatch"),
+    (7, "F4_ERR_LAYER_COUNT", "n_layers out of range"),
+    (8, "F4_ERR_LAYOUT", "unknown layout"),
+    (9, "F4_ERR_CODEBOOK", "n_values or codebook"),
+    (10, "F4_ERR_QUANT", "activation clamp, multiplier, shift or reserved entry field"),
+    (11, "F4_ERR_SHAPE", "in_features, out_features or nnz"),
+    (12, "F4_ERR_SECTION", "bias/weights offset or size"),
+    (13, "F4_ERR_WEIGHTS", "weights section content"),
+    (14, "F4_ERR_BIAS", "folded bias outside the overflow-safe range"),
+    (15, "F4_ERR_CHAIN", "layer input does not match the previous layer's output"),
+    (16, "F4_ERR_SCRATCH", "scratch buffer too small"),
+)
+STATUS_VALUE: Dict[str, int] = {name: v for v, name, _ in STATUS}
+
+
+class FormatError(ValueError):
+    """A malformed blob. ``status`` is the C runtime's status name for the same defect."""
+
+    def __init__(self, status: str, message: str):
+        assert status in STATUS_VALUE, status
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+# ---------------------------------------------------------------------------------------------
+# field tables (FORMAT.md sections 1 and 2)
+
+#: header: (field, struct code)
+HEADER_FIELDS: Tuple[Tuple[str, str], ...] = (
+    ("magic", "4s"),
+    ("version", "B"),
+    ("header_size", "B"),
+    ("entry_size", "B"),
+    ("reserved0", "B"),
+    ("n_layers", "H"),
+    ("reserved1", "H"),
+    ("total_size", "I"),
+    ("crc32", "I"),
+    ("reserved2", "I"),
+)
+#: layer table entry: (field, struct code)
+LAYER_FIELDS: Tuple[Tuple[str, str], ...] = (
+    ("layout", "B"),
+    ("n_values", "B"),
+    ("input_zero_point", "b"),
+    ("output_zero_point", "b"),
+    ("activation_min", "b"),
+    ("activation_max", "b"),
+    ("output_shift", "b"),
+    ("reserved", "B"),
+    ("in_features", "H"),
+    ("out_features", "H"),
+    ("output_multiplier", "i"),
+    ("nnz", "I"),
+    ("bias_offset", "I"),
+    ("bias_size", "I"),
+    ("weights_offset", "I"),
+    ("weights_size", "I"),
+    ("reserved_u32", "I"),
+    ("codebook", "16s"),
+)
+_HEADER = struct.Struct("<" + "".join(c for _, c in HEADER_FIELDS))
+_ENTRY = struct.Struct("<" + "".join(c for _, c in LAYER_FIELDS))
+assert _HEADER.size == HEADER_SIZE and _ENTRY.size == ENTRY_SIZE
+CRC_OFFSET = 16
+
+
+def crc32(blob: bytes) -> int:
+    """``crc32`` field: CRC-32 of the blob with bytes 16..19 read as zero."""
+    return zlib.crc32(bytes(blob[:CRC_OFFSET]) + b"\0\0\0\0" + bytes(blob[CRC_OFFSET + 4 :])) & 0xFFFFFFFF
+
+
+def pack_header(**fields) -> bytes:
+    return _HEADER.pack(*(fields[name] for name, _ in HEADER_FIELDS))
+
+
+def unpack_header(blob: bytes) -> Dict[str, object]:
+    return dict(zip((n for n, _ in HEADER_FIELDS), _HEADER.unpack_from(blob, 0)))
+
+
+def pack_layer_entry(**fields) -> bytes:
+    return _ENTRY.pack(*(fields[name] for name, _ in LAYER_FIELDS))
+
+
+def unpack_layer_entry(blob: bytes, offset: int) -> Dict[str, object]:
+    return dict(zip((n for n, _ in LAYER_FIELDS), _ENTRY.unpack_from(blob, offset)))
+
+
+# ---------------------------------------------------------------------------------------------
+# weight layouts (FORMAT.md section 4)
+
+
+def _pack_nibbles(codes: np.ndarray) -> bytes:
+    c = np.asarray(codes, np.uint8).ravel()
+    if len(c) % 2:
+        c = np.concatenate([c, np.zeros(1, np.uint8)])
+    return (c[0::2] | (c[1::2] << 4)).astype(np.uint8).tobytes()
+
+
+def _unpack_nibbles(data: bytes, n: int) -> Tuple[np.ndarray, int]:
+    """(first n nibbles, the unused last nibble or 0)."""
+    b = np.frombuffer(data, np.uint8)
+    nib = np.stack([b & 0xF, b >> 4], axis=1).ravel()
+    return nib[:n], int(nib[n]) if len(nib) > n else 0
+
+
+def encode_vu8(value: int) -> bytes:
+    """vu8: ``value // 255`` bytes 0xFF, then ``value % 255``."""
+    if value < 0:
+        raise ValueError(f"vu8 value must be >= 0, got {value}")
+    return b"\xff" * (value // 255) + bytes([value % 255])
+
+
+def _decode_vu8(data: bytes, pos: int, limit: int, what: str) -> Tuple[int, int]:
+    value = 0
+    while True:
+        if pos >= len(data):
+            raise FormatError("F4_ERR_WEIGHTS", f"{what}: vu8 runs past the end of the weights section")
+        b = data[pos]
+        pos += 1
+        value += b
+        if value > limit:
+            raise FormatError("F4_ERR_WEIGHTS", f"{what}: value {value} exceeds {limit}")
+        if b != 0xFF:
+            return value, pos
+
+
+def encode_dense4(codes: np.ndarray) -> bytes:
+    return _pack_nibbles(codes)
+
+
+def decode_dense4(data: bytes, out_f: int, in_f: int, n_values: int, nnz: int, where: str) -> np.ndarray:
+    n = out_f * in_f
+    codes, pad = _unpack_nibbles(data, n)
+    if pad:
+        raise FormatError("F4_ERR_WEIGHTS", f"{where} codes: unused last nibble is {pad}, must be 0")
+    if codes.max(initial=0) >= n_values:
+        raise FormatError("F4_ERR_WEIGHTS", f"{where} codes: code {int(codes.max())} >= n_values {n_values}")
+    if int(np.count_nonzero(codes)) != nnz:
+        raise FormatError("F4_ERR_WEIGHTS", f"{where} codes: {int(np.count_nonzero(codes))} non-zero codes, nnz says {nnz}")
+    return codes.reshape(out_f, in_f)
+
+
+def encode_bitmap(codes: np.ndarray) -> bytes:
+    flat = np.asarray(codes, np.uint8).ravel()
+    mask = np.packbits(flat != 0, bitorder="little").tobytes()
+    return mask + _pack_nibbles(flat[flat != 0])
+
+
+def decode_bitmap(data: bytes, out_f: int, in_f: int, n_values: int, nnz: int, where: str) -> np.ndarray:
+    n = out_f * in_f
+    mask_size = (n + 7) // 8
+    bits = np.unpackbits(np.frombuffer(data[:mask_size], np.uint8), bitorder="little")
+    if bits[n:].any():
+        raise FormatError("F4_ERR_WEIGHTS", f"{where} mask: unused bits of the last byte must be 0")
+    bits = bits[:n].astype(bool)
+    if int(bits.sum()) != nnz:
+        raise FormatError("F4_ERR_WEIGHTS", f"{where} mask: popcount {int(bits.sum())} != nnz {nnz}")
+    nz, pad = _unpack_nibbles(data[mask_size:], nnz)
+    if pad:
+        raise FormatError("F4_ERR_WEIGHTS", f"{where} codes: unused last nibble is {pad}, must be 0")
+    if nnz and (nz.min() == 0 or nz.max() >= n_values):
+        raise FormatError("F4_ERR_WEIGHTS", f"{where} codes: codes of non-zero weights must be in 1..{n_values - 1}")
+    codes = np.zeros(n, np.uint8)
+    codes[bits] = nz
+    return codes.reshape(out_f, in_f)
+
+
+def encode_cer(codes: np.ndarray) -> bytes:
+    codes = np.asarray(codes, np.uint8)
+    out = bytearray()
+    for row in codes:
+        present = [int(k) for k in np.unique(row) if k != 0]
+        out += struct.pack("<H", sum(1 << k for k in present))
+        for k in present:
+            cols = np.flatnonzero(row == k)
+            out += encode_vu8(len(cols))
+            prev = -1
+            for c in cols:
+                out += encode_vu8(int(c) - prev - 1)
+                prev = int(c)
+    return bytes(out)
+
+
+def decode_cer(data: bytes, out_f: int, in_f: int, n_values: int, nnz: int, where: str) -> np.ndarray:
+    codes = np.zeros((out_f, in_f), np.uint8)
+    pos, total = 0, 0
+    for r in range(out_f):
+        if pos + 2 > len(data):
+            raise FormatError("F4_ERR_WEIGHTS", f"{where} row {r} value_mask: past the end of the weights section")
+        mask = data[pos] | (data[pos + 1] << 8)
+        pos += 2
+        if mask & 1 or mask >> n_values:
+            raise FormatError("F4_ERR_WEIGHTS", f"{where} row {r} value_mask 0x{mask:04x}: bit 0 or a bit >= n_values {n_values} is set")
+        for k in range(1, n_values):
+            if not mask >> k & 1:
+                continue
+            count, pos = _decode_vu8(data, pos, in_f, f"{where} row {r} code {k} count")
+            if count == 0:
+                raise FormatError("F4_ERR_WEIGHTS", f"{where} row {r} code {k} count: must be >= 1")
+            col = -1
+            for _ in range(count):
+                gap, pos = _decode_vu8(data, pos, in_f, f"{where} row {r} code {k} column gap")
+                col += gap + 1
+                if col >= in_f:
+                    raise FormatError("F4_ERR_WEIGHTS", f"{where} row {r} code {k}: column {col} >= in_features {in_f}")
+                if codes[r, col]:
+                    raise FormatError("F4_ERR_WEIGHTS", f"{where} row {r}: column {col} appears in two groups")
+                codes[r, col] = k
+            total += count
+    if pos != len(data):
+        raise FormatError("F4_ERR_WEIGHTS", f"{where}: {len(data) - pos} trailing bytes after the last row")
+    if total != nnz:
+        raise FormatError("F4_ERR_WEIGHTS", f"{where}: counts add up to {total}, nnz says {nnz}")
+    return codes
+
+
+class Layout(NamedTuple):
+    id: int
+    name: str
+    encode: Callable[[np.ndarray], bytes]
+    decode: Callable[..., np.ndarray]
+    #: exact weights_size from (out, in, nnz), or None when it depends on the content (CER)
+    size: Optional[Callable[[int, int, int], int]]
+
+
+#: layout id -> Layout; drives the writer, the reader and the simulator's dispatch.
+LAYOUTS: Dict[int, Layout] = {
+    0: Layout(0, "dense4", encode_dense4, decode_dense4, lambda o, i, nnz: (o * i + 1) // 2),
+    1: Layout(1, "bitmap", encode_bitmap, decode_bitmap, lambda o, i, nnz: (o * i + 7) // 8 + (nnz + 1) // 2),
+    2: Layout(2, "cer", encode_cer, decode_cer, None),
+}
+LAYOUT_IDS: Dict[str, int] = {l.name: l.id for l in LAYOUTS.values()}
+
+
+def layout_sizes(codes: np.ndarray) -> Dict[str, int]:
+    """weights_size in bytes of every layout for one layer's ``[out, in]`` codes."""
+    return {l.name: len(l.encode(codes)) for l in LAYOUTS.values()}
+
+
+# ---------------------------------------------------------------------------------------------
+# the blob
+
+
+@dataclasses.dataclass(eq=False)
+class F4Layer:
+    """One decoded, validated layer; fields named after FORMAT.md (plus ``codes``)."""
+
+    layout: int
+    n_values: int
+    input_zero_point: int
+    output_zero_point: int
+    activation_min: int
+    activation_max: int
+    output_shift: int
+    in_features: int
+    out_features: int
+    output_multiplier: int
+    nnz: int
+    bias_offset: int
+    bias_size: int
+    weights_offset: int
+    weights_size: int
+    codebook: np.ndarray  # int8[16]
+    folded_bias: np.ndarray  # int32[out]
+    codes: np.ndarray  # uint8[out, in]
+
+    @property
+    def layout_name(self) -> str:
+        return LAYOUTS[self.layout].name
+
+    def weights(self) -> np.ndarray:
+        return self.codebook[self.codes]
+
+    def bias(self) -> np.ndarray:
+        """The TFLite bias: ``folded_bias + input_zero_point * row sums``."""
+        rows = self.weights().astype(np.int64).sum(axis=1)
+        return (self.folded_bias.astype(np.int64) + self.input_zero_point * rows).astype(np.int32)
+
+
+@dataclasses.dataclass(eq=False)
+class F4Blob:
+    header: Dict[str, object]
+    layers: List[F4Layer]
+
+    def required_scratch(self) -> int:
+        """Bytes of scratch ``f4_run`` needs: two halves of the widest intermediate activation."""
+        return 2 * max((l.out_features for l in self.layers[:-1]), default=0)
+
+
+def folded_bias(layer: IntegerDense) -> np.ndarray:
+    """FORMAT.md section 3: ``bias - input_zero_point * sum_j w[r, j]`` (int64)."""
+    return layer.bias.astype(np.int64) - layer.input_zero_point * layer.weights.astype(np.int64).sum(axis=1)
+
+
+def _pad4(buf: bytearray) -> None:
+    buf += b"\0" * (-len(buf) % 4)
+
+
+def write_blob(net: IntegerMLP, layouts: Union[str, Sequence[str]] = "cer") -> bytes:
+    """Pack ``net`` into a blob.
+
+    Args:
+        layouts: one layout name for all layers (``dense4``, ``bitmap``, ``cer``), ``"smallest"``
+            (per layer, the layout with the fewest bytes), or one name per layer.
+
+    Raises:
+        ValueError: an unknown layout name, a wrong number of layouts, too many layers, a layer
+            wider than 65535, or a folded bias outside the int32 overflow-safe range.
+    """
+    n = len(net.layers)
+    if not 1 <= n <= MAX_LAYERS:
+        raise ValueError(f"a blob holds 1..{MAX_LAYERS} layers, the network has {n}")
+    names = [layouts] * n if isinstance(layouts, str) else list(layouts)
+    if len(names) != n:
+        raise ValueError(f"layouts: need one name per layer ({n}), got {len(names)}")
+    data_start = HEADER_SIZE + ENTRY_SIZE * n
+    body = bytearray()
+    entries = []
+    for i, (layer, lname) in enumerate(zip(net.layers, names)):
+        if layer.in_features > 0xFFFF or layer.out_features > 0xFFFF:
+            raise ValueError(f"layer {i} {layer.name!r}: features must be <= 65535, got {layer.weights.shape}")
+        codes = layer.codes()
+        cb = layer.codebook()
+        if lname == "smallest":
+            sizes = layout_sizes(codes)
+            lname = min(sizes, key=lambda k: (sizes[k], LAYOUT_IDS[k]))
+        if lname not in LAYOUT_IDS:
+            raise ValueError(f"layer {i}: unknown layout {lname!r}; accepted: {', '.join(LAYOUT_IDS)}, smallest")
+        fb = folded_bias(layer)
+        limit = INT32_MAX - ACC_PER_INPUT * layer.in_features
+        if np.abs(fb).max() > limit:
+            raise ValueError(f"layer {i} {layer.name!r}: folded bias {int(np.abs(fb).max())} exceeds the overflow-safe {limit}")
+        _pad4(body)
+        bias_offset = data_start + len(body)
+        body += fb.astype("<i4").tobytes()
+        _pad4(body)
+        weights_offset = data_start + len(body)
+        wbytes = LAYOUTS[LAYOUT_IDS[lname]].encode(codes)
+        body += wbytes
+        entries.append(pack_layer_entry(
+            layout=LAYOUT_IDS[lname], n_values=len(cb),
+            input_zero_point=layer.input_zero_point, output_zero_point=layer.output_zero_point,
+            activation_min=layer.activation_min, activation_max=layer.activation_max,
+            output_shift=layer.output_shift, reserved=0,
+            in_features=layer.in_features, out_features=layer.out_features,
+            output_multiplier=layer.output_multiplier, nnz=int(np.count_nonzero(codes)),
+            bias_offset=bias_offset, bias_size=4 * layer.out_features,
+            weights_offset=weights_offset, weights_size=len(wbytes), reserved_u32=0,
+            codebook=cb.astype(np.int8).tobytes().ljust(16, b"\0"),
+        ))
+    _pad4(body)
+    total = data_start + len(body)
+    header = dict(magic=MAGIC, version=VERSION, header_size=HEADER_SIZE, entry_size=ENTRY_SIZE, reserved0=0,
+                  n_layers=n, reserved1=0, total_size=total, crc32=0, reserved2=0)
+    blob = bytearray(pack_header(**header) + b"".join(entries) + bytes(body))
+    struct.pack_into("<I", blob, CRC_OFFSET, crc32(blob))
+    return bytes(blob)
+
+
+def _inside(offset: int, size: int, total: int) -> bool:
+    return offset <= total and size <= total - offset
+
+
+def read_blob(blob: bytes) -> F4Blob:
+    """Validate and decode a blob, in the order of FORMAT.md (the C ``f4_prepare`` order).
+
+    Raises:
+        FormatError: naming the field and the rule; ``.status`` is the C status name.
+    """
+    blob = bytes(blob)
+    size = len(blob)
+    if size < HEADER_SIZE:
+        raise FormatError("F4_ERR_SIZE", f"blob of {size} bytes is shorter than the {HEADER_SIZE}-byte header")
+    h = unpack_header(blob)
+    if h["magic"] != MAGIC:
+        raise FormatError("F4_ERR_MAGIC", f"magic is {h['magic']!r}, expected {MAGIC!r}")
+    if h["version"] != VERSION:
+        raise FormatError("F4_ERR_VERSION", f"version is {h['version']}, this reader supports {VERSION}")
+    for field, want in (("header_size", HEADER_SIZE), ("entry_size", ENTRY_SIZE), ("reserved0", 0), ("reserved1", 0), ("reserved2", 0)):
+        if h[field] != want:
+            raise FormatError("F4_ERR_HEADER", f"{field} is {h[field]}, must be {want}")
+    n = h["n_layers"]
+    if not 1 <= n <= MAX_LAYERS:
+        raise FormatError("F4_ERR_LAYER_COUNT", f"n_layers is {n}, must be in 1..{MAX_LAYERS}")
+    if h["total_size"] != size:
+        raise FormatError("F4_ERR_SIZE", f"total_size is {h['total_size']}, the blob has {size} bytes")
+    if h["crc32"] != crc32(blob):
+        raise FormatError("F4_ERR_CRC", f"crc32 is 0x{h['crc32']:08x}, the bytes give 0x{crc32(blob):08x}")
+    data_start = HEADER_SIZE + ENTRY_SIZE * n
+    if data_start > size:
+        raise FormatError("F4_ERR_SIZE", f"layer table of {n} entries ends at {data_start}, past the blob end {size}")
+    layers: List[F4Layer] = []
+    for i in range(n):
+        e = unpack_layer_entry(blob, HEADER_SIZE + ENTRY_SIZE * i)
+        where = f"layer {i}"
+        if e["layout"] not in LAYOUTS:
+            raise FormatError("F4_ERR_LAYOUT", f"{where} layout is {e['layout']}; accepted: "
+                              + ", ".join(f"{l.id} ({l.name})" for l in LAYOUTS.values()))
+        k = e["n_values"]
+        cb = np.frombuffer(e["codebook"], np.int8)
+        if not 1 <= k <= MAX_VALUES:
+            raise FormatError("F4_ERR_CODEBOOK", f"{where} n_values is {k}, must be in 1..{MAX_VALUES}")
+        if cb[0] != 0 or (cb[1:k] == 0).any() or len(np.unique(cb[1:k])) != k - 1 or cb[k:].any():
+            raise FormatError("F4_ERR_CODEBOOK", f"{where} codebook {cb.tolist()}: entry 0 must be 0, entries 1..{k - 1} "
+                              "distinct and non-zero, the rest 0")
+        if e["activation_min"] > e["activation_max"]:
+            raise FormatError("F4_ERR_QUANT", f"{where} activation_min {e['activation_min']} > activation_max {e['activation_max']}")
+        if not -31 <= e["output_shift"] <= 30:
+            raise FormatError("F4_ERR_QUANT", f"{where} output_shift is {e['output_shift']}, must be in -31..30")
+        if e["output_multiplier"] < 0:
+            raise FormatError("F4_ERR_QUANT", f"{where} output_multiplier is {e['output_multiplier']}, must be >= 0")
+        for field in ("reserved", "reserved_u32"):
+            if e[field] != 0:
+                raise FormatError("F4_ERR_QUANT", f"{where} {field} is {e[field]}, must be 0")
+        in_f, out_f = e["in_features"], e["out_features"]
+        if in_f < 1 or out_f < 1:
+            raise FormatError("F4_ERR_SHAPE", f"{where} in_features {in_f} / out_features {out_f} must be >= 1")
+        if e["nnz"] > in_f * out_f:
+            raise FormatError("F4_ERR_SHAPE", f"{where} nnz {e['nnz']} > in_features * out_features {in_f * out_f}")
+        if layers:
+            prev = layers[-1]
+            if in_f != prev.out_features:
+                raise FormatError("F4_ERR_CHAIN", f"{where} in_features {in_f} != out_features {prev.out_features} of layer {i - 1}")
+            if e["input_zero_point"] != prev.output_zero_point:
+                raise FormatError("F4_ERR_CHAIN", f"{where} input_zero_point {e['input_zero_point']} != output_zero_point "
+                                  f"{prev.output_zero_point} of layer {i - 1}")
+        bo, bs, wo, ws = e["bias_offset"], e["bias_size"], e["weights_offset"], e["weights_size"]
+        if bo % 4 or bo < data_start or bs != 4 * out_f or not _inside(bo, bs, size):
+            raise FormatError("F4_ERR_SECTION", f"{where} bias_offset {bo} / bias_size {bs}: need a multiple of 4, "
+                              f">= {data_start}, size {4 * out_f}, inside the {size}-byte blob")
+        lay = LAYOUTS[e["layout"]]
+        want = lay.size(out_f, in_f, e["nnz"]) if lay.size else None
+        if wo < data_start or not _inside(wo, ws, size) or (want is not None and ws != want):
+            raise FormatError("F4_ERR_SECTION", f"{where} weights_offset {wo} / weights_size {ws}: need >= {data_start}, "
+                              f"inside the {size}-byte blob" + (f", size {want} for {lay.name}" if want is not None else ""))
+        codes = lay.decode(blob[wo : wo + ws], out_f, in_f, k, e["nnz"], f"{where} weights ({lay.name})")
+        fb = np.frombuffer(blob[bo : bo + bs], "<i4").astype(np.int32)
+        limit = INT32_MAX - ACC_PER_INPUT * in_f
+        if np.abs(fb.astype(np.int64)).max() > limit:
+            raise FormatError("F4_ERR_BIAS", f"{where} folded_bias {int(np.abs(fb.astype(np.int64)).max())} exceeds {limit}")
+        fields = {f: e[f] for f in ("layout", "n_values", "input_zero_point", "output_zero_point", "activation_min",
+                                    "activation_max", "output_shift", "in_features", "out_features",
+                                    "output_multiplier", "nnz", "bias_offset", "bias_size", "weights_offset", "weights_size")}
+        layers.append(F4Layer(**fields, codebook=cb.copy(), folded_bias=fb, codes=codes))
+    return F4Blob(header=h, layers=layers)
+
+
+def blob_to_network(blob: Union[bytes, F4Blob]) -> IntegerMLP:
+    """The :class:`IntegerMLP` a blob encodes (layer names ``layer_<i>``; scales are not stored)."""
+    parsed = blob if isinstance(blob, F4Blob) else read_blob(blob)
+    return IntegerMLP([
+        IntegerDense(
+            name=f"layer_{i}", weights=l.weights(), bias=l.bias(),
+            input_zero_point=l.input_zero_point, output_zero_point=l.output_zero_point,
+            output_multiplier=l.output_multiplier, output_shift=l.output_shift,
+            activation_min=l.activation_min, activation_max=l.activation_max,
+        )
+        for i, l in enumerate(parsed.layers)
+    ])

@@ -1,0 +1,392 @@
+r"""The integer network the FantastIC4 runtime executes: :class:`IntegerMLP`, a list of
+:class:`IntegerDense` layers taken from an int8 ``.tflite`` flatbuffer.
+
+The FantastIC4 exporter re-encodes **the same integer network** that the TFLite Micro exporter
+produces, so both runtimes can be compared bit for bit. One layer computes, exactly like TFLM's
+reference ``FULLY_CONNECTED`` (int8 activations, int8 or int4 weights with zero point 0, int32
+bias, per-tensor scales):
+
+.. math::
+
+    \mathrm{acc}_r = b_r + \sum_j w_{rj}\,(x_j - z_{in}), \qquad
+    y_r = \mathrm{clamp}\big(\mathrm{MBQM}(\mathrm{acc}_r, q, s) + z_{out},\ a_{min},\ a_{max}\big)
+
+with :math:`(q, s)` = ``intmath.quantize_multiplier(intmath.conv_multiplier(s_in, s_w, s_out))``
+and MBQM = ``intmath.multiply_by_quantized_multiplier``. Supported graphs: an optional leading
+``RESHAPE`` (a no-op on the int8 data) followed by a chain of ``FULLY_CONNECTED`` ops with fused
+``NONE``, ``RELU``, ``RELU6`` or ``RELU_N1_TO_1``.
+
+The .tflite is read with the shared reader ``firmware_export.tflm.flatbuffer`` when it exists;
+until then with the small private reader below (TensorFlow's generated schema module).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from firmware_export import intmath
+
+__all__ = [
+    "MAX_VALUES",
+    "IntegerDense",
+    "IntegerMLP",
+    "activation_range",
+    "reference_dense",
+    "reference_forward",
+]
+
+#: At most 16 distinct weight values per layer (4-bit codebook indices); the value 0 is always
+#: codebook entry 0, so at most 15 distinct non-zero values.
+MAX_VALUES = 16
+
+_INT8_MIN, _INT8_MAX = -128, 127
+
+
+def activation_range(activation: str, output_scale: float, output_zero_point: int) -> Tuple[int, int]:
+    """TFLite's ``CalculateActivationRangeQuantized`` for an int8 output.
+
+    ``quantize(f) = zero_point + round_half_away(f / scale)`` with the division in float32.
+
+    Raises:
+        ValueError: an activation other than NONE, RELU, RELU6, RELU_N1_TO_1.
+    """
+
+    def quantize(f: float) -> int:
+        v = np.float32(f) / np.float32(output_scale)
+        return int(output_zero_point) + int(np.sign(v) * np.floor(np.abs(v) + np.float32(0.5)))
+
+    if activation == "NONE":
+        return _INT8_MIN, _INT8_MAX
+    if activation == "RELU":
+        return max(_INT8_MIN, quantize(0.0)), _INT8_MAX
+    if activation == "RELU6":
+        return max(_INT8_MIN, quantize(0.0)), min(_INT8_MAX, quantize(6.0))
+    if activation == "RELU_N1_TO_1":
+        return max(_INT8_MIN, quantize(-1.0)), min(_INT8_MAX, quantize(1.0))
+    raise ValueError(
+        f"fused activation {activation!r} is not supported; accepted: NONE, RELU, RELU6, RELU_N1_TO_1"
+    )
+
+
+@dataclasses.dataclass(eq=False)
+class IntegerDense:
+    """One fully connected int8 layer, as TFLM runs it.
+
+    Attributes:
+        name: the .tflite output tensor name (for messages).
+        weights: int8 ``[out, in]`` (the TFLite FC filter layout), at most 16 distinct values
+            counting 0.
+        bias: int32 ``[out]`` (the TFLite bias; zeros when the op has none).
+        input_zero_point, output_zero_point: int8 zero points of the input/output tensors.
+        output_multiplier, output_shift: ``intmath.quantize_multiplier`` of the real multiplier.
+        activation_min, activation_max: the int8 clamp (fused activation).
+    """
+
+    name: str
+    weights: np.ndarray
+    bias: np.ndarray
+    input_zero_point: int
+    output_zero_point: int
+    output_multiplier: int
+    output_shift: int
+    activation_min: int
+    activation_max: int
+
+    def __post_init__(self) -> None:
+        w = np.asarray(self.weights)
+        if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
+            raise ValueError(f"layer {self.name!r}: weights must be a non-empty [out, in] matrix, got shape {w.shape}")
+        if w.dtype != np.int8:
+            if not np.issubdtype(w.dtype, np.integer) or w.min() < _INT8_MIN or w.max() > _INT8_MAX:
+                raise ValueError(f"layer {self.name!r}: weights must be int8 values, got dtype {w.dtype}")
+            w = w.astype(np.int8)
+        self.weights = w
+        values = np.unique(w)
+        n_values = len(values) + (0 if 0 in values else 1)
+        if n_values > MAX_VALUES:
+            raise ValueError(
+                f"layer {self.name!r}: weights take {len(values)} distinct values "
+                f"({n_values} with the implicit zero); the 4-bit codebook holds at most {MAX_VALUES} "
+                f"including 0 (quantize the layer to <= 15 non-zero levels)"
+            )
+        b = np.asarray(self.bias)
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"layer {self.name!r}: bias must have shape ({w.shape[0]},), got {b.shape}")
+        self.bias = b.astype(np.int32)
+        for field in ("input_zero_point", "output_zero_point", "activation_min", "activation_max"):
+            v = int(getattr(self, field))
+            if not _INT8_MIN <= v <= _INT8_MAX:
+                raise ValueError(f"layer {self.name!r}: {field} must be in [-128, 127], got {v}")
+            setattr(self, field, v)
+        if self.activation_min > self.activation_max:
+            raise ValueError(
+                f"layer {self.name!r}: activation_min {self.activation_min} > activation_max {self.activation_max}"
+            )
+        self.output_multiplier = int(self.output_multiplier)
+        self.output_shift = int(self.output_shift)
+        if not 0 <= self.output_multiplier <= intmath.INT32_MAX:
+            raise ValueError(f"layer {self.name!r}: output_multiplier must be in [0, 2^31-1], got {self.output_multiplier}")
+        if not -31 <= self.output_shift <= 30:
+            raise ValueError(f"layer {self.name!r}: output_shift must be in [-31, 30], got {self.output_shift}")
+
+    @property
+    def in_features(self) -> int:
+        return int(self.weights.shape[1])
+
+    @property
+    def out_features(self) -> int:
+        return int(self.weights.shape[0])
+
+    def codebook(self) -> np.ndarray:
+        """int8 codebook: entry 0 is 0 (the implicit value), then the non-zero values ascending."""
+        nz = np.unique(self.weights[self.weights != 0])
+        return np.concatenate([np.zeros(1, np.int8), nz.astype(np.int8)])
+
+    def codes(self) -> np.ndarray:
+        """uint8 ``[out, in]`` codebook index of every weight (0 for a zero weight)."""
+        return _codes(self.weights, self.codebook())
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "name": self.name,
+            "weights": self.weights.tolist(),
+            "bias": self.bias.tolist(),
+            "input_zero_point": self.input_zero_point,
+            "output_zero_point": self.output_zero_point,
+            "output_multiplier": self.output_multiplier,
+            "output_shift": self.output_shift,
+            "activation_min": self.activation_min,
+            "activation_max": self.activation_max,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IntegerDense):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+
+def _codes(weights: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    lut = np.zeros(256, np.uint8)
+    lut[codebook.astype(np.int16) + 128] = np.arange(len(codebook), dtype=np.uint8)
+    return lut[weights.astype(np.int16) + 128]
+
+
+@dataclasses.dataclass(eq=False)
+class IntegerMLP:
+    """A chain of :class:`IntegerDense` layers (layer i's output feeds layer i+1).
+
+    Attributes:
+        layers: the layers, input first.
+        input_scale, output_scale: float scales of the network input and output tensors
+            (for quantizing inputs / dequantizing outputs; not used by the integer datapath).
+    """
+
+    layers: List[IntegerDense]
+    input_scale: float = 1.0
+    output_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise ValueError("an IntegerMLP needs at least one layer, got none")
+        for prev, cur in zip(self.layers, self.layers[1:]):
+            if prev.out_features != cur.in_features:
+                raise ValueError(
+                    f"layer {cur.name!r}: in_features {cur.in_features} != out_features "
+                    f"{prev.out_features} of the previous layer {prev.name!r}"
+                )
+            if prev.output_zero_point != cur.input_zero_point:
+                raise ValueError(
+                    f"layer {cur.name!r}: input_zero_point {cur.input_zero_point} != output_zero_point "
+                    f"{prev.output_zero_point} of the previous layer {prev.name!r}"
+                )
+
+    @property
+    def input_features(self) -> int:
+        return self.layers[0].in_features
+
+    @property
+    def output_features(self) -> int:
+        return self.layers[-1].out_features
+
+    @property
+    def input_zero_point(self) -> int:
+        return self.layers[0].input_zero_point
+
+    @property
+    def output_zero_point(self) -> int:
+        return self.layers[-1].output_zero_point
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """float -> int8 the way the TFLite converter's QUANTIZE does (round half to even
+        deviations aside, only used to make test inputs)."""
+        q = np.round(np.asarray(x, np.float32) / np.float32(self.input_scale)) + self.input_zero_point
+        return np.clip(q, _INT8_MIN, _INT8_MAX).astype(np.int8).reshape(len(x), -1)
+
+    @classmethod
+    def from_tflite(cls, model_bytes: bytes) -> "IntegerMLP":
+        """Build the network from an int8 ``.tflite`` flatbuffer (see the module docstring).
+
+        Raises:
+            ValueError: an unsupported op, tensor type, per-channel quantization, a non-zero
+                weight zero point, non-int8 input/output, or a layer with more than 16
+                distinct weight values; the message names the op or tensor.
+        """
+        return _from_tflite(bytes(model_bytes))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IntegerMLP):
+            return NotImplemented
+        return [l.to_dict() for l in self.layers] == [l.to_dict() for l in other.layers]
+
+
+# ---------------------------------------------------------------------------------------------
+# slow reference, straight from the formula (the tests compare every fast path with it)
+
+
+def reference_dense(layer: IntegerDense, x: np.ndarray) -> np.ndarray:
+    """One layer for int8 ``x`` of shape ``[batch, in]``: plain dense integer loop + intmath."""
+    x = np.asarray(x, np.int64)
+    acc = (x - layer.input_zero_point) @ layer.weights.astype(np.int64).T + layer.bias.astype(np.int64)
+    assert np.all(np.abs(acc) <= intmath.INT32_MAX), "int32 accumulator overflow"
+    y = intmath.multiply_by_quantized_multiplier(acc, layer.output_multiplier, layer.output_shift)
+    y = y + layer.output_zero_point
+    return np.clip(y, layer.activation_min, layer.activation_max).astype(np.int8)
+
+
+def reference_forward(net: IntegerMLP, x: np.ndarray) -> np.ndarray:
+    """The whole network with :func:`reference_dense` (int8 ``[batch, in]`` -> int8 ``[batch, out]``)."""
+    y = np.asarray(x, np.int8).reshape(len(x), -1)
+    for layer in net.layers:
+        y = reference_dense(layer, y)
+    return y
+
+
+# ---------------------------------------------------------------------------------------------
+# .tflite -> IntegerMLP
+
+
+def _from_tflite(model_bytes: bytes) -> IntegerMLP:
+    graph = _read_graph(model_bytes)
+    layers: List[IntegerDense] = []
+    tensors = graph["tensors"]
+    inp = tensors[graph["inputs"][0]]
+    out = tensors[graph["outputs"][0]]
+    for role, t in (("input", inp), ("output", out)):
+        if t["type"] != "INT8":
+            raise ValueError(f"model {role} tensor {t['name']!r} is {t['type']}; FantastIC4 needs int8 in/out")
+    current = graph["inputs"][0]
+    for op in graph["ops"]:
+        code = op["code"]
+        if code == "RESHAPE":
+            src, dst = tensors[op["inputs"][0]], tensors[op["outputs"][0]]
+            if op["inputs"][0] != current or (src["scale"], src["zero_point"]) != (dst["scale"], dst["zero_point"]):
+                raise ValueError(f"RESHAPE to {dst['name']!r} is not a quantization-preserving no-op on the chain")
+            current = op["outputs"][0]
+            continue
+        if code != "FULLY_CONNECTED":
+            raise ValueError(f"op {code} (output {tensors[op['outputs'][0]]['name']!r}) is not supported; "
+                             "accepted: RESHAPE, FULLY_CONNECTED")
+        in_idx, w_idx = op["inputs"][0], op["inputs"][1]
+        b_idx = op["inputs"][2] if len(op["inputs"]) > 2 else -1
+        if in_idx != current:
+            raise ValueError(f"FULLY_CONNECTED {tensors[op['outputs'][0]]['name']!r} does not consume the previous op's output")
+        x_t, w_t, y_t = tensors[in_idx], tensors[w_idx], tensors[op["outputs"][0]]
+        name = y_t["name"]
+        for role, t in (("input", x_t), ("weights", w_t), ("output", y_t)):
+            if len(t["scales"]) != 1:
+                raise ValueError(f"FULLY_CONNECTED {name!r}: {role} tensor {t['name']!r} is per-channel "
+                                 f"quantized ({len(t['scales'])} scales); only per-tensor is supported")
+        if x_t["type"] != "INT8" or y_t["type"] != "INT8":
+            raise ValueError(f"FULLY_CONNECTED {name!r}: activations must be INT8, got {x_t['type']} -> {y_t['type']}")
+        if w_t["type"] not in ("INT8", "INT4"):
+            raise ValueError(f"FULLY_CONNECTED {name!r}: weights must be INT8 or INT4, got {w_t['type']}")
+        if w_t["zero_point"] != 0:
+            raise ValueError(f"FULLY_CONNECTED {name!r}: weight zero point must be 0, got {w_t['zero_point']}")
+        w = w_t["data"]
+        if w is None or w.ndim != 2:
+            raise ValueError(f"FULLY_CONNECTED {name!r}: weights must be a constant [out, in] tensor")
+        if b_idx >= 0:
+            b_t = tensors[b_idx]
+            if b_t["type"] != "INT32" or b_t["data"] is None:
+                raise ValueError(f"FULLY_CONNECTED {name!r}: bias must be a constant INT32 tensor, got {b_t['type']}")
+            bias = b_t["data"].reshape(-1)
+        else:
+            bias = np.zeros(w.shape[0], np.int32)
+        q, s = intmath.quantize_multiplier(intmath.conv_multiplier(x_t["scale"], w_t["scale"], y_t["scale"]))
+        lo, hi = activation_range(op["activation"], y_t["scale"], y_t["zero_point"])
+        layers.append(
+            IntegerDense(
+                name=name, weights=w, bias=bias,
+                input_zero_point=x_t["zero_point"], output_zero_point=y_t["zero_point"],
+                output_multiplier=q, output_shift=s, activation_min=lo, activation_max=hi,
+            )
+        )
+        current = op["outputs"][0]
+    if not layers:
+        raise ValueError("the model has no FULLY_CONNECTED op")
+    if current != graph["outputs"][0]:
+        raise ValueError("the last FULLY_CONNECTED op's output is not the model output")
+    return IntegerMLP(layers, input_scale=inp["scale"], output_scale=out["scale"])
+
+
+_TYPES = {0: "FLOAT32", 2: "INT32", 3: "UINT8", 9: "INT8", 17: "INT4", 4: "INT64", 7: "INT16"}
+_ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
+
+
+def _read_graph(model_bytes: bytes) -> Dict[str, Any]:
+    """Subgraph 0 as plain dicts: tensors (name, type, shape, scale(s), zero point, constant data),
+    ops (code, inputs, outputs, fused activation), inputs, outputs.
+
+    Private stand-in until ``firmware_export.tflm.flatbuffer`` exists (then this is replaced by it).
+    """
+    try:
+        from tensorflow.lite.python import schema_py_generated as schema
+    except ImportError as e:  # pragma: no cover
+        raise ImportError("reading .tflite needs tensorflow (tensorflow.lite.python.schema_py_generated)") from e
+    try:
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
+    except Exception as e:
+        raise ValueError(f"not a .tflite flatbuffer ({type(e).__name__}: {e})") from None
+    if not model.subgraphs or len(model.subgraphs) != 1:
+        raise ValueError(f"expected exactly one subgraph, got {len(model.subgraphs or [])}")
+    sg = model.subgraphs[0]
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    tensors = []
+    for t in sg.tensors:
+        ttype = _TYPES.get(t.type, f"type{t.type}")
+        q = t.quantization
+        scales = [] if q is None or q.scale is None else [float(v) for v in q.scale]
+        zps = [] if q is None or q.zeroPoint is None else [int(v) for v in q.zeroPoint]
+        shape = [int(d) for d in (t.shape if t.shape is not None else [])]
+        buf = model.buffers[t.buffer].data if t.buffer < len(model.buffers) else None
+        data = None
+        if buf is not None and len(buf):
+            raw = np.asarray(buf, np.uint8).tobytes()
+            n = int(np.prod(shape)) if shape else 1
+            if ttype == "INT8":
+                data = np.frombuffer(raw, np.int8)[:n].reshape(shape)
+            elif ttype == "INT32":
+                data = np.frombuffer(raw, "<i4")[:n].reshape(shape).astype(np.int32)
+            elif ttype == "INT4":
+                b = np.frombuffer(raw, np.uint8)
+                nib = np.stack([b & 0xF, b >> 4], axis=1).reshape(-1)[:n].astype(np.int8)
+                data = np.where(nib > 7, nib - 16, nib).astype(np.int8).reshape(shape)
+        tensors.append({
+            "name": t.name.decode() if isinstance(t.name, bytes) else str(t.name),
+            "type": ttype, "shape": shape, "scales": scales,
+            "scale": scales[0] if scales else 0.0, "zero_point": zps[0] if zps else 0, "data": data,
+        })
+    ops = []
+    for op in sg.operators:
+        oc = model.operatorCodes[op.opcodeIndex]
+        code = op_names.get(max(oc.builtinCode, oc.deprecatedBuiltinCode), f"op{oc.builtinCode}")
+        act = getattr(op.builtinOptions, "fusedActivationFunction", 0) if op.builtinOptions is not None else 0
+        ops.append({
+            "code": code,
+            "inputs": [int(i) for i in op.inputs],
+            "outputs": [int(i) for i in op.outputs],
+            "activation": _ACTIVATIONS.get(act, f"activation{act}"),
+        })
+    return {"tensors": tensors, "ops": ops, "inputs": [int(i) for i in sg.inputs], "outputs": [int(i) for i in sg.outputs]}

@@ -1,0 +1,398 @@
+/* FantastIC4-style 4-bit sparse MLP runtime. See f4_runtime.h and FORMAT.md.
+ * Mirrors firmware_export/fantastic4/format.py (read_blob check order) and simulate.py (datapath). */
+#include "f4_runtime.h"
+
+#include "f4_intmath.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* CRC-32 (ISO-HDLC, reflected polynomial 0xEDB88320, as zlib.crc32), 4 bits per step. */
+
+static const uint32_t f4_crc_nibble[16] = {
+    0x00000000u, 0x1DB71064u, 0x3B6E20C8u, 0x26D930ACu, 0x76DC4190u, 0x6B6B51F4u, 0x4DB26158u, 0x5005713Cu,
+    0xEDB88320u, 0xF00F9344u, 0xD6D6A3E8u, 0xCB61B38Cu, 0x9B64C2B0u, 0x86D3D2D4u, 0xA00AE278u, 0xBDBDF21Cu};
+
+/* crc32 field: CRC of the blob with the 4 bytes of the field itself read as zero. */
+static uint32_t f4_crc32(const uint8_t* blob, size_t size) {
+  uint32_t crc = 0xFFFFFFFFu;
+  size_t i;
+  for (i = 0; i < size; ++i) {
+    const uint8_t b = (i >= F4_HDR_CRC32 && i < F4_HDR_CRC32 + 4u) ? 0u : blob[i];
+    crc ^= b;
+    crc = (crc >> 4) ^ f4_crc_nibble[crc & 0x0Fu];
+    crc = (crc >> 4) ^ f4_crc_nibble[crc & 0x0Fu];
+  }
+  return crc ^ 0xFFFFFFFFu;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Datapath (simulate.py: accumulate_partial_sums, combine_partial_sums, requantize). */
+
+/* acc = folded_bias[r] + sum over k >= 1 with s[k] != 0 of codebook[k] * s[k]. */
+static inline int32_t f4_combine_partial_sums(const f4_layer* layer, uint32_t r, const int32_t* s) {
+  int32_t acc = f4_read_i32(layer->bias + 4u * r);
+  uint32_t k;
+  for (k = 1; k < layer->n_values; ++k) {
+    if (s[k] != 0) acc += (int32_t)layer->codebook[k] * s[k];
+  }
+  return acc;
+}
+
+/* clamp(MultiplyByQuantizedMultiplier(acc) + output_zero_point, activation_min, activation_max). */
+static inline int8_t f4_requantize(const f4_layer* layer, int32_t acc) {
+  int32_t y = f4_multiply_by_quantized_multiplier(acc, layer->output_multiplier, layer->output_shift);
+  y += layer->output_zero_point;
+  if (y < layer->activation_min) y = layer->activation_min;
+  if (y > layer->activation_max) y = layer->activation_max;
+  return (int8_t)y;
+}
+
+static inline void f4_clear_partial_sums(int32_t* s) {
+  uint32_t k;
+  for (k = 0; k < F4_MAX_VALUES; ++k) s[k] = 0;
+}
+
+/* DENSE4: every code nibble, zero codes skipped. */
+void f4_dense_layer_dense4(const f4_layer* layer, const int8_t* x, int8_t* y) {
+  const uint8_t* codes = layer->weights;
+  const uint32_t in = layer->in_features;
+  uint32_t e = 0, r, j;
+  int32_t s[F4_MAX_VALUES];
+  for (r = 0; r < layer->out_features; ++r) {
+    f4_clear_partial_sums(s);
+    for (j = 0; j < in; ++j, ++e) {
+      const uint8_t code = f4_read_nibble(codes, e);
+      if (code != 0u) s[code] += x[j];
+    }
+    y[r] = f4_requantize(layer, f4_combine_partial_sums(layer, r, s));
+  }
+}
+
+/* BITMAP: one mask bit per weight, one code nibble per set bit. */
+void f4_dense_layer_bitmap(const f4_layer* layer, const int8_t* x, int8_t* y) {
+  const uint32_t in = layer->in_features;
+  const uint8_t* mask = layer->weights;
+  const uint8_t* codes = mask + (((uint32_t)layer->out_features * in + 7u) >> 3);
+  uint32_t e = 0, c = 0, r, j;
+  int32_t s[F4_MAX_VALUES];
+  for (r = 0; r < layer->out_features; ++r) {
+    f4_clear_partial_sums(s);
+    for (j = 0; j < in; ++j, ++e) {
+      if ((mask[e >> 3] >> (e & 7u)) & 1u) {
+        s[f4_read_nibble(codes, c)] += x[j];
+        ++c;
+      }
+    }
+    y[r] = f4_requantize(layer, f4_combine_partial_sums(layer, r, s));
+  }
+}
+
+/* CER: per row a value_mask, then per present value a count and column gaps (vu8). */
+void f4_dense_layer_cer(const f4_layer* layer, const int8_t* x, int8_t* y) {
+  const uint8_t* p = layer->weights;
+  uint32_t r, k;
+  int32_t s[F4_MAX_VALUES];
+  for (r = 0; r < layer->out_features; ++r) {
+    const uint32_t value_mask = f4_read_u16(p);
+    p += 2;
+    f4_clear_partial_sums(s);
+    for (k = 1; k < layer->n_values; ++k) {
+      if ((value_mask >> k) & 1u) {
+        uint32_t count = f4_read_vu8(&p);
+        uint32_t col = f4_read_vu8(&p);
+        int32_t sum = x[col];
+        while (--count != 0u) {
+          col += f4_read_vu8(&p) + 1u;
+          sum += x[col];
+        }
+        s[k] = sum;
+      }
+    }
+    y[r] = f4_requantize(layer, f4_combine_partial_sums(layer, r, s));
+  }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Validation of the weights section content (format.py decode_dense4/_bitmap/_cer). */
+
+static f4_status f4_check_dense4(const f4_layer* layer) {
+  const uint32_t n = (uint32_t)layer->out_features * layer->in_features;
+  uint32_t e, nonzero = 0;
+  if ((n & 1u) && (layer->weights[n >> 1] >> 4) != 0u) return F4_ERR_WEIGHTS;
+  for (e = 0; e < n; ++e) {
+    const uint8_t code = f4_read_nibble(layer->weights, e);
+    if (code >= layer->n_values) return F4_ERR_WEIGHTS;
+    if (code != 0u) ++nonzero;
+  }
+  return nonzero == layer->nnz ? F4_OK : F4_ERR_WEIGHTS;
+}
+
+static f4_status f4_check_bitmap(const f4_layer* layer) {
+  const uint32_t n = (uint32_t)layer->out_features * layer->in_features;
+  const uint32_t mask_size = (n + 7u) >> 3;
+  const uint8_t* codes = layer->weights + mask_size;
+  uint32_t e, c, popcount = 0;
+  if ((n & 7u) && (layer->weights[mask_size - 1u] >> (n & 7u)) != 0u) return F4_ERR_WEIGHTS;
+  for (e = 0; e < n; ++e) popcount += (layer->weights[e >> 3] >> (e & 7u)) & 1u;
+  if (popcount != layer->nnz) return F4_ERR_WEIGHTS;
+  if ((layer->nnz & 1u) && (codes[layer->nnz >> 1] >> 4) != 0u) return F4_ERR_WEIGHTS;
+  for (c = 0; c < layer->nnz; ++c) {
+    const uint8_t code = f4_read_nibble(codes, c);
+    if (code == 0u || code >= layer->n_values) return F4_ERR_WEIGHTS;
+  }
+  return F4_OK;
+}
+
+/* Bounded vu8: fails past end or above limit (limit <= 65535, so no overflow). */
+static int f4_read_vu8_checked(const uint8_t** p, const uint8_t* end, uint32_t limit, uint32_t* value) {
+  uint32_t v = 0;
+  for (;;) {
+    uint8_t b;
+    if (*p >= end) return 0;
+    b = **p;
+    (*p)++;
+    v += b;
+    if (v > limit) return 0;
+    if (b != 0xFFu) break;
+  }
+  *value = v;
+  return 1;
+}
+
+/* Every rule of FORMAT.md CER except "a column in at most one group of a row" (cannot cause an
+ * out-of-range read; the Python reader checks it). */
+static f4_status f4_check_cer(const f4_layer* layer) {
+  const uint8_t* p = layer->weights;
+  const uint8_t* end = layer->weights + layer->weights_size;
+  const uint32_t in = layer->in_features;
+  uint32_t r, k, total = 0;
+  for (r = 0; r < layer->out_features; ++r) {
+    uint32_t value_mask;
+    if (end - p < 2) return F4_ERR_WEIGHTS;
+    value_mask = f4_read_u16(p);
+    p += 2;
+    if ((value_mask & 1u) || (value_mask >> layer->n_values) != 0u) return F4_ERR_WEIGHTS;
+    for (k = 1; k < layer->n_values; ++k) {
+      uint32_t count, i, col = 0, gap;
+      if (!((value_mask >> k) & 1u)) continue;
+      if (!f4_read_vu8_checked(&p, end, in, &count) || count == 0u) return F4_ERR_WEIGHTS;
+      for (i = 0; i < count; ++i) {
+        if (!f4_read_vu8_checked(&p, end, in, &gap)) return F4_ERR_WEIGHTS;
+        col = (i == 0u) ? gap : col + gap + 1u;
+        if (col >= in) return F4_ERR_WEIGHTS;
+      }
+      total += count;
+    }
+  }
+  if (p != end || total != layer->nnz) return F4_ERR_WEIGHTS;
+  return F4_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The layout table: drives validation, size rules and dispatch (format.py LAYOUTS). */
+
+#define F4_SIZE_FROM_CONTENT UINT64_MAX
+
+static uint64_t f4_size_dense4(uint64_t out, uint64_t in, uint64_t nnz) {
+  (void)nnz;
+  return (out * in + 1u) / 2u;
+}
+static uint64_t f4_size_bitmap(uint64_t out, uint64_t in, uint64_t nnz) { return (out * in + 7u) / 8u + (nnz + 1u) / 2u; }
+static uint64_t f4_size_cer(uint64_t out, uint64_t in, uint64_t nnz) {
+  (void)out;
+  (void)in;
+  (void)nnz;
+  return F4_SIZE_FROM_CONTENT;
+}
+
+typedef struct {
+  uint8_t id;
+  const char* name;
+  uint64_t (*weights_size)(uint64_t out, uint64_t in, uint64_t nnz);
+  f4_status (*check)(const f4_layer* layer);
+  void (*dense_layer)(const f4_layer* layer, const int8_t* x, int8_t* y);
+} f4_layout_ops;
+
+static const f4_layout_ops f4_layouts[F4_N_LAYOUTS] = {
+    {F4_LAYOUT_DENSE4, "dense4", f4_size_dense4, f4_check_dense4, f4_dense_layer_dense4},
+    {F4_LAYOUT_BITMAP, "bitmap", f4_size_bitmap, f4_check_bitmap, f4_dense_layer_bitmap},
+    {F4_LAYOUT_CER, "cer", f4_size_cer, f4_check_cer, f4_dense_layer_cer},
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Prepare (format.py read_blob, same order of checks). */
+
+static int f4_inside(uint32_t offset, uint32_t size, uint32_t total) { return offset <= total && size <= total - offset; }
+
+static f4_status f4_check_header(const uint8_t* blob, size_t blob_size, uint16_t* n_layers) {
+  const uint8_t* h = blob;
+  uint32_t n;
+  if (blob_size < F4_HEADER_SIZE) return F4_ERR_SIZE;
+  if (h[0] != F4_MAGIC0 || h[1] != F4_MAGIC1 || h[2] != F4_MAGIC2 || h[3] != F4_MAGIC3) return F4_ERR_MAGIC;
+  if (h[F4_HDR_VERSION] != F4_VERSION) return F4_ERR_VERSION;
+  if (h[F4_HDR_HEADER_SIZE] != F4_HEADER_SIZE || h[F4_HDR_ENTRY_SIZE] != F4_ENTRY_SIZE || h[F4_HDR_RESERVED0] != 0u ||
+      f4_read_u16(h + F4_HDR_RESERVED1) != 0u || f4_read_u32(h + F4_HDR_RESERVED2) != 0u) {
+    return F4_ERR_HEADER;
+  }
+  n = f4_read_u16(h + F4_HDR_N_LAYERS);
+  if (n < 1u || n > F4_MAX_LAYERS) return F4_ERR_LAYER_COUNT;
+  if ((uint64_t)f4_read_u32(h + F4_HDR_TOTAL_SIZE) != (uint64_t)blob_size) return F4_ERR_SIZE;
+  if (f4_read_u32(h + F4_HDR_CRC32) != f4_crc32(blob, blob_size)) return F4_ERR_CRC;
+  if ((uint64_t)F4_HEADER_SIZE + (uint64_t)F4_ENTRY_SIZE * n > (uint64_t)blob_size) return F4_ERR_SIZE;
+  *n_layers = (uint16_t)n;
+  return F4_OK;
+}
+
+static f4_status f4_check_codebook(const uint8_t* e, f4_layer* l) {
+  uint32_t k, m;
+  l->n_values = e[F4_ENT_N_VALUES];
+  if (l->n_values < 1u || l->n_values > F4_MAX_VALUES) return F4_ERR_CODEBOOK;
+  for (k = 0; k < F4_MAX_VALUES; ++k) l->codebook[k] = f4_read_i8(e + F4_ENT_CODEBOOK + k);
+  if (l->codebook[0] != 0) return F4_ERR_CODEBOOK;
+  for (k = 1; k < F4_MAX_VALUES; ++k) {
+    if (k < l->n_values) {
+      if (l->codebook[k] == 0) return F4_ERR_CODEBOOK;
+      for (m = 1; m < k; ++m) {
+        if (l->codebook[m] == l->codebook[k]) return F4_ERR_CODEBOOK;
+      }
+    } else if (l->codebook[k] != 0) {
+      return F4_ERR_CODEBOOK;
+    }
+  }
+  return F4_OK;
+}
+
+static f4_status f4_check_layer(const uint8_t* blob, uint32_t total, uint32_t data_start, const uint8_t* e,
+                                const f4_layer* prev, f4_layer* l) {
+  uint32_t bias_offset, bias_size, weights_offset, r;
+  uint64_t want;
+  int64_t limit;
+  f4_status st;
+  const f4_layout_ops* ops;
+
+  l->layout = e[F4_ENT_LAYOUT];
+  if (l->layout >= F4_N_LAYOUTS) return F4_ERR_LAYOUT;
+  ops = &f4_layouts[l->layout];
+  st = f4_check_codebook(e, l);
+  if (st != F4_OK) return st;
+
+  l->input_zero_point = f4_read_i8(e + F4_ENT_INPUT_ZERO_POINT);
+  l->output_zero_point = f4_read_i8(e + F4_ENT_OUTPUT_ZERO_POINT);
+  l->activation_min = f4_read_i8(e + F4_ENT_ACTIVATION_MIN);
+  l->activation_max = f4_read_i8(e + F4_ENT_ACTIVATION_MAX);
+  l->output_shift = f4_read_i8(e + F4_ENT_OUTPUT_SHIFT);
+  l->output_multiplier = f4_read_i32(e + F4_ENT_OUTPUT_MULTIPLIER);
+  if (l->activation_min > l->activation_max) return F4_ERR_QUANT;
+  if (l->output_shift < -31 || l->output_shift > 30) return F4_ERR_QUANT;
+  if (l->output_multiplier < 0) return F4_ERR_QUANT;
+  if (e[F4_ENT_RESERVED] != 0u || f4_read_u32(e + F4_ENT_RESERVED_U32) != 0u) return F4_ERR_QUANT;
+
+  l->in_features = f4_read_u16(e + F4_ENT_IN_FEATURES);
+  l->out_features = f4_read_u16(e + F4_ENT_OUT_FEATURES);
+  l->nnz = f4_read_u32(e + F4_ENT_NNZ);
+  if (l->in_features < 1u || l->out_features < 1u) return F4_ERR_SHAPE;
+  if ((uint64_t)l->nnz > (uint64_t)l->in_features * l->out_features) return F4_ERR_SHAPE;
+  if (prev != NULL) {
+    if (l->in_features != prev->out_features) return F4_ERR_CHAIN;
+    if (l->input_zero_point != prev->output_zero_point) return F4_ERR_CHAIN;
+  }
+
+  bias_offset = f4_read_u32(e + F4_ENT_BIAS_OFFSET);
+  bias_size = f4_read_u32(e + F4_ENT_BIAS_SIZE);
+  if ((bias_offset & 3u) != 0u || bias_offset < data_start || bias_size != 4u * l->out_features ||
+      !f4_inside(bias_offset, bias_size, total)) {
+    return F4_ERR_SECTION;
+  }
+  weights_offset = f4_read_u32(e + F4_ENT_WEIGHTS_OFFSET);
+  l->weights_size = f4_read_u32(e + F4_ENT_WEIGHTS_SIZE);
+  want = ops->weights_size(l->out_features, l->in_features, l->nnz);
+  if (weights_offset < data_start || !f4_inside(weights_offset, l->weights_size, total) ||
+      (want != F4_SIZE_FROM_CONTENT && want != (uint64_t)l->weights_size)) {
+    return F4_ERR_SECTION;
+  }
+  l->bias = blob + bias_offset;
+  l->weights = blob + weights_offset;
+  st = ops->check(l);
+  if (st != F4_OK) return st;
+
+  limit = (int64_t)INT32_MAX - (int64_t)F4_ACC_PER_INPUT * l->in_features;
+  for (r = 0; r < l->out_features; ++r) {
+    const int64_t b = f4_read_i32(l->bias + 4u * r);
+    if (b > limit || -b > limit) return F4_ERR_BIAS;
+  }
+  return F4_OK;
+}
+
+f4_status f4_prepare(const uint8_t* blob, size_t blob_size, f4_model* model) {
+  uint16_t n = 0;
+  uint32_t i, data_start;
+  f4_status st;
+  if (blob == NULL || model == NULL) return F4_ERR_ARGUMENT;
+  st = f4_check_header(blob, blob_size, &n);
+  if (st != F4_OK) return st;
+  data_start = F4_HEADER_SIZE + F4_ENTRY_SIZE * (uint32_t)n;
+  model->n_layers = 0;
+  model->scratch_half = 0;
+  for (i = 0; i < n; ++i) {
+    st = f4_check_layer(blob, (uint32_t)blob_size, data_start, blob + F4_HEADER_SIZE + F4_ENTRY_SIZE * i,
+                        i > 0u ? &model->layers[i - 1u] : NULL, &model->layers[i]);
+    if (st != F4_OK) {
+      model->n_layers = 0;
+      return st;
+    }
+    if (i + 1u < n && model->layers[i].out_features > model->scratch_half) {
+      model->scratch_half = model->layers[i].out_features;
+    }
+  }
+  model->n_layers = n;
+  model->input_features = model->layers[0].in_features;
+  model->output_features = model->layers[n - 1u].out_features;
+  return F4_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Invoke / run. */
+
+f4_status f4_invoke(const f4_model* model, const int8_t* input, int8_t* output, int8_t* scratch,
+                    size_t scratch_size) {
+  uint32_t i;
+  const int8_t* x = input;
+  if (model == NULL || input == NULL || output == NULL || model->n_layers < 1u || model->n_layers > F4_MAX_LAYERS) {
+    return F4_ERR_ARGUMENT;
+  }
+  if ((size_t)2u * model->scratch_half > scratch_size) return F4_ERR_SCRATCH;
+  if (model->scratch_half > 0u && scratch == NULL) return F4_ERR_ARGUMENT;
+  for (i = 0; i < model->n_layers; ++i) {
+    const f4_layer* layer = &model->layers[i];
+    int8_t* y = (i + 1u == model->n_layers) ? output : scratch + (size_t)(i & 1u) * model->scratch_half;
+    f4_layouts[layer->layout].dense_layer(layer, x, y);
+    x = y;
+  }
+  return F4_OK;
+}
+
+f4_status f4_run(const uint8_t* blob, size_t blob_size, const int8_t* input, int8_t* output, int8_t* scratch,
+                 size_t scratch_size) {
+  f4_model model;
+  const f4_status st = f4_prepare(blob, blob_size, &model);
+  if (st != F4_OK) return st;
+  return f4_invoke(&model, input, output, scratch, scratch_size);
+}
+
+f4_status f4_required_scratch(const uint8_t* blob, size_t blob_size, size_t* scratch_size) {
+  f4_model model;
+  f4_status st;
+  if (scratch_size == NULL) return F4_ERR_ARGUMENT;
+  st = f4_prepare(blob, blob_size, &model);
+  if (st != F4_OK) return st;
+  *scratch_size = (size_t)2u * model.scratch_half;
+  return F4_OK;
+}
+
+const char* f4_status_name(f4_status status) {
+  static const char* const names[] = {
+      "F4_OK",           "F4_ERR_ARGUMENT", "F4_ERR_SIZE",  "F4_ERR_MAGIC",   "F4_ERR_VERSION",    "F4_ERR_HEADER",
+      "F4_ERR_CRC",      "F4_ERR_LAYER_COUNT", "F4_ERR_LAYOUT", "F4_ERR_CODEBOOK", "F4_ERR_QUANT",   "F4_ERR_SHAPE",
+      "F4_ERR_SECTION",  "F4_ERR_WEIGHTS",  "F4_ERR_BIAS",  "F4_ERR_CHAIN",   "F4_ERR_SCRATCH"};
+  const unsigned idx = (unsigned)status;
+  return idx < sizeof(names) / sizeof(names[0]) ? names[idx] : "F4_ERR_UNKNOWN";
+}

@@ -1,0 +1,104 @@
+/* FantastIC4-style 4-bit sparse MLP runtime (portable C99).
+ *
+ * Runs the integer MLP stored in a blob (FORMAT.md): per output row, the int8 activations that
+ * share a codebook value are summed first, each partial sum is multiplied by its value once, then
+ * the folded bias is added and the int32 accumulator is requantized exactly like TFLite Micro's
+ * reference FULLY_CONNECTED. Bit-exact with TFLM and with the Python simulator simulate.py, whose
+ * function names this file mirrors (prepare, required_scratch, dense_layer_dense4/_bitmap/_cer,
+ * accumulate/combine_partial_sums, requantize, run).
+ *
+ * Memory: allocates nothing and has no mutable globals. f4_prepare validates the blob (every
+ * field, offset, size, count and weight code; CRC-32) into a caller-owned f4_model, f4_invoke only
+ * reads it. Intermediate activations ping-pong between the two halves of a caller-provided
+ * scratch buffer (f4_required_scratch bytes). Stack: an f4_model (~0.9 KB) in f4_run, 64 bytes of
+ * partial sums per layer call.
+ *
+ * Init/Prepare/Eval split as in TFLM: call f4_prepare once at boot, then f4_invoke per inference;
+ * f4_run does both (it re-validates the blob, including the CRC, on every call). */
+#ifndef F4_RUNTIME_H_
+#define F4_RUNTIME_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "f4_format.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Identical to format.py STATUS and FORMAT.md section 6. */
+typedef enum {
+  F4_OK = 0,
+  F4_ERR_ARGUMENT = 1,
+  F4_ERR_SIZE = 2,
+  F4_ERR_MAGIC = 3,
+  F4_ERR_VERSION = 4,
+  F4_ERR_HEADER = 5,
+  F4_ERR_CRC = 6,
+  F4_ERR_LAYER_COUNT = 7,
+  F4_ERR_LAYOUT = 8,
+  F4_ERR_CODEBOOK = 9,
+  F4_ERR_QUANT = 10,
+  F4_ERR_SHAPE = 11,
+  F4_ERR_SECTION = 12,
+  F4_ERR_WEIGHTS = 13,
+  F4_ERR_BIAS = 14,
+  F4_ERR_CHAIN = 15,
+  F4_ERR_SCRATCH = 16
+} f4_status;
+
+/* One validated layer (fields named after FORMAT.md section 2; pointers into the blob). */
+typedef struct {
+  uint8_t layout;
+  uint8_t n_values;
+  int8_t input_zero_point;
+  int8_t output_zero_point;
+  int8_t activation_min;
+  int8_t activation_max;
+  int8_t output_shift;
+  uint16_t in_features;
+  uint16_t out_features;
+  int32_t output_multiplier;
+  uint32_t nnz;
+  uint32_t weights_size;
+  const uint8_t* bias;    /* out_features little-endian int32 folded biases */
+  const uint8_t* weights; /* weights_size bytes in the layer's layout */
+  int8_t codebook[F4_MAX_VALUES];
+} f4_layer;
+
+typedef struct {
+  uint16_t n_layers;
+  uint16_t input_features;
+  uint16_t output_features;
+  uint32_t scratch_half; /* widest intermediate activation (0 for one layer) */
+  f4_layer layers[F4_MAX_LAYERS];
+} f4_model;
+
+/* Validate blob and fill *model. Never reads outside [blob, blob + blob_size). */
+f4_status f4_prepare(const uint8_t* blob, size_t blob_size, f4_model* model);
+
+/* Run a prepared model: input has model->input_features int8, output model->output_features. */
+f4_status f4_invoke(const f4_model* model, const int8_t* input, int8_t* output, int8_t* scratch,
+                    size_t scratch_size);
+
+/* f4_prepare + f4_invoke. */
+f4_status f4_run(const uint8_t* blob, size_t blob_size, const int8_t* input, int8_t* output, int8_t* scratch,
+                 size_t scratch_size);
+
+/* Scratch bytes f4_invoke/f4_run need for this blob (2 * widest intermediate activation). */
+f4_status f4_required_scratch(const uint8_t* blob, size_t blob_size, size_t* scratch_size);
+
+/* "F4_OK", "F4_ERR_SIZE", ... ("F4_ERR_UNKNOWN" for other values). */
+const char* f4_status_name(f4_status status);
+
+/* One layer (exposed for tests and benchmarks): x has in_features int8, y out_features. */
+void f4_dense_layer_dense4(const f4_layer* layer, const int8_t* x, int8_t* y);
+void f4_dense_layer_bitmap(const f4_layer* layer, const int8_t* x, int8_t* y);
+void f4_dense_layer_cer(const f4_layer* layer, const int8_t* x, int8_t* y);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* F4_RUNTIME_H_ */
