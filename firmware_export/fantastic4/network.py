@@ -16,8 +16,7 @@ and MBQM = ``intmath.multiply_by_quantized_multiplier``. Supported graphs: an op
 ``RESHAPE`` (a no-op on the int8 data) followed by a chain of ``FULLY_CONNECTED`` ops with fused
 ``NONE``, ``RELU``, ``RELU6`` or ``RELU_N1_TO_1``.
 
-The .tflite is read with the shared reader ``firmware_export.tflm.flatbuffer`` when it exists;
-until then with the small private reader below (TensorFlow's generated schema module).
+The .tflite is read with the shared reader ``firmware_export.tflm.flatbuffer``.
 """
 from __future__ import annotations
 
@@ -268,125 +267,67 @@ def reference_forward(net: IntegerMLP, x: np.ndarray) -> np.ndarray:
 
 
 def _from_tflite(model_bytes: bytes) -> IntegerMLP:
-    graph = _read_graph(model_bytes)
-    layers: List[IntegerDense] = []
-    tensors = graph["tensors"]
-    inp = tensors[graph["inputs"][0]]
-    out = tensors[graph["outputs"][0]]
+    from firmware_export.tflm import flatbuffer as fb
+
+    model = fb.read_model(model_bytes)
+    fc = {l.op_index: l for l in fb.fully_connected_layers(model)}
+    inp, out = model.tensors[model.inputs[0]], model.tensors[model.outputs[0]]
     for role, t in (("input", inp), ("output", out)):
-        if t["type"] != "INT8":
-            raise ValueError(f"model {role} tensor {t['name']!r} is {t['type']}; FantastIC4 needs int8 in/out")
-    current = graph["inputs"][0]
-    for op in graph["ops"]:
-        code = op["code"]
-        if code == "RESHAPE":
-            src, dst = tensors[op["inputs"][0]], tensors[op["outputs"][0]]
-            if op["inputs"][0] != current or (src["scale"], src["zero_point"]) != (dst["scale"], dst["zero_point"]):
-                raise ValueError(f"RESHAPE to {dst['name']!r} is not a quantization-preserving no-op on the chain")
-            current = op["outputs"][0]
+        if t.dtype != "INT8" or t.quantization is None:
+            raise ValueError(f"model {role} tensor {t.name!r} is {t.dtype}; FantastIC4 needs quantized INT8 in/out")
+    # Weight producers (TFLM_DECODE of a LUT-compressed model) are not on the activation chain.
+    current = model.inputs[0]
+    layers: List[IntegerDense] = []
+    for op in model.operators:
+        y_t = model.tensors[op.outputs[0]]
+        if op.name == fb.DECODE_OP:
             continue
-        if code != "FULLY_CONNECTED":
-            raise ValueError(f"op {code} (output {tensors[op['outputs'][0]]['name']!r}) is not supported; "
-                             "accepted: RESHAPE, FULLY_CONNECTED")
-        in_idx, w_idx = op["inputs"][0], op["inputs"][1]
-        b_idx = op["inputs"][2] if len(op["inputs"]) > 2 else -1
-        if in_idx != current:
-            raise ValueError(f"FULLY_CONNECTED {tensors[op['outputs'][0]]['name']!r} does not consume the previous op's output")
-        x_t, w_t, y_t = tensors[in_idx], tensors[w_idx], tensors[op["outputs"][0]]
-        name = y_t["name"]
-        for role, t in (("input", x_t), ("weights", w_t), ("output", y_t)):
-            if len(t["scales"]) != 1:
-                raise ValueError(f"FULLY_CONNECTED {name!r}: {role} tensor {t['name']!r} is per-channel "
-                                 f"quantized ({len(t['scales'])} scales); only per-tensor is supported")
-        if x_t["type"] != "INT8" or y_t["type"] != "INT8":
-            raise ValueError(f"FULLY_CONNECTED {name!r}: activations must be INT8, got {x_t['type']} -> {y_t['type']}")
-        if w_t["type"] not in ("INT8", "INT4"):
-            raise ValueError(f"FULLY_CONNECTED {name!r}: weights must be INT8 or INT4, got {w_t['type']}")
-        if w_t["zero_point"] != 0:
-            raise ValueError(f"FULLY_CONNECTED {name!r}: weight zero point must be 0, got {w_t['zero_point']}")
-        w = w_t["data"]
-        if w is None or w.ndim != 2:
-            raise ValueError(f"FULLY_CONNECTED {name!r}: weights must be a constant [out, in] tensor")
-        if b_idx >= 0:
-            b_t = tensors[b_idx]
-            if b_t["type"] != "INT32" or b_t["data"] is None:
-                raise ValueError(f"FULLY_CONNECTED {name!r}: bias must be a constant INT32 tensor, got {b_t['type']}")
-            bias = b_t["data"].reshape(-1)
-        else:
-            bias = np.zeros(w.shape[0], np.int32)
-        q, s = intmath.quantize_multiplier(intmath.conv_multiplier(x_t["scale"], w_t["scale"], y_t["scale"]))
-        lo, hi = activation_range(op["activation"], y_t["scale"], y_t["zero_point"])
+        if op.name == "RESHAPE":
+            x_t = model.tensors[op.inputs[0]]
+            if op.inputs[0] != current or _qparams(x_t) != _qparams(y_t):
+                raise ValueError(f"RESHAPE to {y_t.name!r} is not a quantization-preserving no-op on the chain")
+            current = op.outputs[0]
+            continue
+        if op.name != "FULLY_CONNECTED":
+            raise ValueError(f"op {op.name} (output {y_t.name!r}) is not supported; accepted: RESHAPE, FULLY_CONNECTED")
+        l = fc[op.index]
+        if op.inputs[0] != current:
+            raise ValueError(f"FULLY_CONNECTED {l.name!r} does not consume the previous op's output")
+        x_t = model.tensors[op.inputs[0]]
+        if x_t.dtype != "INT8" or y_t.dtype != "INT8":
+            raise ValueError(f"FULLY_CONNECTED {l.name!r}: activations must be INT8, got {x_t.dtype} -> {y_t.dtype}")
+        if l.weight_dtype not in ("INT8", "INT4"):
+            raise ValueError(f"FULLY_CONNECTED {l.name!r}: weights must be INT8 or INT4, got {l.weight_dtype}")
+        if np.size(l.weight_scale) != 1:
+            raise ValueError(f"FULLY_CONNECTED {l.name!r}: weights are per-channel quantized "
+                             f"({np.size(l.weight_scale)} scales); only per-tensor is supported")
+        if np.any(np.asarray(l.weight_zero_point) != 0):
+            raise ValueError(f"FULLY_CONNECTED {l.name!r}: weight zero point must be 0, got {np.asarray(l.weight_zero_point).tolist()}")
+        if l.weights.ndim != 2:
+            raise ValueError(f"FULLY_CONNECTED {l.name!r}: weights must be [out, in], got shape {l.weights.shape}")
+        bias = l.bias if l.bias is not None else np.zeros(l.weights.shape[0], np.int32)
+        w_scale = float(np.asarray(l.weight_scale).reshape(-1)[0])
+        q, s = intmath.quantize_multiplier(intmath.conv_multiplier(l.input_scale, w_scale, l.output_scale))
+        lo, hi = activation_range(l.fused_activation, l.output_scale, l.output_zero_point)
         layers.append(
             IntegerDense(
-                name=name, weights=w, bias=bias,
-                input_zero_point=x_t["zero_point"], output_zero_point=y_t["zero_point"],
+                name=l.name, weights=l.weights, bias=np.asarray(bias).reshape(-1),
+                input_zero_point=l.input_zero_point, output_zero_point=l.output_zero_point,
                 output_multiplier=q, output_shift=s, activation_min=lo, activation_max=hi,
             )
         )
-        current = op["outputs"][0]
+        current = op.outputs[0]
     if not layers:
         raise ValueError("the model has no FULLY_CONNECTED op")
-    if current != graph["outputs"][0]:
+    if current != model.outputs[0]:
         raise ValueError("the last FULLY_CONNECTED op's output is not the model output")
-    return IntegerMLP(layers, input_scale=inp["scale"], output_scale=out["scale"])
+    return IntegerMLP(
+        layers,
+        input_scale=float(inp.quantization.scale[0]),
+        output_scale=float(out.quantization.scale[0]),
+    )
 
 
-_TYPES = {0: "FLOAT32", 2: "INT32", 3: "UINT8", 9: "INT8", 17: "INT4", 4: "INT64", 7: "INT16"}
-_ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
-
-
-def _read_graph(model_bytes: bytes) -> Dict[str, Any]:
-    """Subgraph 0 as plain dicts: tensors (name, type, shape, scale(s), zero point, constant data),
-    ops (code, inputs, outputs, fused activation), inputs, outputs.
-
-    Private stand-in until ``firmware_export.tflm.flatbuffer`` exists (then this is replaced by it).
-    """
-    try:
-        from tensorflow.lite.python import schema_py_generated as schema
-    except ImportError as e:  # pragma: no cover
-        raise ImportError("reading .tflite needs tensorflow (tensorflow.lite.python.schema_py_generated)") from e
-    try:
-        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
-    except Exception as e:
-        raise ValueError(f"not a .tflite flatbuffer ({type(e).__name__}: {e})") from None
-    if not model.subgraphs or len(model.subgraphs) != 1:
-        raise ValueError(f"expected exactly one subgraph, got {len(model.subgraphs or [])}")
-    sg = model.subgraphs[0]
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    tensors = []
-    for t in sg.tensors:
-        ttype = _TYPES.get(t.type, f"type{t.type}")
-        q = t.quantization
-        scales = [] if q is None or q.scale is None else [float(v) for v in q.scale]
-        zps = [] if q is None or q.zeroPoint is None else [int(v) for v in q.zeroPoint]
-        shape = [int(d) for d in (t.shape if t.shape is not None else [])]
-        buf = model.buffers[t.buffer].data if t.buffer < len(model.buffers) else None
-        data = None
-        if buf is not None and len(buf):
-            raw = np.asarray(buf, np.uint8).tobytes()
-            n = int(np.prod(shape)) if shape else 1
-            if ttype == "INT8":
-                data = np.frombuffer(raw, np.int8)[:n].reshape(shape)
-            elif ttype == "INT32":
-                data = np.frombuffer(raw, "<i4")[:n].reshape(shape).astype(np.int32)
-            elif ttype == "INT4":
-                b = np.frombuffer(raw, np.uint8)
-                nib = np.stack([b & 0xF, b >> 4], axis=1).reshape(-1)[:n].astype(np.int8)
-                data = np.where(nib > 7, nib - 16, nib).astype(np.int8).reshape(shape)
-        tensors.append({
-            "name": t.name.decode() if isinstance(t.name, bytes) else str(t.name),
-            "type": ttype, "shape": shape, "scales": scales,
-            "scale": scales[0] if scales else 0.0, "zero_point": zps[0] if zps else 0, "data": data,
-        })
-    ops = []
-    for op in sg.operators:
-        oc = model.operatorCodes[op.opcodeIndex]
-        code = op_names.get(max(oc.builtinCode, oc.deprecatedBuiltinCode), f"op{oc.builtinCode}")
-        act = getattr(op.builtinOptions, "fusedActivationFunction", 0) if op.builtinOptions is not None else 0
-        ops.append({
-            "code": code,
-            "inputs": [int(i) for i in op.inputs],
-            "outputs": [int(i) for i in op.outputs],
-            "activation": _ACTIVATIONS.get(act, f"activation{act}"),
-        })
-    return {"tensors": tensors, "ops": ops, "inputs": [int(i) for i in sg.inputs], "outputs": [int(i) for i in sg.outputs]}
+def _qparams(t) -> Tuple:
+    q = t.quantization
+    return None if q is None else (tuple(np.asarray(q.scale).tolist()), tuple(np.asarray(q.zero_point).tolist()))
