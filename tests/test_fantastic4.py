@@ -430,3 +430,121 @@ def test_op_counts(net, inputs, layout):
     total = sum(counts, S.OpCounts())
     dense = S.dense_int8_counts(net)
     assert total.multiplies < dense.multiplies and total.accumulate_adds < dense.accumulate_adds
+
+
+# ---------------------------------------------------------------------------------------------
+# the export target (Keras + QuantizedKernel -> tflm convert -> blob -> harness)
+
+
+def small_request(name="f4t", n_test=60, **options):
+    """A 64-24-16-4 MLP on (8, 8, 1) inputs, kernels snapped to the 4-bit symmetric grid (so the
+    TFLM converter stores INT4 weights whose integers are the grid levels)."""
+    import tensorflow as tf
+
+    from ecqx_tf.quantized import QuantizedKernel
+    from firmware_export.registry import ExportRequest
+
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([
+        tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(24, activation="relu"), tf.keras.layers.Dense(16, activation="relu"),
+        tf.keras.layers.Dense(4),
+    ])
+    rng = np.random.default_rng(0)
+    quant = {}
+    levels = np.arange(-7, 8, dtype=np.int32)
+    for layer in model.layers:
+        if not isinstance(layer, tf.keras.layers.Dense):
+            continue
+        w = layer.kernel.numpy()
+        step = float(np.float32(np.abs(w).max() / 7))
+        k = np.clip(np.round(w / step), -7, 7).astype(np.int32)
+        k[rng.random(k.shape) < 0.6] = 0
+        k.reshape(-1)[:2] = [-7, 7]
+        qk = QuantizedKernel(layer.name, 4, "symmetric", step, levels, k + 7)
+        layer.kernel.assign(qk.values())
+        quant[layer.name] = qk
+    x = rng.random((100 + n_test, 8, 8, 1), dtype=np.float32)
+    y = rng.integers(0, 4, size=100 + n_test)
+    return ExportRequest(model=model, quant=quant, name=name, representative=x[:100],
+                         x_test=x[100:], y_test=y[100:], options=dict(options))
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    from firmware_export.fantastic4.target import FantastIC4Target
+    from firmware_export.registry import TARGETS
+
+    assert TARGETS.get("fantastic4") is FantastIC4Target
+    out = tmp_path_factory.mktemp("f4_export")
+    request = small_request()
+    manifest = FantastIC4Target().export(request, out)
+    return out, manifest, request
+
+
+def test_target_export(exported):
+    from firmware_export.tflm.flatbuffer import fully_connected_layers
+
+    out, manifest, request = exported
+    name = request.name
+    for f in (f"{name}_f4.bin", f"{name}_f4.h", f"{name}_f4.c", "f4_model_data.h", "main.c", "Makefile",
+              "f4_runtime.c", "f4_runtime.h", "f4_format.h", "f4_intmath.h", "FORMAT.md",
+              "golden_inputs.bin", "golden_outputs.bin", f"{name}.tflite", "fantastic4.json"):
+        assert (out / f).is_file(), f
+    assert set(manifest["files"]) == {p.name for p in out.iterdir()}
+    tfl = (out / f"{name}.tflite").read_bytes()
+    # the TFLM exporter stored INT4 weights equal to the ECQ grid levels; the blob holds the same integers
+    fcs = fully_connected_layers(tfl)
+    assert [l.weight_dtype for l in fcs] == ["INT4"] * 3
+    net = F.blob_to_network((out / f"{name}_f4.bin").read_bytes())
+    for l, fc, (lname, qk) in zip(net.layers, fcs, request.quant.items()):
+        assert np.array_equal(l.weights, fc.weights)
+        assert np.array_equal(l.weights, qk.integers().T)
+    c_src = (out / f"{name}_f4.c").read_text()
+    assert f"F4_ALIGN16 const unsigned char g_{name}_f4_model_data[]" in c_src
+    assert manifest["golden"]["samples"] == 60
+    for row in manifest["rows"]:
+        bpw = row["bytes_per_weight"]
+        assert bpw["entropy_bound"] <= min(bpw["dense4"], bpw["bitmap"], bpw["cer"]) + 1e-9
+        assert bpw["dense4"] == pytest.approx(0.5, abs=0.01)
+    # deterministic: a second export writes identical bytes
+    from firmware_export.fantastic4.target import FantastIC4Target
+
+    out2 = out.parent / "again"
+    FantastIC4Target().export(exported[2], out2)
+    for f in (f"{name}_f4.bin", f"{name}_f4.c", "golden_outputs.bin", f"{name}.tflite"):
+        assert (out / f).read_bytes() == (out2 / f).read_bytes(), f
+
+
+def test_target_simulate(exported):
+    from firmware_export.fantastic4.target import FantastIC4Target
+
+    out, manifest, _ = exported
+    result = FantastIC4Target().simulate(out)
+    assert result["ok"] and result["samples"] == 60
+    assert result["c_equals_python"] and result["python_equals_tflm"] and result["harness_exit_code"] == 0
+
+
+def test_target_tflite_bytes_option(tmp_path, mlp_tflite):
+    from firmware_export.fantastic4.target import FantastIC4Target
+
+    request = small_request(tflite_bytes=mlp_tflite, f4_layout="cer")
+    request.x_test = np.random.default_rng(3).random((40, 64), dtype=np.float32)
+    request.y_test = None
+    manifest = FantastIC4Target().export(request, tmp_path)
+    assert manifest["layout"] == "cer" and all(r["layout"] == "cer" for r in manifest["rows"])
+    assert FantastIC4Target().simulate(tmp_path)["ok"]
+    with pytest.raises(ValueError, match="f4_layout"):
+        FantastIC4Target().export(small_request(tflite_bytes=mlp_tflite, f4_layout="csr"), tmp_path / "x")
+
+
+def test_target_harness_reports_mismatch(exported, tmp_path):
+    out, manifest, request = exported
+    work = tmp_path / "copy"
+    shutil.copytree(out, work)
+    golden = bytearray((work / "golden_outputs.bin").read_bytes())
+    golden[5] ^= 1
+    (work / "golden_outputs.bin").write_bytes(bytes(golden))
+    r = subprocess.run(["make", "-s", "-C", str(work), "check"], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "mismatch: sample 1 output 1" in r.stdout and "1 mismatching samples" in r.stdout

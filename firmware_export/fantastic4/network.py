@@ -217,12 +217,6 @@ class IntegerMLP:
     def output_zero_point(self) -> int:
         return self.layers[-1].output_zero_point
 
-    def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """float -> int8 the way the TFLite converter's QUANTIZE does (round half to even
-        deviations aside, only used to make test inputs)."""
-        q = np.round(np.asarray(x, np.float32) / np.float32(self.input_scale)) + self.input_zero_point
-        return np.clip(q, _INT8_MIN, _INT8_MAX).astype(np.int8).reshape(len(x), -1)
-
     @classmethod
     def from_tflite(cls, model_bytes: bytes) -> "IntegerMLP":
         """Build the network from an int8 ``.tflite`` flatbuffer (see the module docstring).

@@ -1,0 +1,306 @@
+"""The ``fantastic4`` export target: the TFLM exporter's int8 ``.tflite`` re-encoded as a
+FantastIC4 blob for the portable C99 runtime, with a host harness and golden vectors.
+
+``export(request, out_dir)`` writes (``<name>`` = ``request.name``):
+
+=========================  ================================================================
+``<name>_f4.bin``          the blob (FORMAT.md)
+``<name>_f4.h/.c``         the blob as ``const unsigned char g_<name>_f4_model_data[]``,
+                           16-byte aligned (``F4_ALIGN16``: ``__attribute__((aligned(16)))``
+                           for GCC/Clang, ``_Alignas(16)`` for C11, nothing otherwise; the
+                           runtime reads bytes one by one, so alignment is a convention only)
+                           and ``g_<name>_f4_model_data_size``
+``f4_model_data.h``        maps ``F4_MODEL_DATA`` to that array for the harness
+``f4_runtime.c/.h``,       the runtime, copied verbatim
+``f4_format.h``,
+``f4_intmath.h``,
+``FORMAT.md``
+``main.c``, ``Makefile``   host harness: ``make check`` builds with ``gcc -std=c99 -Wall
+                           -Wextra -Werror -O2`` and compares with the golden vectors
+``golden_inputs.bin``      int8 ``[n, in]`` (the quantized ``x_test``, else ``representative``)
+``golden_outputs.bin``     int8 ``[n, out]`` from the Python simulator
+``<name>.tflite``          the int8 model the blob was made from
+``fantastic4.json``        manifest and report (sizes per layout, entropy bound, op counts,
+                           energy estimate, accuracy)
+=========================  ================================================================
+
+``simulate(out_dir)`` builds the harness and checks C == Python simulator == TFLM interpreter
+bit for bit on every golden vector.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from ecqx_tf.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from firmware_export.fantastic4 import format as f4format
+from firmware_export.fantastic4 import simulate as f4sim
+from firmware_export.fantastic4.network import IntegerMLP
+from firmware_export.registry import ExportRequest, ExportTarget, register_target
+
+__all__ = ["FantastIC4Target", "RUNTIME_DIR", "RUNTIME_FILES", "CFLAGS", "layer_report", "c_array_files"]
+
+log = logging.getLogger(__name__)
+
+RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
+RUNTIME_FILES = ("f4_runtime.c", "f4_runtime.h", "f4_format.h", "f4_intmath.h")
+CFLAGS = "-std=c99 -Wall -Wextra -Werror -O2"
+LAYOUT_CHOICES = ("smallest", "dense4", "bitmap", "cer")
+MANIFEST = "fantastic4.json"
+TFLM_ARENA = 256 * 1024
+
+_MAKEFILE = """\
+# Host harness for the FantastIC4 runtime ({name}). `make check` builds and compares the C
+# runtime's outputs with the golden vectors (exit code 0 = all equal). O= puts the binary elsewhere.
+CC ?= gcc
+CFLAGS ?= {cflags}
+O ?= .
+
+SRCS = main.c f4_runtime.c {name}_f4.c
+
+$(O)/f4_host: $(SRCS) f4_runtime.h f4_format.h f4_intmath.h {name}_f4.h f4_model_data.h
+\t$(CC) $(CFLAGS) -DF4_EMBEDDED_MODEL -I. $(SRCS) -o $@
+
+check: $(O)/f4_host
+\t$(O)/f4_host golden_inputs.bin golden_outputs.bin
+
+clean:
+\trm -f $(O)/f4_host
+
+.PHONY: check clean
+"""
+
+
+def c_array_files(name: str, blob: bytes) -> Dict[str, str]:
+    """``<name>_f4.h`` / ``<name>_f4.c`` holding the blob as a 16-byte aligned C99 array."""
+    sym = f"g_{name}_f4_model_data"
+    guard = f"{name.upper()}_F4_H_"
+    header = (
+        f"/* FantastIC4 blob for {name} (generated; FORMAT.md). */\n"
+        f"#ifndef {guard}\n#define {guard}\n\n"
+        "#if defined(__GNUC__) || defined(__clang__)\n"
+        "#define F4_ALIGN16 __attribute__((aligned(16)))\n"
+        "#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L\n"
+        "#define F4_ALIGN16 _Alignas(16)\n"
+        "#else\n#define F4_ALIGN16\n#endif\n\n"
+        f"extern const unsigned char {sym}[];\n"
+        f"extern const unsigned int {sym}_size;\n\n#endif /* {guard} */\n"
+    )
+    lines = []
+    for i in range(0, len(blob), 12):
+        lines.append("    " + ", ".join(f"0x{b:02x}" for b in blob[i : i + 12]) + ",")
+    source = (
+        f'/* FantastIC4 blob for {name} (generated; FORMAT.md), {len(blob)} bytes. */\n'
+        f'#include "{name}_f4.h"\n\n'
+        f"F4_ALIGN16 const unsigned char {sym}[] = {{\n" + "\n".join(lines) + "\n};\n"
+        f"const unsigned int {sym}_size = {len(blob)}u;\n"
+    )
+    shim = (
+        "/* Maps the harness's F4_MODEL_DATA to this export's array (generated). */\n"
+        f'#include "{name}_f4.h"\n#define F4_MODEL_DATA {sym}\n#define F4_MODEL_DATA_SIZE {sym}_size\n'
+    )
+    return {f"{name}_f4.h": header, f"{name}_f4.c": source, "f4_model_data.h": shim}
+
+
+def _entropy_bits(codes: np.ndarray) -> float:
+    _, counts = np.unique(codes, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def layer_report(net: IntegerMLP, parsed: f4format.F4Blob) -> List[Dict[str, Any]]:
+    """Per layer: shape, sparsity, codebook size, bytes of every layout, bytes per weight against
+    the zeroth-order entropy bound of the codes, dense INT4 and int8."""
+    rows = []
+    for layer, entry in zip(net.layers, parsed.layers):
+        codes = layer.codes()
+        n = codes.size
+        sizes = f4format.layout_sizes(codes)
+        h = _entropy_bits(codes)
+        rows.append({
+            "layer": layer.name,
+            "shape": [layer.out_features, layer.in_features],
+            "weights": int(n),
+            "nonzeros": int(np.count_nonzero(codes)),
+            "zeros": float(np.mean(codes == 0)),
+            "n_values": int(entry.n_values),
+            "layout": entry.layout_name,
+            "bytes": dict(sizes),
+            "bytes_per_weight": {**{k: v / n for k, v in sizes.items()},
+                                 "entropy_bound": h / 8, "int4_dense": 0.5, "int8": 1.0},
+            "entropy_bits_per_weight": h,
+        })
+    return rows
+
+
+def _golden_inputs(request: ExportRequest, model_bytes: bytes) -> np.ndarray:
+    from firmware_export.tflm.convert import quantize_input
+
+    x = request.x_test if request.x_test is not None and len(request.x_test) else request.representative
+    q = quantize_input(model_bytes, np.asarray(x, np.float32))
+    return q.reshape(len(q), -1)
+
+
+def tflm_reference(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
+    """TFLM's reference kernels (the ``tflite_micro`` interpreter), one sample at a time."""
+    from tflite_micro import runtime
+
+    it = runtime.Interpreter.from_bytes(model_bytes, arena_size=TFLM_ARENA)
+    shape = tuple(int(d) for d in it.get_input_details(0)["shape"])
+    out = []
+    for row in x:
+        it.set_input(np.asarray(row, np.int8).reshape(shape), 0)
+        it.invoke()
+        out.append(np.asarray(it.get_output(0)).reshape(-1))
+    return np.stack(out).astype(np.int8)
+
+
+@register_target("fantastic4")
+class FantastIC4Target(ExportTarget):
+    name = "fantastic4"
+    help = "FantastIC4-style 4-bit sparse MLP: blob + portable C99 runtime + host harness (same integers as tflm)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--f4-layout", dest="f4_layout", choices=LAYOUT_CHOICES, default="smallest",
+            help="FantastIC4 weight layout (default: the smallest per layer; FORMAT.md section 4)",
+        )
+
+    def export(self, request: ExportRequest, out_dir: Path) -> Dict[str, Any]:
+        """Write the files listed in the module docstring; return the manifest.
+
+        Raises:
+            ValueError: an unknown ``f4_layout``; a model the FantastIC4 runtime cannot run (not
+                a chain of FULLY_CONNECTED, more than 16 distinct weight values in a layer, ...).
+        """
+        out = Path(out_dir)
+        opts = dict(request.options or {})
+        layout = opts.get("f4_layout") or "smallest"
+        if layout not in LAYOUT_CHOICES:
+            raise ValueError(f"f4_layout {layout!r} is not one of {', '.join(LAYOUT_CHOICES)}")
+        model_bytes = opts.get("tflite_bytes")
+        if model_bytes is None:
+            from firmware_export.tflm.convert import to_tflite
+
+            model_bytes = to_tflite(request)
+        model_bytes = bytes(model_bytes)
+        net = IntegerMLP.from_tflite(model_bytes)
+        blob = f4format.write_blob(net, layout)
+        parsed = f4format.read_blob(blob)
+        name = request.name
+
+        x = _golden_inputs(request, model_bytes)
+        if x.shape[1] != net.input_features:
+            raise ValueError(f"golden inputs have {x.shape[1]} features, the network takes {net.input_features}")
+        y, counts, _ = f4sim.run_with_counts(parsed, x)
+        total = sum(counts, f4sim.OpCounts())
+
+        atomic_write_bytes(out / f"{name}_f4.bin", blob)
+        for fname, text in c_array_files(name, blob).items():
+            atomic_write_text(out / fname, text)
+        for fname in RUNTIME_FILES:
+            atomic_write_bytes(out / fname, (RUNTIME_DIR / fname).read_bytes())
+        atomic_write_bytes(out / "FORMAT.md", (RUNTIME_DIR.parent / "FORMAT.md").read_bytes())
+        atomic_write_bytes(out / "main.c", (RUNTIME_DIR / "f4_host.c").read_bytes())
+        atomic_write_text(out / "Makefile", _MAKEFILE.format(name=name, cflags=CFLAGS))
+        atomic_write_bytes(out / "golden_inputs.bin", x.astype(np.int8).tobytes())
+        atomic_write_bytes(out / "golden_outputs.bin", y.astype(np.int8).tobytes())
+        atomic_write_bytes(out / f"{name}.tflite", model_bytes)
+
+        rows = layer_report(net, parsed)
+        n_weights = sum(r["weights"] for r in rows)
+        totals = {
+            "weights": n_weights,
+            "blob_bytes": len(blob),
+            "bytes_per_weight": {
+                k: sum(r["bytes"][k] for r in rows) / n_weights for k in ("dense4", "bitmap", "cer")
+            },
+        }
+        totals["bytes_per_weight"]["chosen"] = sum(l.weights_size for l in parsed.layers) / n_weights
+        totals["bytes_per_weight"]["entropy_bound"] = sum(r["entropy_bits_per_weight"] * r["weights"] for r in rows) / 8 / n_weights
+        totals["bytes_per_weight"]["int4_dense"] = 0.5
+        totals["bytes_per_weight"]["int8"] = 1.0
+        manifest: Dict[str, Any] = {
+            "target": self.name,
+            "name": name,
+            "format_version": f4format.VERSION,
+            "layout": layout,
+            "blob": f"{name}_f4.bin",
+            "tflite": f"{name}.tflite",
+            "golden": {"inputs": "golden_inputs.bin", "outputs": "golden_outputs.bin", "samples": int(len(x)),
+                       "input_features": net.input_features, "output_features": net.output_features},
+            "scratch_bytes": parsed.required_scratch(),
+            "rows": rows,
+            "totals": totals,
+            "ops_per_inference": {"fantastic4": total.as_dict(),
+                                  "dense_int8_reference": {**f4sim.dense_int8_counts(net).as_dict(),
+                                                           "energy_pj": f4sim.dense_int8_energy_pj(net)}},
+            "energy_figures_pj": dict(f4sim.ENERGY_PJ),
+            "energy_source": "M. Horowitz, Computing's energy problem, ISSCC 2014 (45 nm)",
+        }
+        if request.y_test is not None and request.x_test is not None and len(request.y_test) == len(x):
+            manifest["accuracy"] = float(np.mean(np.argmax(y, axis=1) == np.asarray(request.y_test).reshape(-1)))
+        manifest["files"] = sorted(p.name for p in out.iterdir() if p.is_file()) + [MANIFEST]
+        atomic_write_json(out / MANIFEST, manifest)
+        return manifest
+
+    def simulate(self, out_dir: Path, cc: Optional[str] = None) -> Dict[str, Any]:
+        """Build the host harness, run it on every golden vector and check C == Python simulator
+        == TFLM interpreter bit for bit.
+
+        Raises:
+            FileNotFoundError: ``out_dir`` is not a fantastic4 export, or no C compiler / make.
+            RuntimeError: the build fails or any output differs (the message gives the counts).
+        """
+        import json
+
+        out = Path(out_dir)
+        mpath = out / MANIFEST
+        if not mpath.is_file():
+            raise FileNotFoundError(f"{str(out)!r} is not a fantastic4 export ({MANIFEST} missing)")
+        manifest = json.loads(mpath.read_text())
+        g = manifest["golden"]
+        x = np.fromfile(out / g["inputs"], np.int8).reshape(-1, g["input_features"])
+        golden = np.fromfile(out / g["outputs"], np.int8).reshape(-1, g["output_features"])
+        blob = (out / manifest["blob"]).read_bytes()
+        model_bytes = (out / manifest["tflite"]).read_bytes()
+
+        py = f4sim.run(blob, x)
+        tflm = tflm_reference(model_bytes, x)
+        cc = cc or shutil.which("gcc") or shutil.which("cc")
+        if cc is None or shutil.which("make") is None:
+            raise FileNotFoundError("simulate needs gcc (or cc) and make on PATH")
+        with tempfile.TemporaryDirectory(prefix="f4_sim_") as tmp:
+            build = subprocess.run(["make", "-s", "-C", str(out), f"O={tmp}", f"CC={cc}", f"CFLAGS={CFLAGS}",
+                                    f"{tmp}/f4_host"], capture_output=True, text=True)
+            if build.returncode != 0:
+                raise RuntimeError(f"harness build failed:\n{build.stdout}{build.stderr}")
+            c_out = Path(tmp) / "c_outputs.bin"
+            run = subprocess.run([f"{tmp}/f4_host", g["inputs"], g["outputs"], str(c_out)], cwd=out,
+                                 capture_output=True, text=True)
+            c = np.fromfile(c_out, np.int8).reshape(-1, g["output_features"]) if c_out.exists() else None
+        result = {
+            "samples": int(len(x)),
+            "compiler": f"{cc} {CFLAGS}",
+            "harness_exit_code": run.returncode,
+            "harness_output": run.stdout.strip().splitlines()[-1:] if run.stdout else [],
+            "python_equals_golden": bool(np.array_equal(py, golden)),
+            "python_equals_tflm": bool(np.array_equal(py, tflm)),
+            "c_equals_python": bool(c is not None and np.array_equal(c, py)),
+            "mismatching_samples": {
+                "python_vs_tflm": int(np.any(py != tflm, axis=1).sum()),
+                "c_vs_python": int(len(x) if c is None else np.any(c != py, axis=1).sum()),
+            },
+        }
+        result["ok"] = (result["python_equals_golden"] and result["python_equals_tflm"] and result["c_equals_python"]
+                        and run.returncode == 0)
+        if not result["ok"]:
+            raise RuntimeError(f"fantastic4 host simulation differs: {result}\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
+        return result
