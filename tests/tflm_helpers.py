@@ -1,0 +1,159 @@
+"""Tiny models and a stand-in for ECQ quantization, for the TFLM export tests.
+
+``snap_model_for_tests`` snaps every Dense/Conv2D kernel to a grid the way the exporter expects
+from ``ecqx_tf.strip`` + ``ecqx_tf.quantization_info`` (kernel == ``QuantizedKernel.values()``),
+without needing the quantization side.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from typing import Dict, Tuple  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from ecqx_tf.quantized import QuantizedKernel  # noqa: E402
+
+__all__ = ["snap_model_for_tests", "mlp", "cnn", "cnn_bn", "toy_data", "request_for"]
+
+
+def toy_data(shape: Tuple[int, ...], n: int = 96, classes: int = 4, seed: int = 0):
+    """Inputs in [0, 1] whose class is decided by which quarter of the features is brightest."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n,) + tuple(shape), dtype=np.float32) * 0.5
+    y = rng.integers(0, classes, size=n)
+    flat = x.reshape(n, -1)
+    d = flat.shape[1]
+    for i in range(n):
+        part = slice(y[i] * d // classes, (y[i] + 1) * d // classes)
+        flat[i, part] += 0.5
+    return flat.reshape(x.shape).astype(np.float32), y.astype(np.int64)
+
+
+def _train(model, x, y, steps: int = 30):
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.01),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=32, epochs=max(1, steps * 32 // len(x)), verbose=0)
+    return model
+
+
+def mlp(seed: int = 0, train: bool = True, softmax: bool = False):
+    tf.keras.utils.set_random_seed(seed)
+    m = tf.keras.Sequential([
+        tf.keras.Input((8, 8, 1)),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(24, activation="relu"),
+        tf.keras.layers.Dropout(0.1),
+        tf.keras.layers.Dense(16),
+        tf.keras.layers.ReLU(),
+        tf.keras.layers.Dense(4, activation="softmax" if softmax else None),
+    ], name="mlp")
+    if train:
+        x, y = toy_data((8, 8, 1), 192, seed=seed)
+        if softmax:
+            m.compile(optimizer=tf.keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+            m.fit(x, y, batch_size=32, epochs=5, verbose=0)
+        else:
+            _train(m, x, y)
+    return m
+
+
+def cnn(seed: int = 0, train: bool = True):
+    tf.keras.utils.set_random_seed(seed)
+    m = tf.keras.Sequential([
+        tf.keras.Input((8, 8, 1)),
+        tf.keras.layers.Conv2D(6, 3, padding="same", activation="relu"),
+        tf.keras.layers.MaxPooling2D(2),
+        tf.keras.layers.DepthwiseConv2D(3, padding="valid", depth_multiplier=2, activation="relu6"),
+        tf.keras.layers.Conv2D(8, 1, strides=1, activation="relu"),
+        tf.keras.layers.AveragePooling2D(2),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(4),
+    ], name="cnn")
+    if train:
+        x, y = toy_data((8, 8, 1), 192, seed=seed)
+        _train(m, x, y)
+    return m
+
+
+def cnn_bn(seed: int = 0, train: bool = True):
+    """Conv2D -> BatchNorm -> ReLU, with BN statistics that flip some channel signs."""
+    tf.keras.utils.set_random_seed(seed)
+    inp = tf.keras.Input((8, 8, 1))
+    x = tf.keras.layers.Conv2D(6, 3, padding="valid", use_bias=False)(inp)
+    x = tf.keras.layers.BatchNormalization()(x)
+    x = tf.keras.layers.ReLU()(x)
+    x = tf.keras.layers.Conv2D(8, 3, strides=2, padding="same")(x)
+    x = tf.keras.layers.BatchNormalization()(x)
+    x = tf.keras.layers.Activation("relu")(x)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    out = tf.keras.layers.Dense(4)(x)
+    m = tf.keras.Model(inp, out, name="cnn_bn")
+    if train:
+        xd, yd = toy_data((8, 8, 1), 192, seed=seed)
+        _train(m, xd, yd)
+    rng = np.random.default_rng(seed + 1)
+    for layer in m.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            gamma = rng.uniform(0.5, 1.5, n) * np.where(np.arange(n) % 3 == 1, -1.0, 1.0)
+            layer.set_weights([gamma.astype(np.float32), rng.normal(0, 0.1, n).astype(np.float32),
+                               layer.moving_mean.numpy(), rng.uniform(0.5, 2.0, n).astype(np.float32)])
+    return m
+
+
+def snap_model_for_tests(model, bits: int = 4, grid: str = "symmetric", sparsity: float = 0.3,
+                         seed: int = 0, layers=None) -> Tuple[tf.keras.Model, Dict[str, QuantizedKernel]]:
+    """A copy of ``model`` with every Dense/Conv2D kernel snapped to ``k * step`` and the matching
+    ``QuantizedKernel`` per layer (a stand-in for ``ecqx_tf.strip`` + ``quantization_info``).
+
+    symmetric: ``step = pct99.9(|w|) / (2^(b-1) - 1)``, ``k = clip(round(w / step), -q, q)``;
+    paper: levels ``-2^(b-1) .. 2^(b-1) - 1`` with ``step = pct99.9(|w|) / 2^(b-1)``.
+    ``sparsity``: the smallest ``|w|`` fraction is set to ``k = 0``.
+    """
+    clone = tf.keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    rng = np.random.default_rng(seed)
+    info: Dict[str, QuantizedKernel] = {}
+    for layer in clone.layers:
+        if type(layer).__name__ not in ("Dense", "Conv2D"):
+            continue
+        if layers is not None and layer.name not in layers:
+            continue
+        w = layer.kernel.numpy()
+        if grid == "symmetric":
+            q = 2 ** (bits - 1) - 1
+            levels = np.arange(-q, q + 1, dtype=np.int32)
+            lo, hi = -q, q
+            step = np.float32(np.percentile(np.abs(w), 99.9) / q)
+        elif grid == "paper":
+            levels = np.arange(-(2 ** (bits - 1)), 2 ** (bits - 1), dtype=np.int32)
+            lo, hi = int(levels[0]), int(levels[-1])
+            step = np.float32(np.percentile(np.abs(w), 99.9) / (2 ** (bits - 1)))
+        else:
+            raise ValueError(grid)
+        k = np.clip(np.round(w / step), lo, hi).astype(np.int32)
+        if sparsity:
+            thr = np.quantile(np.abs(w), sparsity)
+            k[np.abs(w) <= thr] = 0
+        # make sure the extremes of the grid occur (exercises -8/-128 for the paper grid)
+        flat = k.reshape(-1)
+        flat[int(rng.integers(flat.size))] = lo
+        flat[int(rng.integers(flat.size))] = hi
+        qk = QuantizedKernel(layer.name, bits, grid, float(step), levels, k - int(levels[0]))
+        assert np.array_equal(qk.integers(), k)
+        layer.kernel.assign(qk.values())
+        info[layer.name] = qk
+    return clone, info
+
+
+def request_for(model, quant=None, n_rep: int = 64, n_test: int = 48, seed: int = 0, name: str = "m", **options):
+    from firmware_export.registry import ExportRequest
+
+    shape = tuple(int(d) for d in model.input_shape[1:])
+    x, y = toy_data(shape, n_rep + n_test, seed=seed + 100)
+    return ExportRequest(model=model, quant=quant or {}, name=name, representative=x[:n_rep],
+                         x_test=x[n_rep:], y_test=y[n_rep:], options=dict(options))
