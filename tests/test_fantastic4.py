@@ -90,17 +90,17 @@ def tflm_out(mlp_tflite, inputs) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def wide_net() -> IntegerMLP:
-    """No TF: 600 -> 40 -> 7 with very sparse rows (CER column gaps > 255 need several vu8 bytes),
-    a -128 weight, a row with no non-zero weight, odd element counts (padding nibbles/bits)."""
+    """No TF: 601 -> 41 -> 7 with very sparse rows (CER column gaps > 255 need several vu8 bytes),
+    a -128 weight, a row with no non-zero weight, odd widths (rows start mid-byte, padding nibbles/bits)."""
     rng = np.random.default_rng(5)
-    w1 = np.zeros((40, 600), np.int8)
+    w1 = np.zeros((41, 601), np.int8)
     vals = np.array([-128, -90, -33, -5, 1, 7, 19, 64, 127], np.int8)
-    for r in range(1, 40):
-        cols = rng.choice(600, size=rng.integers(1, 12), replace=False)
+    for r in range(1, 41):
+        cols = rng.choice(601, size=rng.integers(1, 12), replace=False)
         w1[r, cols] = rng.choice(vals, size=len(cols))
-    w1[3, 599] = 127
-    w2 = rng.choice(np.array([0, 0, 0, -3, 2, 5], np.int8), size=(7, 40)).astype(np.int8)
-    l1 = IntegerDense("wide_1", w1, rng.integers(-3000, 3000, 40), 3, -128, 1518500250, -6, -128, 127)
+    w1[3, 600] = 127
+    w2 = rng.choice(np.array([0, 0, 0, -3, 2, 5], np.int8), size=(7, 41)).astype(np.int8)
+    l1 = IntegerDense("wide_1", w1, rng.integers(-3000, 3000, 41), 3, -128, 1518500250, -6, -128, 127)
     l2 = IntegerDense("wide_2", w2, rng.integers(-300, 300, 7), -128, 5, 1300000000, -5, -128, 127)
     return IntegerMLP([l1, l2])
 
@@ -241,13 +241,13 @@ def test_slow_reference_matches_tflm(net, inputs, tflm_out):
 @pytest.mark.parametrize("layout", LAYOUT_NAMES)
 def test_simulator_matches_tflm_and_reference(net, wide_net, inputs, tflm_out, layout):
     assert np.array_equal(S.run(F.write_blob(net, layout), inputs), tflm_out)
-    xw = np.random.default_rng(9).integers(-128, 128, size=(200, 600)).astype(np.int8)
+    xw = np.random.default_rng(9).integers(-128, 128, size=(200, 601)).astype(np.int8)
     assert np.array_equal(S.run(F.write_blob(wide_net, layout), xw), reference_forward(wide_net, xw))
 
 
 @pytest.mark.parametrize("build", list(BUILDS))
 def test_c_runtime_matches_simulator(f4_host, tmp_path, net, wide_net, inputs, tflm_out, build):
-    xw = np.random.default_rng(9).integers(-128, 128, size=(100, 600)).astype(np.int8)
+    xw = np.random.default_rng(9).integers(-128, 128, size=(100, 601)).astype(np.int8)
     outs = {}
     for layout in LAYOUT_NAMES + [["cer", "bitmap", "dense4"]]:
         blob = F.write_blob(net, layout)
@@ -263,7 +263,7 @@ def test_c_runtime_matches_simulator(f4_host, tmp_path, net, wide_net, inputs, t
 
 def test_required_scratch(net, wide_net):
     assert S.required_scratch(F.write_blob(net)) == 2 * 32
-    assert S.required_scratch(F.write_blob(wide_net)) == 2 * 40
+    assert S.required_scratch(F.write_blob(wide_net)) == 2 * 41
     one = IntegerMLP([wide_net.layers[0]])
     assert S.required_scratch(F.write_blob(one)) == 0
 

@@ -154,9 +154,9 @@ int main(int argc, char** argv) {
   outputs = (int8_t*)malloc(n * model.output_features + 1u);
   scratch = (int8_t*)malloc(scratch_size + 1u);
   if (outputs == NULL || scratch == NULL) return 2;
-  printf("layers %u, %u -> %u, scratch %lu bytes, %lu samples\n", (unsigned)model.n_layers,
+  printf("layers %u, %u -> %u, scratch %lu bytes, f4_model %lu bytes, %lu samples\n", (unsigned)model.n_layers,
          (unsigned)model.input_features, (unsigned)model.output_features, (unsigned long)scratch_size,
-         (unsigned long)n);
+         (unsigned long)sizeof(f4_model), (unsigned long)n);
   for (i = 0; i < n; ++i) {
     const int8_t* x = (const int8_t*)inputs + i * model.input_features;
     int8_t* y = outputs + i * model.output_features;

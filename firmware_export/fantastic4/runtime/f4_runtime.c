@@ -51,36 +51,70 @@ static inline void f4_clear_partial_sums(int32_t* s) {
   for (k = 0; k < F4_MAX_VALUES; ++k) s[k] = 0;
 }
 
-/* DENSE4: every code nibble, zero codes skipped. */
+/* DENSE4: every code nibble, zero codes skipped (a zero byte skips two weights at once). */
 void f4_dense_layer_dense4(const f4_layer* layer, const int8_t* x, int8_t* y) {
   const uint8_t* codes = layer->weights;
   const uint32_t in = layer->in_features;
-  uint32_t e = 0, r, j;
+  uint32_t e = 0, r;
   int32_t s[F4_MAX_VALUES];
   for (r = 0; r < layer->out_features; ++r) {
+    const uint32_t row0 = e, end = e + in;
     f4_clear_partial_sums(s);
-    for (j = 0; j < in; ++j, ++e) {
-      const uint8_t code = f4_read_nibble(codes, e);
-      if (code != 0u) s[code] += x[j];
+    if (e & 1u) { /* the row starts in a high nibble */
+      const uint32_t code = (uint32_t)codes[e >> 1] >> 4;
+      if (code != 0u) s[code] += x[0];
+      ++e;
+    }
+    for (; e + 1u < end; e += 2u) {
+      const uint32_t b = codes[e >> 1];
+      if (b != 0u) {
+        if ((b & 0x0Fu) != 0u) s[b & 0x0Fu] += x[e - row0];
+        if ((b >> 4) != 0u) s[b >> 4] += x[e + 1u - row0];
+      }
+    }
+    if (e < end) { /* the row ends in a low nibble */
+      const uint32_t code = (uint32_t)codes[e >> 1] & 0x0Fu;
+      if (code != 0u) s[code] += x[e - row0];
+      ++e;
     }
     y[r] = f4_requantize(layer, f4_combine_partial_sums(layer, r, s));
   }
 }
 
-/* BITMAP: one mask bit per weight, one code nibble per set bit. */
+/* Index of the lowest set bit of a non-zero byte. */
+static const uint8_t f4_ctz8[256] = {
+    0, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0, 4, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0,
+    5, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0, 4, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0,
+    6, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0, 4, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0,
+    5, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0, 4, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0,
+    7, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0, 4, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0,
+    5, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0, 4, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0,
+    6, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0, 4, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0,
+    5, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0, 4, 0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0};
+
+/* BITMAP: one mask bit per weight, one code nibble per set bit; visits only the set bits. */
 void f4_dense_layer_bitmap(const f4_layer* layer, const int8_t* x, int8_t* y) {
   const uint32_t in = layer->in_features;
   const uint8_t* mask = layer->weights;
   const uint8_t* codes = mask + (((uint32_t)layer->out_features * in + 7u) >> 3);
-  uint32_t e = 0, c = 0, r, j;
+  uint32_t e = 0, c = 0, r;
   int32_t s[F4_MAX_VALUES];
   for (r = 0; r < layer->out_features; ++r) {
+    const uint32_t row0 = e, end = e + in;
     f4_clear_partial_sums(s);
-    for (j = 0; j < in; ++j, ++e) {
-      if ((mask[e >> 3] >> (e & 7u)) & 1u) {
-        s[f4_read_nibble(codes, c)] += x[j];
-        ++c;
+    while (e < end) {
+      uint32_t n = 8u - (e & 7u);
+      uint32_t bits = (uint32_t)mask[e >> 3] >> (e & 7u);
+      if (n > end - e) {
+        n = end - e;
+        bits &= (1u << n) - 1u;
       }
+      while (bits != 0u) {
+        s[f4_read_nibble(codes, c)] += x[e + f4_ctz8[bits] - row0];
+        ++c;
+        bits &= bits - 1u;
+      }
+      e += n;
     }
     y[r] = f4_requantize(layer, f4_combine_partial_sums(layer, r, s));
   }
