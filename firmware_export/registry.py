@@ -1,9 +1,12 @@
 """Export targets by name. ``ecqx-export --target NAME`` takes its choices from ``TARGETS``.
 
-A target is a class with ``name``, ``help``, ``add_arguments(parser)`` (its own CLI options) and
-``export(request, out_dir) -> dict`` (the summary: rows for the table and what goes into the
-manifest). ``out_dir`` is a fresh temporary folder that the CLI renames into place only when the
-export succeeds (``ecqx_tf.io.atomic_output_dir``).
+A target is a class with ``name``, ``help``, ``add_arguments(parser)`` (its own CLI options),
+``export(request, out_dir) -> dict`` (the summary: what goes into the manifest, plus optionally
+``"table"``: ``[[label, value], ...]`` rows that ``ecqx-export`` prints) and optionally
+``simulate(out_dir) -> dict`` (a host re-check of a finished export, used by ``ecqx-simulate``;
+``{"ok": bool, ...}``; the default raises ``NotImplementedError``). ``out_dir`` is a fresh
+temporary folder that the CLI renames into place only when the export succeeds
+(``ecqx_tf.io.atomic_output_dir``).
 """
 from __future__ import annotations
 
@@ -51,6 +54,15 @@ class ExportTarget:
 
     def export(self, request: ExportRequest, out_dir: Path) -> Dict[str, Any]:
         raise NotImplementedError
+
+    def simulate(self, out_dir: Path) -> Dict[str, Any]:
+        """Re-check a finished export folder on the host (``ecqx-simulate DIR`` dispatches here by
+        the ``target`` of ``DIR/manifest.json``). Returns a dict with at least ``ok`` (bool).
+
+        Raises:
+            NotImplementedError: the target has no host simulation (the default).
+        """
+        raise NotImplementedError(f"export target {self.name!r} has no simulate()")
 
 
 TARGETS: Registry[type] = Registry("export target")

@@ -523,9 +523,10 @@ def _fq_weight(tf, step: WeightStep):
 
 
 def _forward(steps: Sequence[Step], x, ranges: Optional[Mapping[Any, Tuple[float, float]]] = None,
-             observe: Optional[Callable[[Any, Any], None]] = None):
+             observe: Optional[Callable[[Any, Any], None]] = None, quantize_weights: bool = True):
     """The export graph: runs eagerly for calibration (``observe``) and traced for conversion
-    (``ranges`` set: every activation FakeQuant'ed to 8 bits)."""
+    (``ranges`` set: every activation FakeQuant'ed to 8 bits). ``quantize_weights=False`` gives
+    the float model itself (BN folded, final softmax dropped)."""
     import tensorflow as tf
 
     def point(key, t):
@@ -541,7 +542,7 @@ def _forward(steps: Sequence[Step], x, ranges: Optional[Mapping[Any, Tuple[float
     x = point("input", x)
     for i, s in enumerate(steps):
         if isinstance(s, WeightStep):
-            w = _fq_weight(tf, s)
+            w = _fq_weight(tf, s) if quantize_weights else tf.constant(s.kernel)
             if s.op == "FULLY_CONNECTED":
                 y = tf.matmul(x, w)
             elif s.op == "CONV_2D":
@@ -638,6 +639,17 @@ class TFLiteExport:
     compressed: bool
     uncompressed_size: int
     ops: List[str]
+    plan: Any = dataclasses.field(default=None, repr=False)
+
+    def reference_outputs(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
+        """The float model's outputs on ``x`` as exported (logits: a final softmax is dropped,
+        BatchNorm folded), to compare with the dequantized int8 outputs."""
+        import tensorflow as tf
+
+        x = np.asarray(x, dtype=np.float32)
+        outs = [_forward(self.plan.steps, tf.constant(x[i : i + batch]), quantize_weights=False).numpy()
+                for i in range(0, len(x), batch)]
+        return np.concatenate(outs, axis=0) if outs else np.zeros((0,) + self.output_shape, np.float32)
 
     def summary(self) -> Dict[str, Any]:
         return {
@@ -814,6 +826,7 @@ def convert(request, compress: Optional[bool] = None) -> TFLiteExport:
         compressed=bool(compress),
         uncompressed_size=uncompressed,
         ops=parsed.op_set(),
+        plan=plan,
     )
 
 
