@@ -1,0 +1,735 @@
+"""ECQ / ECQx against the alternatives, on the bundled MNIST split (a benchmark, not a test).
+
+For each zoo model (default ``mnist_mlp`` and ``lenet5``), from ONE float model trained with a
+fixed seed, every path below is fine-tuned from the same float weights and measured the same way:
+
+=================  ============================================================================
+path               what
+=================  ============================================================================
+float32            the float model; float32 ``.tflite`` run on the TFLM interpreter
+tfmot int8 QAT     ``tfmot.quantization.keras.quantize_model`` (default 8-bit scheme), full-int8
+                   ``.tflite``
+tfmot int4 QAT     ``DefaultNBitQuantizeScheme(num_bits_weight=4, num_bits_activation=8)``,
+                   converted full-integer (the converter writes INT4 weights for 4-bit FakeQuant)
+tfmot collab.      magnitude pruning (``--sparsities``, default 80% and 90%) -> 16-cluster weight
+                   clustering (sparsity preserved) -> cluster- and sparsity-preserving QAT
+                   (PCQAT), full-int8 ``.tflite``; then TFLM LUT compression
+                   (``tflite_micro.compression``) of every weight tensor
+ECQ / ECQx         ``ecqx_tf.keras.finetune.quantize_and_train`` at each ``--bits`` and
+                   ``--lambdas``, exported with ``firmware_export.tflm.convert`` (stored integers
+                   = centroid levels, INT4 at <= 4 bits), also LUT-compressed
+=================  ============================================================================
+
+Measured per path: test accuracy in Keras (fake-quantized where QAT) and on the real TFLM
+interpreter (``tflite_micro.runtime``, every test digit, one invoke each), zeros among the stored
+weight integers, their entropy (bits/weight, pooled over layers), the flatbuffer bytes (plain and
+LUT-compressed), the minimum TFLM arena, the packed FantastIC4 blob (FC-only models), the lzma
+(xz, preset 9e) bytes of the weight integer stream (TFLite layout, int8 per weight) and of the
+whole flatbuffer, the compression ratio ``float32 parameter bytes / stored bytes`` with
+``stored = lzma(weight integers) + 4 bytes per bias and per weight scale``, and seconds per
+fine-tuning epoch. What could not be measured is recorded as ``null`` with a note, never faked.
+
+    python bench/compare.py                       # full default run (see BENCHMARKS.md)
+    python bench/compare.py --quick               # a few minutes: checks the script end to end
+    python bench/compare.py --models mnist_mlp --bits 2 4 --lambdas 0.1 0.3 --epochs 5 --plots
+    python bench/plots.py bench/results/compare.json   # re-draw the PNGs from the JSON
+
+Writes ``<out>/compare.json`` (default ``bench/results/``; ``out/compare_quick/`` with
+``--quick``) and, with ``--plots``, ``<out>/compare_*.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import lzma
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+REPO = ROOT.parent
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+__all__ = ["main", "run", "stream_stats", "lzma_bytes", "format_table", "PATHS"]
+
+log = logging.getLogger("bench.compare")
+
+#: Path names accepted by ``--paths`` (all by default).
+PATHS = ("float", "int8", "int4", "pcqat", "ecq", "ecqx")
+LZMA_PRESET = 9 | lzma.PRESET_EXTREME
+REP_SAMPLES = 100  # converter calibration samples (as firmware_export.tflm.convert)
+LR = 1e-3
+BATCH = 64
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements (pure functions)
+# ---------------------------------------------------------------------------------------------
+def lzma_bytes(data: bytes) -> int:
+    """Length of ``data`` compressed with xz/lzma at preset 9e."""
+    return len(lzma.compress(bytes(data), preset=LZMA_PRESET))
+
+
+def _entropy(values: np.ndarray) -> float:
+    _, counts = np.unique(values, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum()) + 0.0
+
+
+def stream_stats(layers: Sequence[np.ndarray]) -> Dict[str, Any]:
+    """Statistics of the stored weight integers, one array per layer (TFLite layout).
+
+    Returns zeros (fraction), entropy (bits/weight of the values pooled over all layers, as
+    ``ecqx_tf.layer_stats``' total), the zeroth-order entropy bound in bytes (sum over layers of
+    ``n_l * H_l / 8``), lzma bytes of the int8 stream (layers concatenated), per-layer zeros and
+    distinct values.
+    """
+    flat = [np.asarray(a).reshape(-1) for a in layers]
+    allv = np.concatenate(flat)
+    if allv.size and (allv.min() < -128 or allv.max() > 127):
+        raise ValueError(f"weight integers out of int8 range [{allv.min()}, {allv.max()}]")
+    return {
+        "weights": int(allv.size),
+        "sparsity": float(np.mean(allv == 0)),
+        "entropy": _entropy(allv),
+        "entropy_bound_bytes": float(sum(a.size * _entropy(a) for a in flat) / 8),
+        "lzma_weight_bytes": lzma_bytes(allv.astype(np.int8).tobytes()),
+        "layer_sparsity": [float(np.mean(a == 0)) for a in flat],
+        "layer_distinct": [int(np.unique(a).size) for a in flat],
+    }
+
+
+def float_stream_stats(kernels: Sequence[np.ndarray]) -> Dict[str, Any]:
+    flat = [np.asarray(k, np.float32).reshape(-1) for k in kernels]
+    allv = np.concatenate(flat)
+    return {
+        "weights": int(allv.size),
+        "sparsity": float(np.mean(allv == 0)),
+        "entropy": None,
+        "entropy_bound_bytes": None,
+        "lzma_weight_bytes": lzma_bytes(allv.tobytes()),
+        "layer_sparsity": [float(np.mean(a == 0)) for a in flat],
+        "layer_distinct": [int(np.unique(a).size) for a in flat],
+    }
+
+
+def tflite_weights(model_bytes: bytes) -> Dict[str, Any]:
+    """Stored weight integers (LUT-decoded when compressed), bias bytes, scale count and weight
+    types of every FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D op."""
+    from firmware_export.tflm import flatbuffer as fb
+
+    m = fb.read_model(model_bytes)
+    ints, types, bias_bytes, scales = [], [], 0, 0
+    for op, t in fb.weight_tensors(m):
+        ints.append(m.constant_values(t.index))
+        types.append(t.dtype if t.is_constant else f"{t.dtype} (LUT)")
+        scales += 0 if t.quantization is None else int(np.size(t.quantization.scale))
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            b = m.tensors[op.inputs[2]]
+            bias_bytes += int(b.size * 4)
+    return {"ints": ints, "types": types, "bias_bytes": bias_bytes, "scales": scales, "ops": m.op_set(), "parsed": m}
+
+
+def tflm_logits(model_bytes: bytes, x: np.ndarray) -> Dict[str, Any]:
+    """Outputs of the real TFLM interpreter on every sample (float or int8 input, quantized with
+    the model's input parameters as ``firmware_export.tflm.convert.quantize_input``), and the
+    minimum arena found by bisection (``firmware_export.tflm.arena``)."""
+    from tflite_micro import runtime
+
+    from firmware_export.tflm.arena import arena_sizes
+    from firmware_export.tflm.convert import dequantize_output, quantize_input
+
+    minimum, recommended = arena_sizes(model_bytes)
+    it = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=recommended)
+    det = it.get_input_details(0)
+    shape = tuple(int(d) for d in det["shape"])
+    if np.dtype(det["dtype"]) == np.int8:
+        xi = quantize_input(model_bytes, x)
+    else:
+        xi = np.asarray(x, np.float32)
+    outs = []
+    for i in range(len(xi)):
+        it.set_input(xi[i].reshape(shape), 0)
+        it.invoke()
+        outs.append(np.array(it.get_output(0), copy=True).reshape(-1))
+    y = np.stack(outs)
+    if y.dtype == np.int8:
+        y = dequantize_output(model_bytes, y)
+    return {"logits": y, "arena_bytes": int(minimum)}
+
+
+def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.argmax(logits, axis=-1) == np.asarray(y).reshape(-1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Keras / tfmot helpers
+# ---------------------------------------------------------------------------------------------
+class _EpochTimer:
+    def __new__(cls):
+        import tensorflow as tf
+
+        class T(tf.keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seconds: List[float] = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._t = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds.append(time.perf_counter() - self._t)
+
+        return T()
+
+
+def _copy_model(model):
+    import tensorflow as tf
+
+    m = tf.keras.models.clone_model(model)
+    m.set_weights(model.get_weights())
+    return m
+
+
+def _fit(model, data, epochs: int, seed: int, callbacks=()) -> List[float]:
+    """Adam(1e-3), batch 64, shuffled, sparse CE on logits (as quantize_and_train); seconds/epoch."""
+    import tensorflow as tf
+
+    from models.train import op_determinism
+
+    tf.keras.utils.set_random_seed(seed)
+    model.compile(optimizer=tf.keras.optimizers.Adam(LR),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    timer = _EpochTimer()
+    with op_determinism():
+        model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=BATCH, shuffle=True, verbose=0,
+                  callbacks=[timer, *callbacks])
+    return timer.seconds
+
+
+def _keras_accuracy(model, data) -> float:
+    logits = model.predict(data.x_test, batch_size=256, verbose=0)
+    return _accuracy(logits, data.y_test)
+
+
+def _convert_int(model, rep: np.ndarray) -> bytes:
+    """tf.keras (QAT) model -> full-integer .tflite (int8 input/output)."""
+    import warnings
+
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    rep = rep[:REP_SAMPLES].astype(np.float32)
+    conv.representative_dataset = lambda: ([rep[i : i + 1]] for i in range(len(rep)))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bytes(conv.convert())
+
+
+def _convert_float(model) -> bytes:
+    import tensorflow as tf
+
+    return bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+
+
+def _lut_compress_all(model_bytes: bytes) -> bytes:
+    """LUT-compress every weight tensor with the fewest index bits its value tables need."""
+    from firmware_export.tflm import flatbuffer as fb
+    from firmware_export.tflm.compress import lut_compress
+
+    m = fb.read_model(model_bytes)
+    targets = []
+    for op, t in fb.weight_tensors(m):
+        v = t.values()
+        q = t.quantization
+        if q is not None and q.scale.size > 1:
+            distinct = max(np.unique(s).size for s in np.moveaxis(v, q.axis, 0))
+        else:
+            distinct = np.unique(v).size
+        targets.append((t.index, max(1, math.ceil(math.log2(max(distinct, 2))))))
+    return lut_compress(model_bytes, targets)
+
+
+# ---------------------------------------------------------------------------------------------
+# One row
+# ---------------------------------------------------------------------------------------------
+def _new_row(model: str, path: str, label: str, **kw) -> Dict[str, Any]:
+    row = {"model": model, "path": path, "label": label, "bits": None, "Lambda": None,
+           "acc_keras": None, "acc_tflm": None, "acc_tflm_lut": None, "sparsity": None, "entropy": None,
+           "entropy_bound_bytes": None, "lzma_weight_bytes": None, "lzma_tflite_bytes": None,
+           "stored_bytes": None, "ratio": None, "tflite_bytes": None, "tflite_lut_bytes": None,
+           "weight_types": None, "arena_bytes": None, "arena_lut_bytes": None, "f4_bytes": None,
+           "f4_layouts": None, "epoch_s": None, "epochs": None, "layer_sparsity": None,
+           "layer_distinct": None, "notes": []}
+    row.update(kw)
+    return row
+
+
+def _measure_tflite(row: Dict[str, Any], model_bytes: bytes, data, float_bytes: int, fc_only: bool,
+                    lut: bool = True, lut_bytes: Optional[bytes] = None) -> None:
+    """Fill the flatbuffer, TFLM, integer-stream and FantastIC4 fields of ``row``."""
+    row["tflite_bytes"] = len(model_bytes)
+    row["lzma_tflite_bytes"] = lzma_bytes(model_bytes)
+    w = tflite_weights(model_bytes)
+    row["weight_types"] = sorted(set(w["types"]))
+    run = tflm_logits(model_bytes, data.x_test)
+    row["acc_tflm"] = _accuracy(run["logits"], data.y_test)
+    row["arena_bytes"] = run["arena_bytes"]
+    st = stream_stats(w["ints"])
+    row.update({k: st[k] for k in ("sparsity", "entropy", "entropy_bound_bytes", "lzma_weight_bytes",
+                                   "layer_sparsity", "layer_distinct")})
+    row["stored_bytes"] = st["lzma_weight_bytes"] + w["bias_bytes"] + 4 * w["scales"]
+    row["ratio"] = float_bytes / row["stored_bytes"]
+    if lut:
+        try:
+            lb = lut_bytes if lut_bytes is not None else _lut_compress_all(model_bytes)
+            row["tflite_lut_bytes"] = len(lb)
+            run = tflm_logits(lb, data.x_test)
+            row["acc_tflm_lut"] = _accuracy(run["logits"], data.y_test)
+            row["arena_lut_bytes"] = run["arena_bytes"]
+        except Exception as e:  # recorded, never hidden
+            row["notes"].append(f"LUT compression not measured: {type(e).__name__}: {e}")
+    if fc_only:
+        try:
+            from firmware_export.fantastic4 import format as f4format
+            from firmware_export.fantastic4.network import IntegerMLP
+
+            net = IntegerMLP.from_tflite(model_bytes)
+            row["f4_bytes"] = len(f4format.write_blob(net, "smallest"))
+            parsed = f4format.read_blob(f4format.write_blob(net, "smallest"))
+            row["f4_layouts"] = [l.layout_name for l in parsed.layers]
+        except Exception as e:
+            row["notes"].append(f"FantastIC4 not measured: {type(e).__name__}: {e}")
+
+
+def _is_fc_only(model) -> bool:
+    import tensorflow as tf
+
+    return not any(isinstance(l, (tf.keras.layers.Conv2D, tf.keras.layers.DepthwiseConv2D)) for l in model.layers)
+
+
+def _kernels(model) -> List[np.ndarray]:
+    import tensorflow as tf
+
+    return [l.kernel.numpy() for l in model.layers if isinstance(l, (tf.keras.layers.Dense, tf.keras.layers.Conv2D))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths
+# ---------------------------------------------------------------------------------------------
+def path_float(ctx) -> List[Dict[str, Any]]:
+    fl, data = ctx["float"], ctx["data"]
+    row = _new_row(ctx["model"], "float", "float32", bits=32, acc_keras=fl.test_accuracy,
+                   epochs=fl.epochs_run, epoch_s=fl.seconds / max(1, fl.epochs_run))
+    row["notes"].append("epoch_s = whole float training time / epochs run (includes build and evaluation)")
+    mb = _convert_float(fl.model)
+    row["tflite_bytes"] = len(mb)
+    row["lzma_tflite_bytes"] = lzma_bytes(mb)
+    row["weight_types"] = ["FLOAT32"]
+    run = tflm_logits(mb, data.x_test)
+    row["acc_tflm"] = _accuracy(run["logits"], data.y_test)
+    row["arena_bytes"] = run["arena_bytes"]
+    st = float_stream_stats(_kernels(fl.model))
+    row.update({k: st[k] for k in ("sparsity", "lzma_weight_bytes", "layer_sparsity", "layer_distinct")})
+    n_bias = ctx["params"] - st["weights"]
+    row["stored_bytes"] = st["lzma_weight_bytes"] + 4 * n_bias
+    row["ratio"] = ctx["float_bytes"] / row["stored_bytes"]
+    return [row]
+
+
+def _qat_row(ctx, path: str, label: str, bits: int, qat, seconds: List[float], extra_epochs: int = 0,
+             notes: Sequence[str] = ()) -> Dict[str, Any]:
+    data = ctx["data"]
+    row = _new_row(ctx["model"], path, label, bits=bits, acc_keras=_keras_accuracy(qat, data),
+                   epoch_s=float(np.mean(seconds)), epochs=len(seconds) + extra_epochs, notes=list(notes))
+    mb = _convert_int(qat, data.x_train)
+    _measure_tflite(row, mb, data, ctx["float_bytes"], ctx["fc_only"])
+    return row
+
+
+def path_int8(ctx) -> List[Dict[str, Any]]:
+    import tensorflow_model_optimization as tfmot
+
+    qat = tfmot.quantization.keras.quantize_model(_copy_model(ctx["float"].model))
+    secs = _fit(qat, ctx["data"], ctx["epochs"], ctx["seed"])
+    return [_qat_row(ctx, "int8", "tfmot int8 QAT", 8, qat, secs)]
+
+
+def path_int4(ctx) -> List[Dict[str, Any]]:
+    import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (
+        default_n_bit_quantize_scheme,
+    )
+
+    q = tfmot.quantization.keras
+    scheme = default_n_bit_quantize_scheme.DefaultNBitQuantizeScheme(num_bits_weight=4, num_bits_activation=8)
+    annotated = q.quantize_annotate_model(_copy_model(ctx["float"].model))
+    with q.quantize_scope():
+        qat = q.quantize_apply(annotated, scheme=scheme)
+    secs = _fit(qat, ctx["data"], ctx["epochs"], ctx["seed"])
+    return [_qat_row(ctx, "int4", "tfmot int4 QAT", 4, qat, secs)]
+
+
+def path_pcqat(ctx) -> List[Dict[str, Any]]:
+    """Prune -> cluster (16, sparsity preserved) -> PCQAT, each stage ``epochs`` epochs."""
+    import tensorflow_model_optimization as tfmot
+
+    data, epochs, seed = ctx["data"], ctx["epochs"], ctx["seed"]
+    steps_per_epoch = math.ceil(len(data.x_train) / BATCH)
+    rows = []
+    for s in ctx["sparsities"]:
+        sp = tfmot.sparsity.keras
+        schedule = sp.PolynomialDecay(initial_sparsity=0.0, final_sparsity=float(s), begin_step=0,
+                                      end_step=max(1, int(0.7 * steps_per_epoch * epochs)),
+                                      frequency=max(1, steps_per_epoch // 4))
+        pruned = sp.prune_low_magnitude(_copy_model(ctx["float"].model), pruning_schedule=schedule)
+        secs = _fit(pruned, data, epochs, seed, callbacks=[sp.UpdatePruningStep()])
+        pruned = sp.strip_pruning(pruned)
+
+        cl = tfmot.clustering.keras
+        clustered = cl.cluster_weights(pruned, number_of_clusters=16,
+                                       cluster_centroids_init=cl.CentroidInitialization.KMEANS_PLUS_PLUS,
+                                       preserve_sparsity=True)
+        secs += _fit(clustered, data, epochs, seed)
+        clustered = cl.strip_clustering(clustered)
+
+        q = tfmot.quantization.keras
+        scheme = tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True)
+        annotated = q.quantize_annotate_model(clustered)
+        with q.quantize_scope():
+            qat = q.quantize_apply(annotated, scheme=scheme)
+        secs += _fit(qat, data, epochs, seed)
+        label = f"tfmot prune {round(100 * s)}% + 16 clusters + PCQAT"
+        rows.append(_qat_row(ctx, "pcqat", label, 8, qat, secs,
+                             notes=[f"3 stages x {epochs} epochs (prune, cluster, PCQAT); epoch_s is their mean"]))
+        rows[-1]["target_sparsity"] = float(s)
+        del pruned, clustered, qat
+        gc.collect()
+    return rows
+
+
+def _ecq_rows(ctx, method: str) -> List[Dict[str, Any]]:
+    from ecqx_tf import quantization_info
+    from ecqx_tf.keras.api import ecq_layers
+    from ecqx_tf.keras.finetune import quantize_and_train
+    from firmware_export.registry import ExportRequest
+    from firmware_export.tflm.convert import convert
+
+    data, fl = ctx["data"], ctx["float"]
+    rows = []
+    for bits in ctx["bits"]:
+        for lam in ctx["lambdas"]:
+            label = f"{method.upper()} {bits}-bit L={lam:g}"
+            log.info("  %s", label)
+            row = _new_row(ctx["model"], method, label, bits=bits, Lambda=lam)
+            try:
+                ft = quantize_and_train(fl.model, data.x_train, data.y_train, data.x_test, data.y_test, bits=bits,
+                                        method=method, Lambda=lam, p=ctx["p"], epochs=ctx["epochs"],
+                                        refresh_every=ctx["refresh_every"], seed=ctx["seed"])
+                row.update(acc_keras=ft.test_accuracy, epoch_s=float(np.mean(ft.epoch_seconds)), epochs=ctx["epochs"])
+                tot = ft.stats[-1]
+                row["ecq_stats"] = {"sparsity": tot["sparsity"], "entropy": tot["entropy"],
+                                    "used_centroids": tot["used_centroids"]}
+                info = quantization_info(ft.qmodel)
+                req = ExportRequest(model=ft.stripped, quant=info, name=f"{ctx['model']}_{method}{bits}",
+                                    representative=data.x_train[:500], x_test=data.x_test, y_test=data.y_test)
+                plain = convert(req, compress=False)
+                try:
+                    lut = convert(req, compress=True).model_bytes
+                except Exception as e:
+                    lut = None
+                    row["notes"].append(f"LUT export not measured: {type(e).__name__}: {e}")
+                _measure_tflite(row, plain.model_bytes, data, ctx["float_bytes"], ctx["fc_only"],
+                                lut=lut is not None, lut_bytes=lut)
+                # Stored integers must be exactly the assigned levels (the exporter checks it too).
+                if abs(row["sparsity"] - tot["sparsity"]) > 1e-12:
+                    row["notes"].append(f"flatbuffer zeros {row['sparsity']} != layer_stats {tot['sparsity']}")
+                if ctx.get("figure_run") == (method, bits, lam):
+                    ctx["figures"].update(_figure_data(ctx, ft, info, ecq_layers(ft.qmodel)))
+                del ft
+            except Exception as e:
+                row["notes"].append(f"failed: {type(e).__name__}: {e}")
+                log.error("%s failed:\n%s", label, traceback.format_exc())
+            rows.append(row)
+            _print_row(row)
+            gc.collect()
+    return rows
+
+
+def path_ecq(ctx):
+    return _ecq_rows(ctx, "ecq")
+
+
+def path_ecqx(ctx):
+    return _ecq_rows(ctx, "ecqx")
+
+
+PATH_FUNCS: Dict[str, Callable] = {"float": path_float, "int8": path_int8, "int4": path_int4,
+                                   "pcqat": path_pcqat, "ecq": path_ecq, "ecqx": path_ecqx}
+
+
+# ---------------------------------------------------------------------------------------------
+# Data for the plots (kept in the JSON so plots.py needs nothing else)
+# ---------------------------------------------------------------------------------------------
+def _figure_data(ctx, ft, info, slots) -> Dict[str, Any]:
+    fl = ctx["float"].model
+    hist = []
+    for name, qk in info.items():
+        before = fl.get_layer(name).kernel.numpy().reshape(-1)
+        after = qk.values().reshape(-1)
+        lo = float(min(before.min(), after.min()))
+        hi = float(max(before.max(), after.max()))
+        counts, edges = np.histogram(before, bins=80, range=(lo, hi))
+        levels = np.asarray(qk.levels, np.int64)
+        ints = qk.integers().reshape(-1)
+        hist.append({
+            "layer": name, "bits": int(qk.bits), "step": float(qk.step),
+            "edges": [float(e) for e in edges], "before_counts": [int(c) for c in counts],
+            "centroids": [float(np.float32(k) * np.float32(qk.step)) for k in levels],
+            "after_counts": [int(np.sum(ints == k)) for k in levels],
+        })
+    # relevance map of one layer: the first quantized layer
+    s = slots[0]
+    rel = s.relevance.numpy()
+    ints = info[s.name].integers()
+    r: Dict[str, Any] = {"layer": s.name, "shape": list(rel.shape), "method": ctx["figure_run"][0],
+                         "bits": ctx["figure_run"][1], "Lambda": ctx["figure_run"][2]}
+    in_shape = tuple(int(d) for d in fl.input_shape[1:])
+    if rel.ndim == 2 and rel.shape[0] == int(np.prod(in_shape)):
+        # Dense on the flattened input: per input pixel, the summed relevance of its weights and
+        # the fraction of them assigned to zero.
+        r["image_shape"] = list(in_shape[:2])
+        r["per_input_relevance"] = [float(v) for v in rel.sum(axis=1)]
+        r["per_input_zero_fraction"] = [float(v) for v in np.mean(ints == 0, axis=1)]
+    if rel.size <= 8192:
+        r["relevance"] = [float(v) for v in rel.reshape(-1)]
+        r["integers"] = [int(v) for v in ints.reshape(-1)]
+    return {"histograms": hist, "relevance": r}
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine, table, driver
+# ---------------------------------------------------------------------------------------------
+def machine_info() -> Dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        usable = os.cpu_count()
+    return {"platform": platform.platform(), "processor": cpu, "cpus_usable": usable, "cpu_count": os.cpu_count(),
+            "memory_bytes": mem, "python": platform.python_version(), "load_average_at_start": os.getloadavg()}
+
+
+def versions() -> Dict[str, Any]:
+    from pipeline.demo import _versions
+
+    out = dict(_versions())
+    from importlib.metadata import PackageNotFoundError, version
+
+    for pkg in ("matplotlib", "tf-keras", "scikit-learn", "mlxtend"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+_COLS = [("model", 9, "{}"), ("label", 38, "{}"), ("keras", 6, "{:.4f}"), ("tflm", 6, "{:.4f}"),
+         ("zeros", 6, "{:.1%}"), ("H", 5, "{:.2f}"), ("tflite B", 9, "{:,}"), ("LUT B", 9, "{:,}"),
+         ("F4 B", 8, "{:,}"), ("lzma B", 8, "{:,}"), ("ratio", 6, "{:.1f}"), ("s/ep", 6, "{:.1f}")]
+_KEYS = ["model", "label", "acc_keras", "acc_tflm", "sparsity", "entropy", "tflite_bytes", "tflite_lut_bytes",
+         "f4_bytes", "lzma_weight_bytes", "ratio", "epoch_s"]
+
+
+def _cells(row) -> List[str]:
+    out = []
+    for (name, width, fmt), key in zip(_COLS, _KEYS):
+        v = row.get(key)
+        out.append("-" if v is None else fmt.format(v))
+    return out
+
+
+def format_table(rows: Sequence[Dict[str, Any]], markdown: bool = False) -> str:
+    header = [c[0] for c in _COLS]
+    body = [_cells(r) for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(c) + " |" for c in body]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
+    fmt_line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([fmt_line(header), fmt_line(["-" * w for w in widths])] + [fmt_line(b) for b in body])
+
+
+def _print_row(row) -> None:
+    print(format_table([row]).splitlines()[-1] + ("   [" + "; ".join(n[:80] for n in row["notes"]) + "]" if row["notes"] else ""),
+          flush=True)
+
+
+def run(args) -> Dict[str, Any]:
+    import tensorflow as tf
+
+    from ecqx_tf.io import atomic_write_json
+    from models import datasets
+    from models.train import train_float
+
+    tf.get_logger().setLevel("ERROR")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = datasets.load("mnist_bundled")
+    results: Dict[str, Any] = {
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "args": vars(args), "versions": versions(), "machine": machine_info(), "dataset": data.summary(),
+        "definitions": {
+            "acc_keras": "test accuracy of the Keras model (QAT models with fake-quantized activations)",
+            "acc_tflm": "test accuracy on the tflite_micro interpreter (reference kernels), 1 invoke per test digit",
+            "sparsity": "zeros among the stored weight integers (kernels only, biases excluded)",
+            "entropy": "empirical entropy (bits/weight) of the stored integers pooled over layers",
+            "entropy_bound_bytes": "sum over layers of n_l * H_l / 8 (zeroth-order entropy-coding bound)",
+            "lzma_weight_bytes": "xz/lzma preset 9e of the int8 weight-integer stream, TFLite layout, layers concatenated",
+            "stored_bytes": "lzma_weight_bytes + 4 bytes per bias + 4 bytes per weight scale",
+            "ratio": "float32 bytes of all parameters / stored_bytes",
+            "tflite_bytes": ".tflite flatbuffer bytes (executable by TFLM)",
+            "tflite_lut_bytes": ".tflite with TFLM LUT compression of every weight tensor (TFLM_DECODE)",
+            "arena_bytes": "minimum TFLM tensor arena (bisection)",
+            "f4_bytes": "FantastIC4 blob bytes, smallest layout per layer (FC-only models)",
+            "epoch_s": "wall-clock seconds per fine-tuning epoch (callbacks included), shared 2-core machine",
+        },
+        "models": {}, "rows": [], "figures": {},
+    }
+    print(format_table([]), flush=True)
+    for model_name in args.models:
+        log.info("== %s: float training (%d epochs, seed %d)", model_name, args.float_epochs, args.seed)
+        fl = train_float(model_name, data, epochs=args.float_epochs, seed=args.seed, verbose=0)
+        params = int(fl.model.count_params())
+        ctx = {"model": model_name, "data": data, "float": fl, "params": params, "float_bytes": 4 * params,
+               "fc_only": _is_fc_only(fl.model), "epochs": args.epochs, "seed": args.seed, "bits": args.bits,
+               "lambdas": args.lambdas, "sparsities": args.sparsities, "p": args.p,
+               "refresh_every": args.refresh_every, "figures": {}}
+        fig_bits = 4 if 4 in args.bits else max(args.bits)
+        fig_lam = args.lambdas[len(args.lambdas) // 2]
+        ctx["figure_run"] = ("ecqx" if "ecqx" in args.paths else "ecq", fig_bits, fig_lam)
+        results["models"][model_name] = {"params": params, "float32_bytes": 4 * params, "fc_only": ctx["fc_only"],
+                                         "float_epochs_run": fl.epochs_run}
+        for path in PATHS:
+            if path not in args.paths:
+                continue
+            log.info("== %s: %s", model_name, path)
+            try:
+                new = PATH_FUNCS[path](ctx)
+            except Exception as e:
+                log.error("%s %s failed:\n%s", model_name, path, traceback.format_exc())
+                new = [_new_row(model_name, path, path, notes=[f"failed: {type(e).__name__}: {e}"])]
+            for row in new:
+                if path not in ("ecq", "ecqx"):
+                    _print_row(row)
+            results["rows"] += new
+            gc.collect()
+        results["figures"][model_name] = ctx["figures"]
+        results["seconds"] = time.perf_counter() - t0
+        atomic_write_json(out / "compare.json", results)  # partial results survive a crash
+        del fl, ctx
+        gc.collect()
+    results["seconds"] = time.perf_counter() - t0
+    atomic_write_json(out / "compare.json", results)
+    return results
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny settings to check the script (float 2 epochs, fine-tune 1, 4 bits, Lambda 0.3, "
+                         "sparsity 0.8, output out/compare_quick/)")
+    ap.add_argument("--models", nargs="+", default=["mnist_mlp", "lenet5"], help="zoo models (default mnist_mlp lenet5)")
+    ap.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS, help="paths to run (default all)")
+    ap.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 5], help="ECQ/ECQx bit widths (default 2 3 4 5)")
+    ap.add_argument("--lambdas", type=float, nargs="+", default=[0.1, 0.3, 0.5],
+                    help="ECQ/ECQx Lambda sweep (default 0.1 0.3 0.5)")
+    ap.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs of every path (default 5)")
+    ap.add_argument("--float-epochs", type=int, default=10, help="float training epochs (default 10)")
+    ap.add_argument("--sparsities", type=float, nargs="+", default=[0.8, 0.9], help="pruning targets (default 0.8 0.9)")
+    ap.add_argument("--p", type=float, default=0.1, help="ECQx relevance p (default 0.1)")
+    ap.add_argument("--refresh-every", type=int, default=1, help="ECQ/ECQx assignment refresh interval in steps")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="output folder (default bench/results, out/compare_quick with --quick)")
+    ap.add_argument("--plots", action="store_true", help="write compare_*.png next to compare.json")
+    return ap
+
+
+def _plots_module():
+    """bench/plots.py (bench/ is a folder of scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_plots", ROOT / "plots.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    explicit = {a.dest for a in ap._actions if a.option_strings and any(o in (argv if argv is not None else sys.argv[1:])
+                                                                          for o in a.option_strings)}
+    if args.quick:
+        for k, v in {"bits": [4], "lambdas": [0.3], "epochs": 1, "float_epochs": 2, "sparsities": [0.8]}.items():
+            if k not in explicit:
+                setattr(args, k, v)
+    if args.out is None:
+        args.out = str(REPO / "out" / "compare_quick") if args.quick else str(ROOT / "results")
+    for name, v in (("--epochs", args.epochs), ("--float-epochs", args.float_epochs)):
+        if v < 1:
+            ap.error(f"{name} must be >= 1, got {v}")
+    if any(not 2 <= b <= 8 for b in args.bits):
+        ap.error(f"--bits must be in 2..8, got {args.bits}")
+    if any(not 0 < s < 1 for s in args.sparsities):
+        ap.error(f"--sparsities must be in (0, 1), got {args.sparsities}")
+    from models import zoo
+
+    bad = [m for m in args.models if m not in zoo.names()]
+    if bad:
+        ap.error(f"unknown model(s) {bad}; accepted: {zoo.names()}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    results = run(args)
+    print()
+    print(format_table(results["rows"]))
+    failed = [r for r in results["rows"] if any(n.startswith("failed") for n in r["notes"])]
+    if args.plots:
+        written = _plots_module().render(results, Path(args.out))
+        for p in written:
+            print(f"wrote {p}")
+    print(f"\nwrote {Path(args.out) / 'compare.json'} ({results['seconds']:.0f} s)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
