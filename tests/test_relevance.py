@@ -593,6 +593,20 @@ def test_logits_model_json_strips_softmax_keeps_names():
     func = tf.keras.Model(inp, L.Softmax(name="sm")(L.Dense(3, name="out")(inp)))
     fcfg = json.loads(logits_model_json(func))["config"]
     assert fcfg["output_layers"] == [["out", 0, 0]] and all(e["name"] != "sm" for e in fcfg["layers"])
+    # the native engine drops the Softmax layer too: same result as the logits model
+    x, y = np.random.RandomState(0).randn(3, 4).astype(np.float32), [0, 2, 1]
+    logits = tf.keras.Model(inp, func.get_layer("out").output)
+    np.testing.assert_allclose(weight_relevance(func, x, y)["out"], weight_relevance(logits, x, y)["out"], rtol=1e-6)
+
+
+def test_layer_subset_matches_full():
+    model = mlp((7, 6, 5, 3), seed=3)
+    x, y = np.random.RandomState(1).randn(5, 7).astype(np.float32), [0, 1, 2, 0, 1]
+    full = weight_relevance(model, x, y)
+    names = [model.layers[1].name]
+    sub = weight_relevance(model, x, y, layers=names)
+    assert list(sub) == names
+    np.testing.assert_allclose(sub[names[0]], full[names[0]], rtol=1e-6)
 
 
 def test_accumulator_ema():
