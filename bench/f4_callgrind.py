@@ -156,9 +156,13 @@ def make_model(path: Path, sparsity: float, epochs: int, seed: int = 0) -> bytes
             quant[layer.name] = qk
         return quant
 
-    for _ in range(4):  # snap, fine-tune two epochs, repeat; the last snap is what gets exported
-        snap()
-        model.fit(ds.x_train, ds.y_train, epochs=2, batch_size=64, verbose=0)
+    class KeepMask(tf.keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            for layer in dense:
+                layer.kernel.assign(layer.kernel * masks[layer.name].astype(np.float32))
+
+    # fine-tune with the pruned weights held at 0, then snap the survivors to the grid
+    model.fit(ds.x_train, ds.y_train, epochs=6, batch_size=64, verbose=0, callbacks=[KeepMask()])
     quant = snap()
     acc = float(np.mean(np.argmax(model.predict(ds.x_test, verbose=0), 1) == ds.y_test))
     request = ExportRequest(model=model, quant=quant, name="mnist_mlp", representative=ds.x_train[:500],
