@@ -33,9 +33,9 @@ DEFAULTS = dict(
     float_epochs=10,
     bits=4,
     method="ecqx",
-    Lambda=0.1,
+    Lambda=0.3,
     p=0.1,
-    qat_epochs=3,
+    qat_epochs=10,
     refresh_every=1,
     seed=0,
 )
@@ -57,16 +57,19 @@ def _versions() -> dict:
     return out
 
 
-def _stage_export(target_name: str, request, out_dir: Path) -> dict:
-    from ecqx_tf.io import atomic_output_dir
-    from firmware_export import targets  # noqa: F401  (registers the targets)
+def _stage_export(target_name: str, model_path: Path, data: str, out_dir: Path) -> dict:
+    """Run ``ecqx-export MODEL --target T --out DIR --data D`` exactly as a user would, then the
+    target's host check (what ``ecqx-simulate DIR`` runs after verifying the manifest)."""
+    from firmware_export import cli
     from firmware_export.registry import TARGETS
 
-    target = TARGETS.get(target_name)()
-    with atomic_output_dir(out_dir) as tmp:
-        summary = target.export(request, tmp)
-    checked = target.simulate(out_dir) if hasattr(target, "simulate") else None
-    return {"export": summary, "check": checked}
+    rc = cli.main([str(model_path), "--target", target_name, "--out", str(out_dir), "--data", data,
+                   "--name", "mnist_mlp"])
+    if rc == 2:
+        raise RuntimeError(f"ecqx-export --target {target_name} failed (exit code 2; see the error above)")
+    manifest = cli.verify_manifest(out_dir)
+    check = TARGETS.get(target_name)().simulate(out_dir)
+    return {"export": manifest["summary"], "check": check, "exit_code": rc}
 
 
 def run(out: Path, **kw) -> dict:
@@ -109,44 +112,85 @@ def run(out: Path, **kw) -> dict:
         "layers": ft.stats[:-1],
     }
 
-    from ecqx_tf import quantization_info
-    from firmware_export.registry import ExportRequest
-
-    request = ExportRequest(
-        model=ft.stripped, quant=quantization_info(ft.qmodel), name="mnist_mlp",
-        representative=data.x_train[:500], x_test=data.x_test, y_test=data.y_test,
-    )
     for i, target in enumerate(("tflm", "fantastic4"), start=3):
-        log.info("[%d/4] export --target %s", i, target)
+        log.info("[%d/4] ecqx-export %s --target %s", i, qdir / "qat_model.h5", target)
         try:
-            results["stages"][target] = _stage_export(target, request, out / target)
+            results["stages"][target] = _stage_export(target, qdir / "qat_model.h5", cfg["data"], out / target)
         except Exception as e:  # report, never hide: the table shows the failure
             log.exception("export to %s failed", target)
             results["stages"][target] = {"error": f"{type(e).__name__}: {e}"}
     results["seconds"] = time.perf_counter() - t0
+    results["summary"] = summarize(results)
     atomic_write_json(out / "results.json", results)
     return results
 
 
-def format_table(results: dict) -> str:
-    rows: List[Sequence[str]] = [("", "accuracy", "zeros", "bits/weight (entropy)", "weights")]
+def summarize(results: dict) -> dict:
+    """The headline figures of a run (also stored in results.json under ``summary``)."""
     fl, q = results["float"], results["ecqx"]
-    rows.append(("float32", f"{fl['test_accuracy']:.4f}", "0.0%", "32", f"{fl['weight_bytes_float32']:,} B"))
-    rows.append((f"{q['method'].upper()} {q['bits']}-bit (QAT)", f"{q['test_accuracy']:.4f}",
-                 f"{100 * q['sparsity']:.1f}%", f"{q['entropy_bits_per_weight']:.2f}", ""))
-    for target, st in results["stages"].items():
+    out = {
+        "float_accuracy": fl["test_accuracy"],
+        "float_weight_bytes": fl["weight_bytes_float32"],
+        "ecqx_accuracy": q["test_accuracy"],
+        "ecqx_sparsity": q["sparsity"],
+        "ecqx_entropy_bits_per_weight": q["entropy_bits_per_weight"],
+    }
+    t = results["stages"].get("tflm", {})
+    if "export" in t:
+        hc = t["export"]["host_check"]
+        out.update(
+            tflm_accuracy=hc.get("acc_tflm"),
+            tflm_flatbuffer_bytes=t["export"]["flatbuffer_bytes"],
+            tflm_weight_bytes=t["export"]["weight_bytes"],
+            tflm_arena_bytes=t["export"]["arena"]["recommended"],
+            tflm_vs_simulator_mismatches=hc.get("mismatches_simulator"),
+            tflm_float_argmax_agreement=hc.get("agreement_float_tflm"),
+            tflm_samples=hc.get("samples"),
+        )
+    f = results["stages"].get("fantastic4", {})
+    if "export" in f:
+        ex, ck = f["export"], f.get("check") or {}
+        ops = ex["ops_per_inference"]["fantastic4"]
+        out.update(
+            fantastic4_accuracy=ex.get("accuracy"),
+            fantastic4_blob_bytes=ex["totals"]["blob_bytes"],
+            fantastic4_bytes_per_weight=ex["totals"]["bytes_per_weight"]["chosen"],
+            fantastic4_multiplies=ops["multiplies"],
+            fantastic4_additions=ops["accumulate_adds"] + ops["product_adds"],
+            fantastic4_c_vs_python_mismatches=(ck.get("mismatching_samples") or {}).get("c_vs_python"),
+            fantastic4_python_vs_tflm_mismatches=(ck.get("mismatching_samples") or {}).get("python_vs_tflm"),
+            fantastic4_samples=ck.get("samples"),
+        )
+    return out
+
+
+def format_table(results: dict) -> str:
+    s = results["summary"]
+    q = results["ecqx"]
+    pct = lambda v: "" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    acc = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+    rows: List[Sequence[str]] = [("model", "accuracy", "zeros", "bits/weight", "weight bytes", "host check")]
+    rows.append(("float32 (Keras)", acc(s["float_accuracy"]), "0.0%", "32", f"{s['float_weight_bytes']:,}", ""))
+    rows.append((f"{q['method'].upper()} {q['bits']}-bit (Keras QAT)", acc(s["ecqx_accuracy"]), pct(s["ecqx_sparsity"]),
+                 f"{s['ecqx_entropy_bits_per_weight']:.2f} (entropy)", "", ""))
+    for target in results["stages"]:
+        st = results["stages"][target]
         if "error" in st:
-            rows.append((target, "FAILED", "", "", st["error"][:60]))
-            continue
-        ex = st.get("export") or {}
-        ck = st.get("check") or {}
-        acc = ck.get("accuracy", ex.get("accuracy"))
-        agree = ck.get("agreement", ex.get("agreement"))
-        rows.append((target, f"{acc:.4f}" if isinstance(acc, float) else str(acc or ""), "",
-                     f"agree {agree}" if agree is not None else "",
-                     f"{ex.get('weight_bytes', '')} B" if ex.get("weight_bytes") else ""))
+            rows.append((target, "FAILED", "", "", "", st["error"][:70]))
+    if "tflm_accuracy" in s:
+        rows.append(("TFLM (.tflite, INT4)", acc(s["tflm_accuracy"]), "", "4",
+                     f"{s['tflm_weight_bytes']:,} (flatbuffer {s['tflm_flatbuffer_bytes']:,}, arena {s['tflm_arena_bytes']:,})",
+                     f"TFLM == simulator on {s['tflm_samples'] - s['tflm_vs_simulator_mismatches']}/{s['tflm_samples']}; "
+                     f"argmax = float on {pct(s['tflm_float_argmax_agreement'])}"))
+    if "fantastic4_blob_bytes" in s:
+        ok = s["fantastic4_samples"] or 0
+        bad = max(s["fantastic4_c_vs_python_mismatches"] or 0, s["fantastic4_python_vs_tflm_mismatches"] or 0)
+        rows.append(("FantastIC4 C99 runtime", acc(s["fantastic4_accuracy"]), "",
+                     f"{8 * s['fantastic4_bytes_per_weight']:.2f} (stored)", f"{s['fantastic4_blob_bytes']:,} (whole blob)",
+                     f"C == Python == TFLM on {ok - bad}/{ok}; {s['fantastic4_multiplies']:,.0f} mul, "
+                     f"{s['fantastic4_additions']:,.0f} add per inference"))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -171,8 +215,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print()
     print(format_table(results))
     print(f"\nresults: {Path(args.out) / 'results.json'}  ({results['seconds']:.0f} s)")
-    failed = [t for t, st in results["stages"].items() if "error" in st]
+    failed = failed_checks(results)
+    for f in failed:
+        print(f"ecqx-demo: FAILED: {f}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def failed_checks(results: dict) -> List[str]:
+    """Stages that raised, or whose exact host checks did not pass."""
+    out = []
+    for target, st in results["stages"].items():
+        if "error" in st:
+            out.append(f"{target}: {st['error']}")
+            continue
+        for part in ("export", "check"):
+            if isinstance(st.get(part), dict) and st[part].get("ok") is False:
+                out.append(f"{target} {part}: not bit-exact (see {target}/ in the output folder)")
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover
