@@ -21,7 +21,7 @@ Reshape, Dropout) routed by its gradient.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Type, Union
 
 from ecqx_tf.registry import Registry
 from ecqx_tf.relevance.rules import (

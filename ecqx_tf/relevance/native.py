@@ -303,7 +303,7 @@ def check_data(
     """
     xa = np.asarray(x)
     if xa.dtype == object:
-        raise TypeError(f"x must be a numeric array, got dtype object")
+        raise TypeError("x must be a numeric array, got dtype object")
     xa = xa.astype(np.float32, copy=False)
     expected = tuple(input_shape)
     if xa.ndim == 0 or xa.shape[0] == 0:
