@@ -503,7 +503,8 @@ def test_target_export(exported):
     c_src = (out / f"{name}_f4.c").read_text()
     assert f"F4_ALIGN16 const unsigned char g_{name}_f4_model_data[]" in c_src
     assert manifest["golden"]["samples"] == 60
-    for row in manifest["rows"]:
+    assert manifest["ok"] and manifest["python_equals_tflm"]
+    for row in manifest["layers"]:
         bpw = row["bytes_per_weight"]
         assert bpw["entropy_bound"] <= min(bpw["dense4"], bpw["bitmap"], bpw["cer"]) + 1e-9
         assert bpw["dense4"] == pytest.approx(0.5, abs=0.01)
@@ -532,7 +533,7 @@ def test_target_tflite_bytes_option(tmp_path, mlp_tflite):
     request.x_test = np.random.default_rng(3).random((40, 64), dtype=np.float32)
     request.y_test = None
     manifest = FantastIC4Target().export(request, tmp_path)
-    assert manifest["layout"] == "cer" and all(r["layout"] == "cer" for r in manifest["rows"])
+    assert manifest["layout"] == "cer" and all(r["layout"] == "cer" for r in manifest["layers"])
     assert FantastIC4Target().simulate(tmp_path)["ok"]
     with pytest.raises(ValueError, match="f4_layout"):
         FantastIC4Target().export(small_request(tflite_bytes=mlp_tflite, f4_layout="csr"), tmp_path / "x")
@@ -548,3 +549,35 @@ def test_target_harness_reports_mismatch(exported, tmp_path):
     r = subprocess.run(["make", "-s", "-C", str(work), "check"], capture_output=True, text=True)
     assert r.returncode != 0
     assert "mismatch: sample 1 output 1" in r.stdout and "1 mismatching samples" in r.stdout
+
+
+def test_target_simulate_reports_mismatch(exported, tmp_path):
+    from firmware_export.fantastic4.target import FantastIC4Target
+
+    out, _, _ = exported
+    work = tmp_path / "copy"
+    shutil.copytree(out, work)
+    golden = bytearray((work / "golden_outputs.bin").read_bytes())
+    golden[0] ^= 0x40
+    (work / "golden_outputs.bin").write_bytes(bytes(golden))
+    result = FantastIC4Target().simulate(work)
+    assert not result["ok"] and not result["python_equals_golden"] and result["harness_exit_code"] == 1
+
+
+def test_cli_export_and_simulate(tmp_path, capsys):
+    """ecqx-export MODEL.keras --target fantastic4, then ecqx-simulate DIR (a float Keras model
+    whose kernels are already snapped: the TFLM exporter's PTQ keeps <= 15 values per layer)."""
+    from firmware_export import cli
+
+    request = small_request()
+    path = tmp_path / "snapped.keras"
+    request.model.save(path)
+    out = tmp_path / "f4_out"
+    rc = cli.main([str(path), "--target", "fantastic4", "--out", str(out), "--data", "digits", "--max-eval", "50",
+                   "--calib", "64", "--f4-layout", "bitmap"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    assert "bytes/weight" in printed.out and (out / "manifest.json").is_file() and (out / "snapped_f4.bin").is_file()
+    assert F.read_blob((out / "snapped_f4.bin").read_bytes()).layers[0].layout_name == "bitmap"
+    assert cli.simulate_main([str(out)]) == 0
+    assert "c_equals_python" in capsys.readouterr().out

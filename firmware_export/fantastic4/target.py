@@ -24,8 +24,9 @@ FantastIC4 blob for the portable C99 runtime, with a host harness and golden vec
                            energy estimate, accuracy)
 =========================  ================================================================
 
-``simulate(out_dir)`` builds the harness and checks C == Python simulator == TFLM interpreter
-bit for bit on every golden vector.
+``export`` already checks the Python simulator against the TFLM interpreter on the golden vectors
+(``ok``); ``simulate(out_dir)`` builds the harness and checks C == Python simulator == TFLM
+interpreter bit for bit on every golden vector.
 """
 from __future__ import annotations
 
@@ -126,6 +127,10 @@ def layer_report(net: IntegerMLP, parsed: f4format.F4Blob) -> List[Dict[str, Any
         h = _entropy_bits(codes)
         rows.append({
             "layer": layer.name,
+            "op": "FULLY_CONNECTED",
+            "weight_type": f"F4 {entry.layout_name}",
+            "weight_bytes": int(entry.weights_size),
+            "distinct_values": int(len(np.unique(layer.weights))),
             "shape": [layer.out_features, layer.in_features],
             "weights": int(n),
             "nonzeros": int(np.count_nonzero(codes)),
@@ -194,13 +199,17 @@ class FantastIC4Target(ExportTarget):
         net = IntegerMLP.from_tflite(model_bytes)
         blob = f4format.write_blob(net, layout)
         parsed = f4format.read_blob(blob)
-        name = request.name
+        from firmware_export.tflm.c_arrays import check_identifier
+
+        name = check_identifier(request.name)
 
         x = _golden_inputs(request, model_bytes)
         if x.shape[1] != net.input_features:
             raise ValueError(f"golden inputs have {x.shape[1]} features, the network takes {net.input_features}")
         y, counts, _ = f4sim.run_with_counts(parsed, x)
         total = sum(counts, f4sim.OpCounts())
+        tflm = tflm_reference(model_bytes, x)
+        mismatching = int(np.any(y != tflm, axis=1).sum())
 
         atomic_write_bytes(out / f"{name}_f4.bin", blob)
         for fname, text in c_array_files(name, blob).items():
@@ -237,8 +246,11 @@ class FantastIC4Target(ExportTarget):
             "golden": {"inputs": "golden_inputs.bin", "outputs": "golden_outputs.bin", "samples": int(len(x)),
                        "input_features": net.input_features, "output_features": net.output_features},
             "scratch_bytes": parsed.required_scratch(),
-            "rows": rows,
+            "layers": rows,
             "totals": totals,
+            "python_equals_tflm": mismatching == 0,
+            "mismatching_samples_python_vs_tflm": mismatching,
+            "ok": mismatching == 0,
             "ops_per_inference": {"fantastic4": total.as_dict(),
                                   "dense_int8_reference": {**f4sim.dense_int8_counts(net).as_dict(),
                                                            "energy_pj": f4sim.dense_int8_energy_pj(net)}},
@@ -249,7 +261,21 @@ class FantastIC4Target(ExportTarget):
             manifest["accuracy"] = float(np.mean(np.argmax(y, axis=1) == np.asarray(request.y_test).reshape(-1)))
         manifest["files"] = sorted(p.name for p in out.iterdir() if p.is_file()) + [MANIFEST]
         atomic_write_json(out / MANIFEST, manifest)
-        return manifest
+        bpw = totals["bytes_per_weight"]
+        ops = total.as_dict()
+        table = [
+            ["blob", f"{name}_f4.bin, {len(blob)} bytes, layout {layout}"],
+            ["bytes/weight", f"chosen {bpw['chosen']:.3f}; dense4 {bpw['dense4']:.3f}, bitmap {bpw['bitmap']:.3f}, "
+                             f"cer {bpw['cer']:.3f}; entropy bound {bpw['entropy_bound']:.3f}; int8 1.0"],
+            ["RAM", f"scratch {manifest['scratch_bytes']} bytes (+ f4_model on the stack)"],
+            ["per inference", f"{ops['accumulate_adds']:.0f} adds, {ops['multiplies']:.1f} multiplies, "
+                              f"~{ops['energy_pj']['total'] / 1000:.1f} nJ (45 nm estimate)"],
+            ["python == tflm", f"{mismatching == 0} on {len(x)} golden vectors"],
+        ]
+        if "accuracy" in manifest:
+            table.append(["accuracy (int8)", f"{manifest['accuracy']:.4f}"])
+        table.append(["host check", "ecqx-simulate OUT_DIR  (C == simulator == TFLM; or: make -C OUT_DIR check)"])
+        return {**manifest, "table": table}
 
     def simulate(self, out_dir: Path, cc: Optional[str] = None) -> Dict[str, Any]:
         """Build the host harness, run it on every golden vector and check C == Python simulator
@@ -257,7 +283,9 @@ class FantastIC4Target(ExportTarget):
 
         Raises:
             FileNotFoundError: ``out_dir`` is not a fantastic4 export, or no C compiler / make.
-            RuntimeError: the build fails or any output differs (the message gives the counts).
+            RuntimeError: the harness does not build.
+
+        Returns ``ok`` False (and the mismatch counts) when any output differs.
         """
         import json
 
@@ -302,5 +330,5 @@ class FantastIC4Target(ExportTarget):
         result["ok"] = (result["python_equals_golden"] and result["python_equals_tflm"] and result["c_equals_python"]
                         and run.returncode == 0)
         if not result["ok"]:
-            raise RuntimeError(f"fantastic4 host simulation differs: {result}\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
+            log.error("fantastic4 host simulation differs: %s\n%s%s", result, run.stdout[-2000:], run.stderr[-2000:])
         return result
