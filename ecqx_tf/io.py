@@ -10,12 +10,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Callable, Iterator, Union
 
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
+    "atomic_write_with",
     "atomic_output_dir",
     "check_writable_dir",
     "sha256_file",
@@ -52,6 +53,27 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return p
+
+
+def atomic_write_with(path: PathLike, write: Callable[[str], None]) -> Path:
+    """Atomically create ``path`` with a writer that only takes a file name (e.g. Keras's
+    ``model.save``): ``write`` gets a temporary name with the same suffix in the same folder,
+    which is fsynced and renamed over ``path``; on any failure it is removed."""
+    p = Path(path)
+    check_writable_dir(p.parent if str(p.parent) else Path("."))
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=f".tmp{p.suffix}", dir=p.parent if str(p.parent) else ".")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, p)

@@ -42,7 +42,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
-from ecqx_tf.io import atomic_write_json, check_writable_dir
+from ecqx_tf.io import atomic_write_json, atomic_write_with, check_writable_dir
 from models import datasets as _datasets
 from models import zoo as _zoo
 from models.datasets import Dataset
@@ -149,20 +149,7 @@ def save_model_atomic(model: tf.keras.Model, path: PathLike) -> Path:
     p = Path(path)
     if p.suffix != ".keras":
         raise ValueError(f"path must end with '.keras', got {str(p)!r}")
-    folder = check_writable_dir(p.parent if str(p.parent) else Path("."))
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=".tmp.keras", dir=folder)
-    os.close(fd)
-    try:
-        model.save(tmp, overwrite=True)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return p
+    return atomic_write_with(p, lambda tmp: model.save(tmp, overwrite=True))
 
 
 def _resolve_dataset(dataset: Union[str, Dataset], data_path: Optional[PathLike]) -> Dataset:

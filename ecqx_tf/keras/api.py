@@ -403,7 +403,6 @@ def save_model(model, path) -> str:
     variables and finds 3), so a ``.keras`` path for such a model is rejected with that reason.
     Plain (float or stripped) models may use either suffix."""
     import os
-    import tempfile
 
     path = str(path)
     quantized = bool(ecq_layers(model))
@@ -415,20 +414,16 @@ def save_model(model, path) -> str:
             f"{path!r}: a model in ECQ training must be saved as .h5 (tfmot 0.8.1 cannot restore "
             "its QuantizeLayer from the .keras format); strip() it first for a .keras file"
         )
-    folder = os.path.dirname(os.path.abspath(path))
-    from ..io import check_writable_dir
+    from ..io import atomic_write_with
 
-    check_writable_dir(folder)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
+    def write(tmp: str) -> None:
         with quantize_scope():
-            model.save(tmp, include_optimizer=False) if suffix == ".h5" else model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+            if suffix == ".h5":
+                model.save(tmp, include_optimizer=False)
+            else:
+                model.save(tmp)
+
+    atomic_write_with(path, write)
     return path
 
 
