@@ -10,7 +10,6 @@ that drive packing, unpacking, dispatch and error messages.
 from __future__ import annotations
 
 import dataclasses
-import math
 import struct
 import zlib
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union

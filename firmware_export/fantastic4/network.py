@@ -21,7 +21,7 @@ The .tflite is read with the shared reader ``firmware_export.tflm.flatbuffer``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 

@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Tuple, Union
 import numpy as np
 
 from firmware_export import intmath
-from firmware_export.fantastic4.format import LAYOUTS, F4Blob, F4Layer, FormatError, read_blob
+from firmware_export.fantastic4.format import LAYOUTS, F4Blob, F4Layer, read_blob
 from firmware_export.fantastic4.network import IntegerMLP
 
 __all__ = [
@@ -123,8 +123,9 @@ def required_scratch(blob: Union[bytes, F4Blob]) -> int:
 
 
 def accumulate_partial_sums(layer: F4Layer, x: np.ndarray) -> np.ndarray:
-    """``f4_accumulate``: ``S[b, k, r]`` = sum of ``x[b, j]`` over the columns j of row r with
-    code k (k = 0 is left 0: zero weights are skipped). int64 holding int32 values."""
+    """``S[b, k, r]`` = sum of ``x[b, j]`` over the columns j of row r with code k (k = 0 is left
+    0: zero weights are skipped). int64 holding int32 values. In C this is the inner loop of each
+    ``f4_dense_layer_*`` (the layouts differ only in how they find the non-zeros)."""
     x = np.asarray(x, np.int64)
     s = np.zeros((x.shape[0], layer.n_values, layer.out_features), np.int64)
     for k in range(1, layer.n_values):
@@ -133,7 +134,7 @@ def accumulate_partial_sums(layer: F4Layer, x: np.ndarray) -> np.ndarray:
 
 
 def combine_partial_sums(layer: F4Layer, s: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """``f4_combine``: ``acc = folded_bias + sum_{k: S_k != 0} codebook[k] * S_k``.
+    """``f4_combine_partial_sums``: ``acc = folded_bias + sum_{k: S_k != 0} codebook[k] * S_k``.
 
     Returns (acc int64 ``[batch, out]`` holding int32 values, multiplies per row ``[batch, out]``).
     """
