@@ -324,7 +324,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print("ecqx-export: host check FAILED (see the table above and tflm_report.json)", file=sys.stderr)
             return 1
         return 0
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, FileExistsError, NotImplementedError) as e:
+    except (ValueError, TypeError, OSError, RuntimeError, NotImplementedError) as e:
+        # OSError covers FileNotFoundError / PermissionError / a failed write; the output folder is
+        # then left as it was (atomic_output_dir removed the partial one).
         print(f"ecqx-export: error: {e}", file=sys.stderr)
         return 2
 
@@ -342,7 +344,7 @@ def simulate_main(argv: Optional[Sequence[str]] = None) -> int:
         manifest = verify_manifest(Path(args.dir))
         target = _targets().get(manifest["target"])()
         result = target.simulate(Path(args.dir))
-    except (ValueError, TypeError, FileNotFoundError, NotImplementedError, RuntimeError) as e:
+    except (ValueError, TypeError, OSError, NotImplementedError, RuntimeError) as e:
         print(f"ecqx-simulate: error: {e}", file=sys.stderr)
         return 2
     print(f"ecqx-simulate: {manifest['target']} export in {args.dir}: checksums ok")
