@@ -40,6 +40,7 @@ Writes ``<out>/compare.json`` (default ``bench/results/``; ``out/compare_quick/`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import lzma
@@ -222,6 +223,25 @@ def _keras_accuracy(model, data) -> float:
     return _accuracy(logits, data.y_test)
 
 
+@contextlib.contextmanager
+def _quiet_native():
+    """Silence what TensorFlow's C++ converter prints on fd 1/2 ("fully_quantize: 0, ...");
+    Python exceptions still carry the error."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved + [devnull]:
+            os.close(fd)
+
+
 def _convert_int(model, rep: np.ndarray) -> bytes:
     """tf.keras (QAT) model -> full-integer .tflite (int8 input/output)."""
     import warnings
@@ -235,7 +255,7 @@ def _convert_int(model, rep: np.ndarray) -> bytes:
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_native():
         warnings.simplefilter("ignore")
         return bytes(conv.convert())
 
@@ -243,7 +263,8 @@ def _convert_int(model, rep: np.ndarray) -> bytes:
 def _convert_float(model) -> bytes:
     import tensorflow as tf
 
-    return bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    with _quiet_native():
+        return bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
 
 
 def _lut_compress_all(model_bytes: bytes) -> bytes:
@@ -447,9 +468,11 @@ def _ecq_rows(ctx, method: str) -> List[Dict[str, Any]]:
                 info = quantization_info(ft.qmodel)
                 req = ExportRequest(model=ft.stripped, quant=info, name=f"{ctx['model']}_{method}{bits}",
                                     representative=data.x_train[:500], x_test=data.x_test, y_test=data.y_test)
-                plain = convert(req, compress=False)
+                with _quiet_native():
+                    plain = convert(req, compress=False)
                 try:
-                    lut = convert(req, compress=True).model_bytes
+                    with _quiet_native():
+                        lut = convert(req, compress=True).model_bytes
                 except Exception as e:
                     lut = None
                     row["notes"].append(f"LUT export not measured: {type(e).__name__}: {e}")
@@ -549,12 +572,12 @@ def machine_info() -> Dict[str, Any]:
 
 
 def versions() -> Dict[str, Any]:
-    from pipeline.demo import _versions
-
-    out = dict(_versions())
+    """Installed versions of everything that shapes the numbers."""
     from importlib.metadata import PackageNotFoundError, version
 
-    for pkg in ("matplotlib", "tf-keras", "scikit-learn", "mlxtend"):
+    out: Dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine()}
+    for pkg in ("tensorflow", "tensorflow-model-optimization", "tf-keras", "tflite-micro", "numpy", "innvestigate",
+                "matplotlib", "scikit-learn", "mlxtend", "ecqx-tf"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -562,9 +585,9 @@ def versions() -> Dict[str, Any]:
     return out
 
 
-_COLS = [("model", 9, "{}"), ("label", 38, "{}"), ("keras", 6, "{:.4f}"), ("tflm", 6, "{:.4f}"),
+_COLS = [("model", 9, "{}"), ("label", 37, "{}"), ("keras", 6, "{:.4f}"), ("tflm", 6, "{:.4f}"),
          ("zeros", 6, "{:.1%}"), ("H", 5, "{:.2f}"), ("tflite B", 9, "{:,}"), ("LUT B", 9, "{:,}"),
-         ("F4 B", 8, "{:,}"), ("lzma B", 8, "{:,}"), ("ratio", 6, "{:.1f}"), ("s/ep", 6, "{:.1f}")]
+         ("F4 B", 7, "{:,}"), ("lzma B", 7, "{:,}"), ("ratio", 5, "{:.1f}"), ("s/ep", 5, "{:.1f}")]
 _KEYS = ["model", "label", "acc_keras", "acc_tflm", "sparsity", "entropy", "tflite_bytes", "tflite_lut_bytes",
          "f4_bytes", "lzma_weight_bytes", "ratio", "epoch_s"]
 
@@ -584,7 +607,7 @@ def format_table(rows: Sequence[Dict[str, Any]], markdown: bool = False) -> str:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         lines += ["| " + " | ".join(c) + " |" for c in body]
         return "\n".join(lines)
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
+    widths = [max(c[1], len(h), *(len(b[i]) for b in body)) for i, (h, c) in enumerate(zip(header, _COLS))]
     fmt_line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([fmt_line(header), fmt_line(["-" * w for w in widths])] + [fmt_line(b) for b in body])
 
@@ -719,6 +742,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if bad:
         ap.error(f"unknown model(s) {bad}; accepted: {zoo.names()}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in ("firmware_export", "models", "ecqx_tf"):  # their progress lines would drown the table
+        logging.getLogger(name).setLevel(logging.WARNING)
     results = run(args)
     print()
     print(format_table(results["rows"]))
