@@ -146,7 +146,11 @@ def load_export_model(path: str) -> Tuple[Any, Dict[str, Any], str]:
             quant = info(model)
         except ValueError:
             return model, {}, "float"  # no ECQ-quantized layer
-        return strip(model), dict(quant), "ecq"
+        try:
+            stripped = strip(model)
+        except Exception as e:  # a failure of the quantization side, reported with its cause
+            raise ValueError(f"{str(p)!r}: ecqx_tf.strip failed ({type(e).__name__}: {e})") from e
+        return stripped, dict(quant), "ecq"
     return model, {}, "float"
 
 
