@@ -110,6 +110,21 @@ def test_strip_kernels_are_exact_centroids_and_rest_is_trained(build):
         np.testing.assert_array_equal(plain.get_layer("bn1").get_weights()[2], q.get_layer("bn1").get_weights()[2])
 
 
+def test_strip_sequential_model():
+    tf.keras.utils.set_random_seed(0)
+    m = tf.keras.Sequential([tf.keras.layers.Flatten(input_shape=(4, 4, 1), name="f"),
+                             tf.keras.layers.Dense(8, activation="relu", name="a"), tf.keras.layers.Dense(3, name="b")])
+    q = ecqx_tf.quantize(m, method="ecq", Lambda=0.1)
+    plain = ecqx_tf.strip(q)
+    assert isinstance(plain, tf.keras.Sequential) and [l.name for l in plain.layers] == ["f", "a", "b"]
+    for name, qk in ecqx_tf.quantization_info(q).items():
+        np.testing.assert_array_equal(plain.get_layer(name).kernel.numpy(), qk.values())
+    x = np.random.default_rng(0).random((4, 4, 4, 1), dtype=np.float32)
+    ref = tf.keras.models.clone_model(m)
+    ref.set_weights(plain.get_weights())
+    np.testing.assert_array_equal(ref.predict(x, verbose=0), plain.predict(x, verbose=0))
+
+
 def test_callback_refreshes_every_step_and_final_indices_are_ecq_of_final_weights():
     m = mlp()
     x, y = data(m)

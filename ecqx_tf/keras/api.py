@@ -367,12 +367,29 @@ def _strip_config(qconfig: dict) -> dict:
     }
 
 
+def _strip_sequential_config(qconfig: dict) -> dict:
+    """The same rewrite for a Sequential model: drop QuantizeLayers, unwrap QuantizeWrappers."""
+    layers = []
+    for l in qconfig["layers"]:
+        cls = l["class_name"]
+        if cls.endswith("QuantizeLayer"):
+            continue
+        if cls.endswith("QuantizeWrapperV2") or cls.endswith("QuantizeWrapper"):
+            layers.append(l["config"]["layer"])
+        else:
+            layers.append(l)
+    return {"name": qconfig.get("name", "model") + "_stripped", "layers": layers}
+
+
 def strip(qmodel) -> tf.keras.Model:
     """A plain Keras model (no tfmot wrappers, no fake quantization) whose Dense/Conv2D kernels
     are exactly the assigned centroid values ``levels[idx] * step`` (float32) and whose other
     weights (biases, BatchNorm) are the trained ones. Layer names are the original ones."""
     with quantize_scope():
-        plain = tf.keras.Model.from_config(_strip_config(qmodel.get_config()))
+        if isinstance(qmodel, tf.keras.Sequential):
+            plain = tf.keras.Sequential.from_config(_strip_sequential_config(qmodel.get_config()))
+        else:
+            plain = tf.keras.Model.from_config(_strip_config(qmodel.get_config()))
     _copy_weights(qmodel, plain)
     return plain
 
