@@ -311,8 +311,9 @@ def _measure_tflite(row: Dict[str, Any], model_bytes: bytes, data, float_bytes: 
     row["acc_tflm"] = _accuracy(run["logits"], data.y_test)
     row["arena_bytes"] = run["arena_bytes"]
     st = stream_stats(w["ints"])
-    row.update({k: st[k] for k in ("sparsity", "entropy", "entropy_bound_bytes", "lzma_weight_bytes",
+    row.update({k: st[k] for k in ("weights", "sparsity", "entropy", "entropy_bound_bytes", "lzma_weight_bytes",
                                    "layer_sparsity", "layer_distinct")})
+    row["lzma_bits_per_weight"] = 8 * st["lzma_weight_bytes"] / st["weights"]
     row["stored_bytes"] = st["lzma_weight_bytes"] + w["bias_bytes"] + 4 * w["scales"]
     row["ratio"] = float_bytes / row["stored_bytes"]
     if lut:
@@ -365,7 +366,8 @@ def path_float(ctx) -> List[Dict[str, Any]]:
     row["acc_tflm"] = _accuracy(run["logits"], data.y_test)
     row["arena_bytes"] = run["arena_bytes"]
     st = float_stream_stats(_kernels(fl.model))
-    row.update({k: st[k] for k in ("sparsity", "lzma_weight_bytes", "layer_sparsity", "layer_distinct")})
+    row.update({k: st[k] for k in ("weights", "sparsity", "lzma_weight_bytes", "layer_sparsity", "layer_distinct")})
+    row["lzma_bits_per_weight"] = 8 * st["lzma_weight_bytes"] / st["weights"]
     n_bias = ctx["params"] - st["weights"]
     row["stored_bytes"] = st["lzma_weight_bytes"] + 4 * n_bias
     row["ratio"] = ctx["float_bytes"] / row["stored_bytes"]
@@ -639,6 +641,7 @@ def run(args) -> Dict[str, Any]:
             "entropy": "empirical entropy (bits/weight) of the stored integers pooled over layers",
             "entropy_bound_bytes": "sum over layers of n_l * H_l / 8 (zeroth-order entropy-coding bound)",
             "lzma_weight_bytes": "xz/lzma preset 9e of the int8 weight-integer stream, TFLite layout, layers concatenated",
+            "lzma_bits_per_weight": "8 * lzma_weight_bytes / weights (compare with entropy)",
             "stored_bytes": "lzma_weight_bytes + 4 bytes per bias + 4 bytes per weight scale",
             "ratio": "float32 bytes of all parameters / stored_bytes",
             "tflite_bytes": ".tflite flatbuffer bytes (executable by TFLM)",
