@@ -32,7 +32,7 @@ fine-tuning epoch. What could not be measured is recorded as ``null`` with a not
     python bench/compare.py                       # full default run (see BENCHMARKS.md)
     python bench/compare.py --quick               # a few minutes: checks the script end to end
     python bench/compare.py --models mnist_mlp --bits 2 4 --lambdas 0.1 0.3 --epochs 5 --plots
-    python bench/plots.py bench/results/compare.json   # re-draw the PNGs from the JSON
+    python bench/compare.py --from-json bench/results/compare.json --markdown [--plots]  # table/PNGs again
 
 Writes ``<out>/compare.json`` (default ``bench/results/``; ``out/compare_quick/`` with
 ``--quick``) and, with ``--plots``, ``<out>/compare_*.png``.
@@ -708,6 +708,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="output folder (default bench/results, out/compare_quick with --quick)")
     ap.add_argument("--plots", action="store_true", help="write compare_*.png next to compare.json")
+    ap.add_argument("--from-json", metavar="PATH", default=None,
+                    help="train nothing: print the table of an existing compare.json (and --plots: redraw its PNGs)")
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     return ap
 
 
@@ -724,6 +727,16 @@ def _plots_module():
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = _parser()
     args = ap.parse_args(argv)
+    if args.from_json:
+        import json
+
+        path = Path(args.from_json)
+        results = json.loads(path.read_text())
+        print(format_table(results["rows"], markdown=args.markdown))
+        if args.plots:
+            for p in _plots_module().render(results, path.parent):
+                print(f"wrote {p}")
+        return 0
     explicit = {a.dest for a in ap._actions if a.option_strings and any(o in (argv if argv is not None else sys.argv[1:])
                                                                           for o in a.option_strings)}
     if args.quick:
