@@ -46,6 +46,17 @@ from ecqx_tf.relevance.rules import (
     ZPlus,
     rule_from_config,
 )
+from ecqx_tf.relevance.deeplift import (  # registers the rules "rescale" and "rescale_max"
+    DEEPLIFT_COMPOSITES,
+    REFERENCES,
+    DeepLIFT,
+    DeepLiftComposite,
+    Rescale,
+    RescaleMax,
+    deeplift_layer_relevance,
+    deeplift_weight_relevance,
+    get_deeplift_composite,
+)
 from ecqx_tf.relevance.weights import (
     BACKENDS,
     EMA_ALPHA,
@@ -94,4 +105,14 @@ __all__ = [
     "shutdown_default_worker",
     "innvestigate_layer_relevance",
     "logits_model_json",
+    # DeepLIFT (Shrikumar et al. 2017), same rule framework
+    "DeepLIFT",
+    "DeepLiftComposite",
+    "DEEPLIFT_COMPOSITES",
+    "REFERENCES",
+    "Rescale",
+    "RescaleMax",
+    "deeplift_layer_relevance",
+    "deeplift_weight_relevance",
+    "get_deeplift_composite",
 ]
