@@ -1,0 +1,566 @@
+"""The compression methods as one small serializable class each, registered by name
+(:data:`METHODS`), with one signature:
+
+    method = METHODS.get("relevance_pruning")(sparsity=0.7, criterion="deeplift")
+    result = method.apply(float_model, x_train, y_train, x_test, y_test)
+    result.model      # plain Keras model to export (smaller / zeros / centroid kernels)
+    result.quant      # layer -> QuantizedKernel (the exact integers), {} for a float model
+    result.report     # accuracy, weights, sparsity, packed bytes, per-layer rows, config
+    ExportRequest(result.model, result.quant, ...) -> firmware_export TARGETS["tflm"/"fantastic4"]
+
+Every method's parameters are dataclass fields with a help text and their accepted values (choices
+read from the registries), validated at construction (``ValueError``/``TypeError`` naming the
+parameter, the value and what is accepted); ``get_config``/``from_config`` round-trip exactly and
+equality derives from the config. ``ecqx-compress`` (``ecqx_tf.methods.cli``) builds its
+sub-commands and options from these fields.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import numbers
+import typing
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type, Union
+
+import numpy as np
+import tensorflow as tf
+
+from ..quantized import QuantizedKernel
+from ..registry import Registry
+
+__all__ = [
+    "METHODS",
+    "CompressionMethod",
+    "CompressionResult",
+    "get_method",
+    "method_from_config",
+    "param",
+    "ECQ",
+    "ECQx",
+    "RelevancePruning",
+    "MagnitudePruning",
+    "WeightSharing",
+    "MixedPrecision",
+]
+
+log = logging.getLogger(__name__)
+
+#: name -> CompressionMethod subclass
+METHODS: Registry[Type["CompressionMethod"]] = Registry("compression method")
+
+Choices = Union[None, Tuple[Any, ...], Callable[[], Sequence[Any]]]
+
+
+def param(default: Any, help: str, choices: Choices = None, low: Optional[float] = None,
+          high: Optional[float] = None, high_open: bool = False) -> Any:
+    """A method parameter: default, help text, accepted values (a tuple or a callable reading a
+    registry) and an inclusive range (``high_open``: the upper bound is excluded)."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "choices": choices, "low": low, "high": high, "high_open": high_open})
+
+
+def _choices(spec: Choices) -> Optional[List[Any]]:
+    if spec is None:
+        return None
+    return list(spec() if callable(spec) else spec)
+
+
+def _criteria() -> List[str]:
+    from .criteria import CRITERIA
+
+    return CRITERIA.names()
+
+
+def _relevance_criteria() -> List[str]:
+    return [c for c in _criteria() if c != "magnitude"]
+
+
+def _composites() -> List[str]:
+    from ..relevance import COMPOSITES
+
+    return COMPOSITES.names()
+
+
+def _references() -> List[str]:
+    from ..relevance import REFERENCES
+
+    return REFERENCES.names()
+
+
+def _grids() -> List[str]:
+    from ..grid import GRID_KINDS
+
+    return list(GRID_KINDS)
+
+
+def _costs() -> List[str]:
+    from .mixed_precision import COSTS
+
+    return COSTS.names()
+
+
+@dataclasses.dataclass(eq=False)
+class CompressionResult:
+    """What :meth:`CompressionMethod.apply` returns.
+
+    Attributes:
+        method: the method's config (``get_config()``).
+        model: plain Keras model for the exporters (stripped: kernels = centroid values when
+            quantized; pruned float model otherwise).
+        quant: layer name -> ``QuantizedKernel`` (empty: float weights, exported as int8 PTQ).
+        qmodel: the model in quantization-aware training, when there is one (save with
+            ``ecqx_tf.save_model``).
+        report: measured figures (see :func:`summarize`).
+    """
+
+    method: Dict[str, Any]
+    model: tf.keras.Model
+    quant: Dict[str, QuantizedKernel]
+    qmodel: Optional[tf.keras.Model]
+    report: Dict[str, Any]
+
+    def export_request(self, name: str, representative: np.ndarray, x_test: Optional[np.ndarray] = None,
+                       y_test: Optional[np.ndarray] = None, **options: Any):
+        """A ``firmware_export.registry.ExportRequest`` for this result."""
+        from firmware_export.registry import ExportRequest
+
+        return ExportRequest(model=self.model, quant=dict(self.quant), name=name, representative=representative,
+                             x_test=x_test, y_test=y_test, options=dict(options))
+
+
+def _index_bits(q: QuantizedKernel) -> int:
+    return max(1, int(math.ceil(math.log2(max(2, len(np.unique(np.asarray(q.levels))))))))
+
+
+def summarize(model: tf.keras.Model, quant: Dict[str, QuantizedKernel], original_weights: int,
+              x_test: np.ndarray, y_test: np.ndarray, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Figures of a compressed model: accuracy (plain model, float activations), kernel weights
+    kept / original, sparsity (zero or removed kernel weights over the original count), packed
+    weight bytes (quantized: ``ceil(n * ceil(log2 #levels) / 8)`` per layer; float: 4 bytes per
+    weight), zeroth-order entropy of the stored integers, per-layer rows."""
+    from ..keras.finetune import evaluate_logits
+    from .pruning import kernel_sparsity, kernel_weight_count
+
+    rows, packed, ints = [], 0, []
+    for layer in model.layers:
+        if type(layer) not in (tf.keras.layers.Dense, tf.keras.layers.Conv2D):
+            continue
+        k = layer.kernel.numpy()
+        row = {"layer": layer.name, "shape": list(k.shape), "weights": int(k.size),
+               "zeros": float(np.mean(k == 0))}
+        q = quant.get(layer.name)
+        if q is not None:
+            b = _index_bits(q)
+            row.update(bits=b, levels=int(len(np.unique(q.levels))), used=int(len(np.unique(q.integers()))))
+            packed += int(math.ceil(k.size * b / 8))
+            ints.append(q.integers().ravel())
+        else:
+            row.update(bits=32)
+            packed += 4 * int(k.size)
+        rows.append(row)
+    entropy = None
+    if ints:
+        _, counts = np.unique(np.concatenate(ints), return_counts=True)
+        pr = counts / counts.sum()
+        entropy = float(-(pr * np.log2(pr)).sum())
+    out = {
+        "accuracy": evaluate_logits(model, x_test, y_test),
+        "kernel_weights": kernel_weight_count(model),
+        "original_kernel_weights": int(original_weights),
+        "params": int(model.count_params()),
+        "sparsity": kernel_sparsity(model, original_weights),
+        "packed_weight_bytes": int(packed),
+        "entropy_bits_per_weight": entropy,
+        "layers": rows,
+    }
+    out.update(extra or {})
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressionMethod:
+    """Base class. Subclasses set ``name``/``help``, declare their parameters with :func:`param`
+    and implement :meth:`apply`."""
+
+    name: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, self._validate(f, hints[f.name], getattr(self, f.name)))
+        self.check()
+
+    def check(self) -> None:
+        """Cross-parameter checks (subclasses)."""
+
+    def _validate(self, f: dataclasses.Field, hint: Any, value: Any) -> Any:
+        where = f"{self.name}: parameter {f.name}"
+        optional = typing.get_origin(hint) is Union and type(None) in typing.get_args(hint)
+        base = [a for a in typing.get_args(hint) if a is not type(None)][0] if optional else hint
+        if value is None:
+            if optional:
+                return None
+            raise TypeError(f"{where} must not be None")
+        if base is bool:
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{where} must be a bool, got {value!r}")
+            value = bool(value)
+        elif base is int:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{where} must be an int, got {value!r} ({type(value).__name__})")
+            value = int(value)
+        elif base is float:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{where} must be a number, got {value!r} ({type(value).__name__})")
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"{where} must be finite, got {value!r}")
+        elif base is str:
+            if not isinstance(value, str):
+                raise TypeError(f"{where} must be a str, got {value!r}")
+        md = f.metadata
+        accepted = _choices(md.get("choices"))
+        if accepted is not None and value not in accepted:
+            raise ValueError(f"{where}: unknown value {value!r}; accepted: {', '.join(map(str, accepted))}")
+        lo, hi = md.get("low"), md.get("high")
+        if lo is not None and value < lo or hi is not None and (value >= hi if md.get("high_open") else value > hi):
+            rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{')' if md.get('high_open') else ']'}"
+            raise ValueError(f"{where} must lie in {rng}, got {value!r}")
+        return value
+
+    def get_config(self) -> Dict[str, Any]:
+        """``{"name": <registry name>, <every parameter>}``."""
+        return {"name": self.name, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "CompressionMethod":
+        cfg = dict(config)
+        cfg.pop("name", None)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(cfg) - names)
+        if unknown:
+            raise ValueError(f"{cls.name}: unknown parameter(s) {unknown}; accepted: {sorted(names)}")
+        return cls(**cfg)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CompressionMethod) and self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash(repr(sorted(self.get_config().items())))
+
+    def apply(self, model: tf.keras.Model, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+              y_test: np.ndarray) -> CompressionResult:
+        """Compress ``model`` (not modified), fine-tuning on the training split; evaluate on the
+        test split."""
+        raise NotImplementedError
+
+    # helpers ---------------------------------------------------------------------------------
+    def _reference(self, x: np.ndarray, y: np.ndarray, n: int) -> Tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(getattr(self, "seed", 0))
+        sel = np.sort(rng.permutation(len(x))[: min(n, len(x))])
+        return x[sel], np.asarray(y)[sel]
+
+    def _criterion_options(self, x_ref: np.ndarray) -> Dict[str, Any]:
+        crit = getattr(self, "criterion", "lrp")
+        if crit == "lrp":
+            return {"composite": getattr(self, "composite", "epsilon_plus_flat")}
+        if crit == "deeplift":
+            return {"reference": getattr(self, "reference", "zeros"), "reference_data": x_ref}
+        return {}
+
+
+def get_method(name: str, **params: Any) -> CompressionMethod:
+    """``METHODS.get(name)(**params)``. Raises ``ValueError`` for an unknown name (lists them)."""
+    return METHODS.get(name)(**params)
+
+
+def method_from_config(config: Dict[str, Any]) -> CompressionMethod:
+    """Rebuild any registered method from its ``get_config()``.
+
+    Raises:
+        TypeError: ``config`` is not a dict. ValueError: unknown name or parameter.
+    """
+    if not isinstance(config, dict):
+        raise TypeError(f"method config must be a dict, got {type(config).__name__}")
+    return METHODS.get(config.get("name")).from_config(config)
+
+
+# --------------------------------------------------------------------------------------------
+# ECQ / ECQx
+
+
+@METHODS.register("ecq")
+@dataclasses.dataclass(frozen=True, eq=False)
+class ECQ(CompressionMethod):
+    """Entropy-constrained quantization (Becking et al.), via ``quantize_and_train``."""
+
+    name: ClassVar[str] = "ecq"
+    help: ClassVar[str] = "entropy-constrained quantization (ECQ) with QAT"
+    bits: int = param(4, "bit width of every layer", low=2, high=8)
+    Lambda: float = param(0.05, "rate hyper-parameter (larger = sparser)", low=0)
+    grid: str = param("symmetric", "grid kind", choices=_grids)
+    epochs: int = param(3, "fine-tuning epochs", low=0)
+    batch_size: int = param(64, "mini-batch size", low=1)
+    lr: float = param(1e-3, "Adam learning rate", low=0)
+    seed: int = param(0, "seed", low=0)
+
+    method: ClassVar[str] = "ecq"
+
+    def apply(self, model, x_train, y_train, x_test, y_test) -> CompressionResult:
+        from ..keras.api import quantization_info
+        from ..keras.finetune import quantize_and_train
+        from .pruning import kernel_weight_count
+
+        ft = quantize_and_train(model, x_train, y_train, x_test, y_test, bits=self.bits, method=self.method,
+                                Lambda=self.Lambda, p=getattr(self, "p", 0.1), grid=self.grid, epochs=self.epochs,
+                                batch_size=self.batch_size, lr=self.lr,
+                                relevance_samples=getattr(self, "relevance_samples", 1024), seed=self.seed)
+        quant = quantization_info(ft.qmodel)
+        report = summarize(ft.stripped, quant, kernel_weight_count(model), x_test, y_test,
+                           {"qat_accuracy": ft.test_accuracy, "epoch_seconds": ft.epoch_seconds})
+        return CompressionResult(self.get_config(), ft.stripped, quant, ft.qmodel, report)
+
+
+@METHODS.register("ecqx")
+@dataclasses.dataclass(frozen=True, eq=False)
+class ECQx(ECQ):
+    """ECQ with LRP relevance (ECQx), via ``quantize_and_train``."""
+
+    name: ClassVar[str] = "ecqx"
+    help: ClassVar[str] = "explainability-driven ECQ (ECQx, LRP relevance) with QAT"
+    p: float = param(0.1, "largest sparsity drop relative to ECQ per layer", low=0, high=1)
+    relevance_samples: int = param(1024, "training samples used for LRP", low=1)
+
+    method: ClassVar[str] = "ecqx"
+
+
+# --------------------------------------------------------------------------------------------
+# pruning
+
+
+def _quantize_after(model, masks, bits, epochs, Lambda, x_train, y_train, x_test, y_test, batch_size, lr, seed):
+    """ECQ (nearest for ``Lambda=0``) of a pruned model, masks kept; returns (stripped, quant, qmodel, acc)."""
+    from ..keras.api import quantization_info
+    from ..keras.quantize_config import ECQQuantizeConfig
+    from ._qat import MaskCallback, finetune_qat, kernel_masks_of, quantize_per_layer
+    from .criteria import kernel_layer_names
+
+    cfg = {n: ECQQuantizeConfig(bits=bits, grid="symmetric", method="ecq", Lambda=Lambda)
+           for n in kernel_layer_names(model)}
+    qmodel = quantize_per_layer(model, cfg)
+    callbacks = [MaskCallback(kernel_masks_of(qmodel, masks))] if masks else []
+    ft = finetune_qat(qmodel, x_train, y_train, x_test, y_test, epochs=epochs, batch_size=batch_size, lr=lr,
+                      seed=seed, callbacks=callbacks)
+    return ft.stripped, quantization_info(qmodel), qmodel, ft.test_accuracy
+
+
+@METHODS.register("relevance_pruning")
+@dataclasses.dataclass(frozen=True, eq=False)
+class RelevancePruning(CompressionMethod):
+    """Structured (units/filters removed) or unstructured (weights masked) pruning by LRP or
+    DeepLIFT relevance (Yeom et al. 2021; Sabih et al. 2020), iterative with fine-tuning; optional
+    ECQ quantization afterwards for an exact integer export."""
+
+    name: ClassVar[str] = "relevance_pruning"
+    help: ClassVar[str] = "prune units/filters (or weights) with the lowest LRP/DeepLIFT relevance"
+    sparsity: float = param(0.5, "share of kernel weights removed (structured) or zeroed", low=0, high=1,
+                            high_open=True)
+    structured: bool = param(True, "remove whole units/filters (a smaller model); False: mask weights")
+    criterion: str = param("lrp", "importance criterion", choices=_criteria)
+    composite: str = param("epsilon_plus_flat", "LRP composite (criterion lrp)", choices=_composites)
+    reference: str = param("zeros", "DeepLIFT reference input (criterion deeplift)", choices=_references)
+    scope: str = param("global", "structured ranking: one over all layers, or the same share per layer",
+                       choices=("global", "layer"))
+    aggregate: str = param("sum", "unit score over samples: signed sum or sum of absolute values",
+                           choices=("sum", "abs"))
+    rounds: int = param(3, "pruning steps (cubic schedule)", low=1)
+    epochs_per_round: int = param(1, "fine-tuning epochs after each step", low=0)
+    relevance_samples: int = param(512, "training samples for the relevance", low=1)
+    bits: Optional[int] = param(None, "then quantize with ECQ at this many bits (exact integer export)", low=2,
+                                high=8)
+    quant_epochs: int = param(1, "QAT epochs of the quantization step", low=0)
+    Lambda: float = param(0.0, "ECQ Lambda of the quantization step (0 = nearest)", low=0)
+    batch_size: int = param(64, "mini-batch size", low=1)
+    lr: float = param(1e-3, "Adam learning rate", low=0)
+    seed: int = param(0, "seed", low=0)
+
+    def apply(self, model, x_train, y_train, x_test, y_test) -> CompressionResult:
+        from .pruning import prune_structured, prune_unstructured
+
+        x_ref, y_ref = self._reference(x_train, y_train, self.relevance_samples)
+        common = dict(criterion=self.criterion, x_ref=x_ref, y_ref=y_ref, rounds=self.rounds,
+                      epochs_per_round=self.epochs_per_round, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+                      criterion_options=self._criterion_options(x_ref))
+        if self.structured:
+            pr = prune_structured(model, x_train, y_train, self.sparsity, scope=self.scope, aggregate=self.aggregate,
+                                  **common)
+        else:
+            pr = prune_unstructured(model, x_train, y_train, self.sparsity, **common)
+        return _finish(self, pr, x_train, y_train, x_test, y_test)
+
+
+def _finish(method, pr, x_train, y_train, x_test, y_test) -> CompressionResult:
+    extra = {"rounds": [dataclasses.asdict(r) for r in pr.rounds], "pruned_accuracy": None}
+    model, quant, qmodel = pr.model, {}, None
+    if method.bits is not None:
+        from ..keras.finetune import evaluate_logits
+
+        extra["pruned_accuracy"] = evaluate_logits(pr.model, x_test, y_test)
+        model, quant, qmodel, acc = _quantize_after(pr.model, pr.masks, method.bits, method.quant_epochs,
+                                                    method.Lambda, x_train, y_train, x_test, y_test,
+                                                    method.batch_size, method.lr, method.seed)
+        extra["qat_accuracy"] = acc
+    report = summarize(model, quant, pr.original_weights, x_test, y_test, extra)
+    return CompressionResult(method.get_config(), model, quant, qmodel, report)
+
+
+@METHODS.register("magnitude_pruning")
+@dataclasses.dataclass(frozen=True, eq=False)
+class MagnitudePruning(CompressionMethod):
+    """Baseline: tfmot ``prune_low_magnitude`` (unstructured, polynomial schedule, same epochs)."""
+
+    name: ClassVar[str] = "magnitude_pruning"
+    help: ClassVar[str] = "baseline: tfmot prune_low_magnitude (unstructured) with the same fine-tuning budget"
+    sparsity: float = param(0.5, "share of kernel weights zeroed (every layer)", low=0, high=1, high_open=True)
+    rounds: int = param(3, "schedule steps (total epochs = rounds * epochs_per_round)", low=1)
+    epochs_per_round: int = param(1, "epochs per step", low=0)
+    bits: Optional[int] = param(None, "then quantize with ECQ at this many bits (exact integer export)", low=2,
+                                high=8)
+    quant_epochs: int = param(1, "QAT epochs of the quantization step", low=0)
+    Lambda: float = param(0.0, "ECQ Lambda of the quantization step (0 = nearest)", low=0)
+    batch_size: int = param(64, "mini-batch size", low=1)
+    lr: float = param(1e-3, "Adam learning rate", low=0)
+    seed: int = param(0, "seed", low=0)
+
+    def check(self) -> None:
+        if self.rounds * self.epochs_per_round < 1:
+            raise ValueError(f"{self.name}: tfmot prunes while training; rounds * epochs_per_round must be >= 1, "
+                             f"got {self.rounds} * {self.epochs_per_round}")
+
+    def apply(self, model, x_train, y_train, x_test, y_test) -> CompressionResult:
+        from .pruning import prune_tfmot_magnitude
+
+        pr = prune_tfmot_magnitude(model, x_train, y_train, self.sparsity, rounds=self.rounds,
+                                   epochs_per_round=self.epochs_per_round, batch_size=self.batch_size, lr=self.lr,
+                                   seed=self.seed)
+        return _finish(self, pr, x_train, y_train, x_test, y_test)
+
+
+# --------------------------------------------------------------------------------------------
+# weight sharing
+
+
+@METHODS.register("weight_sharing")
+@dataclasses.dataclass(frozen=True, eq=False)
+class WeightSharing(CompressionMethod):
+    """Non-uniform codebook per layer by (relevance-weighted) k-means with 0 kept, int8 codebook,
+    QAT with the ECQ quantizer; exported exactly (see ``ecqx_tf.methods.sharing``)."""
+
+    name: ClassVar[str] = "weight_sharing"
+    help: ClassVar[str] = "relevance-weighted k-means weight sharing (int8 codebook, QAT, exact export)"
+    n_clusters: int = param(16, "codebook size including 0", choices=lambda: _clusters())
+    weighting: str = param("relevance", "k-means sample weights", choices=("relevance", "uniform"))
+    criterion: str = param("lrp", "relevance criterion (weighting relevance)", choices=_relevance_criteria)
+    composite: str = param("epsilon_plus_flat", "LRP composite (criterion lrp)", choices=_composites)
+    reference: str = param("zeros", "DeepLIFT reference input (criterion deeplift)", choices=_references)
+    recluster: bool = param(True, "re-run the clustering before every epoch but the first")
+    kmeans_iters: int = param(50, "Lloyd iterations", low=1)
+    epochs: int = param(3, "QAT epochs", low=0)
+    relevance_samples: int = param(512, "training samples for the relevance", low=1)
+    batch_size: int = param(64, "mini-batch size", low=1)
+    lr: float = param(1e-3, "Adam learning rate", low=0)
+    seed: int = param(0, "seed", low=0)
+
+    def apply(self, model, x_train, y_train, x_test, y_test) -> CompressionResult:
+        from ..keras.api import strip
+        from ..keras.finetune import evaluate_logits
+        from ._qat import finetune_qat
+        from .pruning import kernel_weight_count
+        from .sharing import ReclusterCallback, cluster_layers, quantize_shared, sharing_info
+
+        x_ref, y_ref = self._reference(x_train, y_train, self.relevance_samples)
+        opts = self._criterion_options(x_ref)
+        books = cluster_layers(model, self.n_clusters, self.weighting, x_ref, y_ref, self.criterion,
+                               iters=self.kmeans_iters, **opts)
+        qmodel = quantize_shared(model, books)
+        clustered_acc = evaluate_logits(strip(qmodel), x_test, y_test)
+        callbacks = []
+        if self.recluster:
+            callbacks.append(ReclusterCallback(self.weighting, (x_ref, y_ref), self.criterion,
+                                               iters=min(20, self.kmeans_iters), **opts))
+        ft = finetune_qat(qmodel, x_train, y_train, x_test, y_test, epochs=self.epochs, batch_size=self.batch_size,
+                          lr=self.lr, seed=self.seed, callbacks=callbacks)
+        quant = sharing_info(qmodel)
+        extra = {
+            "clustered_accuracy": clustered_acc,
+            "qat_accuracy": ft.test_accuracy,
+            "codebook_rounding": {n: {"max_error": b.max_rounding_error(), "moved": b.moved, "scale": float(b.scale)}
+                                  for n, b in books.items()},
+            "epoch_seconds": ft.epoch_seconds,
+        }
+        report = summarize(ft.stripped, quant, kernel_weight_count(model), x_test, y_test, extra)
+        return CompressionResult(self.get_config(), ft.stripped, quant, qmodel, report)
+
+
+def _clusters() -> List[int]:
+    from .sharing import ALLOWED_CLUSTERS
+
+    return list(ALLOWED_CLUSTERS)
+
+
+# --------------------------------------------------------------------------------------------
+# mixed precision
+
+
+@METHODS.register("mixed_precision")
+@dataclasses.dataclass(frozen=True, eq=False)
+class MixedPrecision(CompressionMethod):
+    """Bits per layer from relevance under a weight-byte budget, then ECQ/ECQx at those widths
+    (see ``ecqx_tf.methods.mixed_precision``)."""
+
+    name: ClassVar[str] = "mixed_precision"
+    help: ClassVar[str] = "per-layer bit widths from relevance under a weight-byte budget, then ECQ/ECQx"
+    budget_bytes: Optional[int] = param(None, "weight-byte budget (default: every layer at avg_bits)", low=1)
+    avg_bits: float = param(4.0, "budget as average bits per weight when budget_bytes is not given", low=2,
+                            high=8)
+    cost: str = param("packed", "byte cost model", choices=_costs)
+    criterion: str = param("lrp", "distortion weighting (magnitude = plain L1 quantization error)",
+                           choices=_criteria)
+    composite: str = param("epsilon_plus_flat", "LRP composite (criterion lrp)", choices=_composites)
+    reference: str = param("zeros", "DeepLIFT reference input (criterion deeplift)", choices=_references)
+    min_bits: int = param(2, "smallest bit width", low=2, high=8)
+    max_bits: int = param(8, "largest bit width", low=2, high=8)
+    method: str = param("ecqx", "quantization method", choices=("ecq", "ecqx"))
+    Lambda: float = param(0.05, "ECQ rate hyper-parameter", low=0)
+    p: float = param(0.1, "ECQx sparsity band", low=0, high=1)
+    epochs: int = param(3, "QAT epochs", low=0)
+    relevance_samples: int = param(1024, "training samples for the relevance", low=1)
+    batch_size: int = param(64, "mini-batch size", low=1)
+    lr: float = param(1e-3, "Adam learning rate", low=0)
+    seed: int = param(0, "seed", low=0)
+
+    def check(self) -> None:
+        if self.min_bits > self.max_bits:
+            raise ValueError(f"{self.name}: min_bits ({self.min_bits}) must be <= max_bits ({self.max_bits})")
+
+    def apply(self, model, x_train, y_train, x_test, y_test) -> CompressionResult:
+        from ..keras.api import quantization_info
+        from ._qat import finetune_qat
+        from .mixed_precision import choose_bits, quantize_mixed
+        from .pruning import kernel_weight_count
+
+        x_ref, y_ref = self._reference(x_train, y_train, self.relevance_samples)
+        bits, details = choose_bits(model, self.budget_bytes, x_ref, y_ref, criterion=self.criterion,
+                                    avg_bits=self.avg_bits, choices=range(self.min_bits, self.max_bits + 1),
+                                    cost=self.cost, **self._criterion_options(x_ref))
+        qmodel = quantize_mixed(model, bits, method=self.method, Lambda=self.Lambda, p=self.p,
+                                relevance_data=(x_ref, y_ref) if self.method == "ecqx" else None)
+        ft = finetune_qat(qmodel, x_train, y_train, x_test, y_test, epochs=self.epochs, batch_size=self.batch_size,
+                          lr=self.lr, seed=self.seed)
+        quant = quantization_info(qmodel)
+        extra = {"bits": bits, "allocation": details, "qat_accuracy": ft.test_accuracy,
+                 "epoch_seconds": ft.epoch_seconds}
+        report = summarize(ft.stripped, quant, kernel_weight_count(model), x_test, y_test, extra)
+        return CompressionResult(self.get_config(), ft.stripped, quant, qmodel, report)
