@@ -1,0 +1,152 @@
+"""``ecqx-compress``: apply a registered compression method to a saved float Keras model.
+
+    ecqx-compress METHOD MODEL --data NAME --out DIR [method options] [--export TARGET]
+    ecqx-compress relevance_pruning out/float/model.keras --data mnist_bundled --out out/prune \\
+        --sparsity 0.7 --criterion deeplift --bits 4 --export fantastic4
+
+Methods and their options come from ``ecqx_tf.methods.METHODS`` (``ecqx-compress METHOD --help``).
+Writes ``model.keras`` (the plain compressed model: what the exporters take), ``quant.json``
+(layer -> QuantizedKernel, the exact integers; empty for a float model), ``report.json`` (the
+method's config and every measured figure), ``qat_model.h5`` when the model in training is an
+ordinary ECQ model (``ecqx-export`` reads it), and with ``--export TARGET`` the target's files in
+``DIR/TARGET`` (written atomically). Exit codes: 0 ok, 1 the export's host check differs, 2 error.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_CALIB = 256
+DEFAULT_MAX_EVAL = 1000
+
+
+def _field_type(hint: Any):
+    if typing.get_origin(hint) is Union:
+        hint = [a for a in typing.get_args(hint) if a is not type(None)][0]
+    return hint
+
+
+def _add_method_options(sub: argparse.ArgumentParser, cls) -> None:
+    from .api import _choices
+
+    hints = typing.get_type_hints(cls)
+    group = sub.add_argument_group(f"options of {cls.name}")
+    for f in dataclasses.fields(cls):
+        t = _field_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        helptext = f"{f.metadata.get('help', '')} (default {f.default})"
+        if t is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=helptext)
+            continue
+        choices = _choices(f.metadata.get("choices"))
+        group.add_argument(flag, dest=f.name, type=t, default=f.default, choices=choices, help=helptext,
+                           metavar=None if choices else t.__name__.upper())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from firmware_export import targets
+    from models import datasets
+
+    from .api import METHODS
+
+    ap = argparse.ArgumentParser(prog="ecqx-compress", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    subs = ap.add_subparsers(dest="command", metavar="METHOD", required=True,
+                             help=f"one of: {', '.join(METHODS.names())}")
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        sub = subs.add_parser(name, help=cls.help, description=f"{name}: {cls.help}")
+        sub.add_argument("model", metavar="MODEL", help="saved float Keras model (.keras or .h5)")
+        sub.add_argument("--data", required=True, choices=datasets.names(), help="data set name")
+        sub.add_argument("--data-path", help="folder of an on-disk data set")
+        sub.add_argument("--out", required=True, metavar="DIR", help="output folder")
+        sub.add_argument("--export", choices=targets.TARGETS.names(), metavar="TARGET",
+                         help=f"also export to TARGET into DIR/TARGET: {', '.join(targets.TARGETS.names())}")
+        sub.add_argument("--name", default="model", help="base of the export's file names and C identifiers")
+        sub.add_argument("--calib", type=int, default=DEFAULT_CALIB, help="training samples for calibration")
+        sub.add_argument("--max-eval", type=int, default=DEFAULT_MAX_EVAL, help="test samples in the export checks")
+        _add_method_options(sub, cls)
+    return ap
+
+
+def _table(report: Dict[str, Any]) -> List[str]:
+    lines = []
+    w = max([5] + [len(r["layer"]) for r in report["layers"]])
+    lines.append(f"{'layer'.ljust(w)}  {'shape':>16}  bits  zeros")
+    for r in report["layers"]:
+        lines.append(f"{r['layer'].ljust(w)}  {str(r['shape']):>16}  {r['bits']:>4}  {100 * r['zeros']:5.1f}%")
+    lines.append(
+        f"accuracy {report['accuracy']:.4f}; kernel weights {report['kernel_weights']:,} of "
+        f"{report['original_kernel_weights']:,}; sparsity {100 * report['sparsity']:.1f}%; packed weight bytes "
+        f"{report['packed_weight_bytes']:,}"
+    )
+    return lines
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    status = 0
+    try:
+        import numpy as np
+
+        from models import datasets
+
+        from ..io import atomic_output_dir, atomic_write_json, atomic_write_text, check_writable_dir
+        from ..keras.api import load_model, quantization_info, save_model
+        from ..quantized import info_to_json
+        from .api import METHODS
+
+        cls = METHODS.get(args.command)
+        params = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+        method = cls(**params)
+        out = check_writable_dir(args.out)
+        data = datasets.load(args.data, **({"path": args.data_path} if args.data_path else {}))
+        model = load_model(args.model)
+        result = method.apply(model, data.x_train, data.y_train, data.x_test, data.y_test)
+        save_model(result.model, out / "model.keras")
+        atomic_write_text(out / "quant.json", info_to_json(result.quant) + "\n")
+        files = ["model.keras", "quant.json", "report.json"]
+        if result.qmodel is not None:
+            try:
+                ordinary = quantization_info(result.qmodel) == result.quant
+            except ValueError:
+                ordinary = False
+            if ordinary:
+                save_model(result.qmodel, out / "qat_model.h5")
+                files.append("qat_model.h5")
+        report = {"method": result.method, "model": str(args.model), "data": args.data, **result.report}
+        if args.export:
+            from firmware_export import targets
+
+            target = targets.TARGETS.get(args.export)()
+            request = result.export_request(args.name, np.asarray(data.x_train[: args.calib], np.float32),
+                                            data.x_test[: args.max_eval], data.y_test[: args.max_eval])
+            with atomic_output_dir(out / args.export) as tmp:
+                summary = target.export(request, tmp)
+            report["export"] = {k: v for k, v in summary.items() if k != "table"}
+            files.append(args.export + "/")
+            if not summary.get("ok", True):
+                status = 1
+        report["files"] = files
+        atomic_write_json(out / "report.json", report)
+    except (ValueError, TypeError, FileNotFoundError, PermissionError) as e:
+        print(f"ecqx-compress: error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(_table(result.report)))
+    if args.export:
+        for label, value in summary.get("table", []):
+            print(f"{label}: {value}")
+    print(f"wrote {Path(args.out)}")
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
