@@ -31,7 +31,11 @@ def main(argv=None) -> int:
     ap.add_argument("--refresh-every", type=int, nargs="+", default=[1], help="refresh intervals to run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "results" / "ecq_evidence.json"))
+    ap.add_argument("--markdown", metavar="JSON", help="print an existing results file as a Markdown table and exit")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return 0
 
     from ecqx_tf.io import atomic_write_json
     from ecqx_tf.keras.finetune import quantize_and_train
@@ -67,6 +71,21 @@ def main(argv=None) -> int:
                                  "epochs": args.epochs, "rows": rows})
     print(f"wrote {args.out}")
     return 0
+
+
+def markdown(res: dict) -> str:
+    """The results as a Markdown table (float row first)."""
+    lines = ["| method | bits | Lambda | refresh every | test acc | zeros | entropy (bits/weight) | used centroids | s/epoch | zeros per layer |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        if r["method"] == "float":
+            lines.append(f"| float32 | 32 | - | - | {r['accuracy']:.4f} | 0% | - | - | - | - |")
+            continue
+        lines.append(
+            f"| {r['method'].upper()} | {r['bits']} | {r['Lambda']:g} | {r['refresh_every']} | {r['accuracy']:.4f} | "
+            f"{100 * r['sparsity']:.1f}% | {r['entropy']:.2f} | {r['used']} | {r['epoch_s']:.2f} | "
+            + " / ".join(f"{100 * v:.0f}%" for v in r["layer_sparsity"]) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
