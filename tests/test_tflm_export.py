@@ -120,6 +120,26 @@ def test_exported_integers_equal_assignment_and_tflm_is_bit_exact(models, kind, 
     assert hc.agreement_float_tflm >= 0.8
 
 
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_int8_weights_option_stores_same_integers_as_int4(models, kind):
+    req4, res4 = exported(models, kind, 4, "symmetric")
+    req8 = request_for(req4.model, req4.quant, n_test=64)
+    req8.options["int8_weights"] = True
+    res8 = C.convert(req8)
+    m4, m8 = fb.read_model(res4.model_bytes), fb.read_model(res8.model_bytes)
+    n_int4 = 0
+    for (op4, t4), (op8, t8) in zip(fb.weight_tensors(m4), fb.weight_tensors(m8)):
+        assert t8.dtype == "INT8"
+        n_int4 += t4.dtype == "INT4"  # (the CNN's DepthwiseConv2D is plain int8 PTQ in both)
+        assert np.array_equal(t4.values(), t8.values())
+        assert np.array_equal(t4.quantization.scale, t8.quantization.scale)
+    assert n_int4 == len(req4.quant) > 0
+    x = C.quantize_input(res8.model_bytes, req8.x_test)
+    y8 = S.run_tflm(res8.model_bytes, x)
+    assert np.array_equal(y8, S.run_tflm(res4.model_bytes, x))  # same integers, same outputs
+    assert np.array_equal(S.run_tflite_ref(res8.model_bytes, x), y8)
+
+
 def test_builtin_ref_equals_tflm_on_int8_model(models):
     req, res = exported(models, "cnn", None, None)  # float model: int8 PTQ everywhere
     assert {r["weight_type"] for r in res.layers} == {"INT8"}

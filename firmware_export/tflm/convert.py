@@ -445,7 +445,7 @@ def _channel_values(op: str, kernel: np.ndarray) -> np.ndarray:
     return kernel.reshape(-1, kernel.shape[-1]).T
 
 
-def _encode(step: WeightStep, compress: bool) -> None:
+def _encode(step: WeightStep, compress: bool, int8_weights: bool = False) -> None:
     n_out = step.out_channels
     qk = step.quant
     if qk is None:
@@ -476,7 +476,7 @@ def _encode(step: WeightStep, compress: bool) -> None:
             f"channel {c}; the folded integer +128 does not fit int8. Use the symmetric grid or fold the "
             "BatchNorm before quantization"
         )
-    int4 = grid == "symmetric" and bits <= 4 and not compress
+    int4 = grid == "symmetric" and bits <= 4 and not compress and not int8_weights
     if int4:
         step.storage, step.fq_bits, step.fq_narrow = "INT4", 4, True
         lo_k, hi_k = -7, 7
@@ -493,6 +493,8 @@ def _encode(step: WeightStep, compress: bool) -> None:
     why = ""
     if grid == "symmetric" and bits <= 4 and compress:
         why = " (INT8 because LUT compression refuses INT4)"
+    elif grid == "symmetric" and bits <= 4 and int8_weights:
+        why = " (INT8 requested)"
     step.scheme = (
         f"ECQ {bits}-bit {grid} -> {step.storage}{why}, "
         + ("per-channel" if step.per_channel else "per-tensor")
@@ -783,10 +785,11 @@ def convert(request, compress: Optional[bool] = None) -> TFLiteExport:
     model, quant, rep = _check_request(request)
     if compress is None:
         compress = bool(request.options.get("compress", False))
+    int8_weights = bool(request.options.get("int8_weights", False))
     plan = plan_model(model, quant)
     for s in plan.steps:
         if isinstance(s, WeightStep):
-            _encode(s, compress)
+            _encode(s, compress, int8_weights)
     log.info("calibrating %d activation ranges on %d samples", 1 + sum(isinstance(s, WeightStep) for s in plan.steps), len(rep))
     ranges = _calibrate(plan.steps, rep)
     log.info("converting (%d ops)", len(plan.steps))
