@@ -135,7 +135,12 @@ void f4_dense_layer_cer(const f4_layer* layer, const int8_t* x, int8_t* y) {
         uint32_t col = f4_read_vu8(&p);
         int32_t sum = x[col];
         while (--count != 0u) {
-          col += f4_read_vu8(&p) + 1u;
+          uint32_t gap = *p++; /* fast path: a gap below 255 is one byte */
+          if (gap == 0xFFu) {
+            --p;
+            gap = f4_read_vu8(&p);
+          }
+          col += gap + 1u;
           sum += x[col];
         }
         s[k] = sum;
