@@ -96,7 +96,9 @@ def _scatter_paths(ax, rows: Sequence[dict], xkey, xscale: float = 1.0) -> None:
 
 
 def _models(results) -> List[str]:
-    return list(results["models"].keys())
+    """Models in the order they were run (the JSON writer sorts keys)."""
+    order = list((results.get("args") or {}).get("models") or [])
+    return [m for m in order if m in results["models"]] + [m for m in results["models"] if m not in order]
 
 
 def plot_accuracy_vs_sparsity(results, out: Path) -> Path:
@@ -117,7 +119,7 @@ def plot_accuracy_vs_sparsity(results, out: Path) -> Path:
         ax.set_xlabel("zeros among stored weight integers (%)")
         ax.set_ylabel("test accuracy on TFLM (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="best", framealpha=0.6)
     fig.tight_layout()
     p = out / "compare_accuracy_vs_sparsity.png"
     fig.savefig(p, dpi=110)
@@ -154,7 +156,7 @@ def plot_accuracy_vs_size(results, out: Path) -> Path:
             ax.set_xscale("log")
             ax.set_ylabel("test accuracy on TFLM (%)")
             ax.grid(alpha=0.3, which="both")
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="best", framealpha=0.6)
     fig.tight_layout()
     p = out / "compare_accuracy_vs_size.png"
     fig.savefig(p, dpi=110)
