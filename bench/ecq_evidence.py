@@ -31,6 +31,10 @@ def main(argv=None) -> int:
     ap.add_argument("--refresh-every", type=int, nargs="+", default=[1], help="refresh intervals to run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "results" / "ecq_evidence.json"))
+    ap.add_argument("--timing", action="store_true",
+                    help="only the side-by-side timing: ECQ (k=1) and ECQx (k=1, 2, 4) at --bits[0]/--lambdas[0], "
+                         "--repeats rounds in alternating order, median seconds per epoch")
+    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--markdown", metavar="JSON", help="print an existing results file as a Markdown table and exit")
     args = ap.parse_args(argv)
     if args.markdown:
@@ -45,6 +49,8 @@ def main(argv=None) -> int:
 
     data = datasets.load("mnist_bundled")
     fl = train_float("mnist_mlp", data, seed=args.seed, verbose=0)
+    if args.timing:
+        return timing(args, fl, data)
     rows = [{"method": "float", "bits": 32, "Lambda": None, "refresh_every": None, "accuracy": fl.test_accuracy,
              "sparsity": 0.0, "entropy": None, "used": None, "epoch_s": None}]
     print(f"float32: test accuracy {fl.test_accuracy:.4f}", flush=True)
@@ -70,6 +76,37 @@ def main(argv=None) -> int:
     atomic_write_json(args.out, {"args": vars(args), "versions": _versions(), "float_accuracy": fl.test_accuracy,
                                  "epochs": args.epochs, "rows": rows})
     print(f"wrote {args.out}")
+    return 0
+
+
+def timing(args, fl, data) -> int:
+    """Seconds per epoch of ECQ and ECQx side by side (alternating order, median of rounds)."""
+    from ecqx_tf.io import atomic_write_json
+    from ecqx_tf.keras.finetune import quantize_and_train
+    from pipeline.demo import _versions
+
+    configs = [("ecq", 1), ("ecqx", 1), ("ecqx", 2), ("ecqx", 4)]
+    seconds = {c: [] for c in configs}
+    results = {}
+    for rnd in range(args.repeats):
+        for c in (configs if rnd % 2 == 0 else configs[::-1]):
+            ft = quantize_and_train(fl.model, data.x_train, data.y_train, data.x_test, data.y_test, bits=args.bits[0],
+                                    method=c[0], Lambda=args.lambdas[0], epochs=args.epochs, refresh_every=c[1],
+                                    seed=args.seed)
+            seconds[c].extend(ft.epoch_seconds[1:])  # the first epoch includes tracing
+            results[c] = (ft.test_accuracy, ft.stats[-1]["sparsity"])
+    base = float(np.median(seconds[("ecq", 1)]))
+    rows = []
+    print(f"{'method':6} {'k':>2} {'s/epoch (median)':>16} {'x ECQ k=1':>9} {'acc':>6} {'zeros':>6}")
+    for c in configs:
+        med = float(np.median(seconds[c]))
+        rows.append({"method": c[0], "refresh_every": c[1], "epoch_s_median": med, "ratio_to_ecq": med / base,
+                     "epoch_s_all": seconds[c], "accuracy": results[c][0], "sparsity": results[c][1]})
+        print(f"{c[0]:6} {c[1]:>2} {med:>16.2f} {med / base:>9.2f} {results[c][0]:>6.4f} {100 * results[c][1]:>5.1f}%")
+    out = Path(args.out).with_name("ecq_timing.json")
+    atomic_write_json(out, {"bits": args.bits[0], "Lambda": args.lambdas[0], "epochs": args.epochs,
+                            "repeats": args.repeats, "versions": _versions(), "rows": rows})
+    print(f"wrote {out}")
     return 0
 
 
