@@ -110,6 +110,29 @@ def test_strip_kernels_are_exact_centroids_and_rest_is_trained(build):
         np.testing.assert_array_equal(plain.get_layer("bn1").get_weights()[2], q.get_layer("bn1").get_weights()[2])
 
 
+def test_layers_followed_by_relu_layers_stay_quantized(tmp_path):
+    """tfmot's layer+ReLU transform must not drop ECQ (it swaps in a no-op config by default)."""
+    tf.keras.utils.set_random_seed(0)
+    i = tf.keras.Input((8, 8, 1))
+    x = tf.keras.layers.Conv2D(3, 3, name="c")(i)
+    x = tf.keras.layers.ReLU(name="rc")(x)
+    x = tf.keras.layers.Flatten(name="f")(x)
+    x = tf.keras.layers.Dense(6, name="d")(x)
+    x = tf.keras.layers.Activation("relu", name="rd")(x)
+    m = tf.keras.Model(i, tf.keras.layers.Dense(3, name="o")(x))
+    x_, y_ = data(m, n=32)
+    q = compile_(ecqx_tf.quantize(m, method="ecqx", Lambda=0.1, relevance_data=(x_, y_)))
+    slots = {s.name: s for s in ecq_layers(q)}
+    assert set(slots) == {"c", "d", "o"}
+    assert not slots["c"].config.quantize_output and not slots["d"].config.quantize_output
+    assert slots["o"].config.quantize_output
+    q.fit(x_, y_, epochs=1, batch_size=16, verbose=0, callbacks=[ecqx_tf.ECQxCallback()])
+    for name, qk in ecqx_tf.quantization_info(q).items():
+        np.testing.assert_array_equal(ecqx_tf.strip(q).get_layer(name).kernel.numpy(), qk.values())
+    q2 = ecqx_tf.load_model(ecqx_tf.save_model(q, tmp_path / "q.h5"))
+    np.testing.assert_array_equal(q.predict(x_, verbose=0), q2.predict(x_, verbose=0))
+
+
 def test_strip_sequential_model():
     tf.keras.utils.set_random_seed(0)
     m = tf.keras.Sequential([tf.keras.layers.Flatten(input_shape=(4, 4, 1), name="f"),
@@ -235,6 +258,7 @@ def test_load_model_errors(tmp_path):
     [
         (ecqx_tf.ECQWeightQuantizer, dict(bits=3, grid="paper", gradient="ec2t")),
         (ecqx_tf.ECQQuantizeConfig, dict(bits=5, grid="symmetric", method="ecq", Lambda=0.3, p=0.2, lambda_reduce="max")),
+        (ecqx_tf.ECQQuantizeConfig, dict(bits=3, method="ecqx", quantize_output=False)),
     ],
 )
 def test_get_config_round_trip(cls, kw):

@@ -29,7 +29,7 @@ from ..config import (
 from ..grid import GRID_KINDS, make_grid
 from ..quantized import QuantizedKernel
 from .. import stats as _stats
-from .quantize_config import METHODS, SUPPORTED_LAYERS, ECQQuantizeConfig
+from .quantize_config import METHODS, SUPPORTED_LAYERS, ECQQuantizeConfig, ECQQuantizeScheme
 from .quantizer import ECQWeightQuantizer
 
 __all__ = [
@@ -180,7 +180,10 @@ def quantize(
     annotated = tf.keras.models.clone_model(model, clone_function=annotate)
     annotated.set_weights(model.get_weights())
     with quantize_scope():
-        qmodel = tfmot.quantization.keras.quantize_apply(annotated)
+        qmodel = tfmot.quantization.keras.quantize_apply(annotated, scheme=ECQQuantizeScheme())
+    missing = targets - {s.name for s in ecq_layers(qmodel)}
+    if missing:  # a tfmot transform replaced the ECQ config: never leave a layer silently float
+        raise RuntimeError(f"tfmot's layout transforms dropped ECQ quantization of layers {sorted(missing)}")
     initialize_assignment(qmodel)
     if relevance_data is not None:
         _RELEVANCE_DATA[qmodel] = relevance_data

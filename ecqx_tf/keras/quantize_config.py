@@ -16,12 +16,13 @@ import tensorflow_model_optimization as tfmot
 from ..config import LAMBDA_REDUCE, validate_choice, validate_nonnegative, validate_unit_interval
 from .quantizer import ECQWeightQuantizer
 
-__all__ = ["ECQQuantizeConfig", "METHODS", "SUPPORTED_LAYERS"]
+__all__ = ["ECQQuantizeConfig", "ECQQuantizeScheme", "METHODS", "SUPPORTED_LAYERS"]
 
 METHODS = ("ecq", "ecqx")
 SUPPORTED_LAYERS = (tf.keras.layers.Dense, tf.keras.layers.Conv2D)
 
 _MovingAverageQuantizer = tfmot.quantization.keras.quantizers.MovingAverageQuantizer
+_Default8BitScheme = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme
 
 
 class ECQQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
@@ -33,6 +34,9 @@ class ECQQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         Lambda: the ECQ rate hyper-parameter :math:`\\Lambda \\ge 0` (larger = sparser).
         p: ECQx's largest allowed sparsity drop relative to ECQ, in [0, 1].
         lambda_reduce: ``"min"`` (thesis, default) or ``"max"`` (published ECQx code).
+        quantize_output: fake-quantize the layer's activation output (8 bits). False where the
+            layer feeds a ReLU layer that quantizes instead (tfmot's layer+ReLU fusion, see
+            :class:`ECQQuantizeScheme`), so no fake quantization sits between them.
     """
 
     def __init__(
@@ -44,8 +48,12 @@ class ECQQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         p: float = 0.1,
         gradient: str = "ste",
         lambda_reduce: str = "min",
+        quantize_output: bool = True,
         weight_quantizer: Optional[ECQWeightQuantizer] = None,
     ):
+        if not isinstance(quantize_output, bool):
+            raise TypeError(f"quantize_output must be a bool, got {quantize_output!r}")
+        self.quantize_output = quantize_output
         self.method = validate_choice("method", method, METHODS)
         self.Lambda = validate_nonnegative("Lambda", Lambda)
         self.p = validate_unit_interval("p", p)
@@ -64,6 +72,8 @@ class ECQQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         return [(layer.kernel, self.weight_quantizer)]
 
     def get_activations_and_quantizers(self, layer):
+        if not self.quantize_output:
+            return []
         return [(layer.activation, _MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False))]
 
     def set_quantize_weights(self, layer, quantize_weights):
@@ -72,7 +82,8 @@ class ECQQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         layer.kernel = quantize_weights[0]
 
     def set_quantize_activations(self, layer, quantize_activations):
-        layer.activation = quantize_activations[0]
+        if quantize_activations:
+            layer.activation = quantize_activations[0]
 
     def get_output_quantizers(self, layer):
         return []
@@ -86,6 +97,7 @@ class ECQQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
             "Lambda": self.Lambda,
             "p": self.p,
             "lambda_reduce": self.lambda_reduce,
+            "quantize_output": self.quantize_output,
         }
 
     @classmethod
@@ -97,3 +109,34 @@ class ECQQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
 
     def __ne__(self, other):
         return not self.__eq__(other)
+
+
+class ECQQuantizeScheme(_Default8BitScheme):
+    """tfmot's default 8-bit scheme, except that its layout transforms never drop ECQ.
+
+    tfmot's ``LayerReLUQuantize`` transform (a Dense/Conv2D followed by a ReLU layer) replaces the
+    first layer's QuantizeConfig with a no-op config so that no fake quantization sits between
+    the two; for an ECQ layer that would silently leave the kernel unquantized. Here the ECQ config
+    is kept and only its output fake quantization is switched off, which is what the transform
+    intends.
+    """
+
+    def get_layout_transformer(self):
+        return _ECQLayoutTransform(super().get_layout_transformer())
+
+
+class _ECQLayoutTransform:
+    def __init__(self, inner):
+        self._inner = inner
+
+    def apply(self, model, layer_quantize_map):
+        before = {name: meta.get("quantize_config") for name, meta in layer_quantize_map.items()}
+        model, new_map = self._inner.apply(model, layer_quantize_map)
+        for name, cfg in before.items():
+            if isinstance(cfg, ECQQuantizeConfig) and name in new_map:
+                now = new_map[name].get("quantize_config")
+                if not isinstance(now, ECQQuantizeConfig):
+                    new_map[name]["quantize_config"] = ECQQuantizeConfig.from_config(
+                        {**cfg.get_config(), "quantize_output": False}
+                    )
+        return model, new_map
