@@ -42,7 +42,9 @@ def main(argv=None) -> int:
         return 0
 
     from ecqx_tf.io import atomic_write_json
+    from ecqx_tf import quantization_info
     from ecqx_tf.keras.finetune import quantize_and_train
+    from firmware_export.entropy_coding import model_coded_bytes
     from models import datasets
     from models.train import train_float
     from pipeline.demo import _versions
@@ -54,7 +56,7 @@ def main(argv=None) -> int:
     rows = [{"method": "float", "bits": 32, "Lambda": None, "refresh_every": None, "accuracy": fl.test_accuracy,
              "sparsity": 0.0, "entropy": None, "used": None, "epoch_s": None}]
     print(f"float32: test accuracy {fl.test_accuracy:.4f}", flush=True)
-    header = f"{'method':6} {'bits':>4} {'Lambda':>6} {'k':>2} {'acc':>6} {'zeros':>6} {'H':>5} {'used':>4} {'s/epoch':>7}  zeros per layer"
+    header = f"{'method':6} {'bits':>4} {'Lambda':>6} {'k':>2} {'acc':>6} {'zeros':>6} {'H':>5} {'used':>4} {'s/epoch':>7} {'CABAC B':>7} {'lzma B':>7}  zeros per layer"
     print(header, flush=True)
     for bits in args.bits:
         for lam in args.lambdas:
@@ -65,13 +67,16 @@ def main(argv=None) -> int:
                         Lambda=lam, epochs=args.epochs, refresh_every=k, seed=args.seed,
                     )
                     tot = ft.stats[-1]
+                    stored = model_coded_bytes(quantization_info(ft.qmodel))
                     row = {"method": method, "bits": bits, "Lambda": lam, "refresh_every": k,
                            "accuracy": ft.test_accuracy, "sparsity": tot["sparsity"], "entropy": tot["entropy"],
                            "used": tot["used_centroids"], "epoch_s": float(np.mean(ft.epoch_seconds)),
-                           "layer_sparsity": [r["sparsity"] for r in ft.stats[:-1]]}
+                           "layer_sparsity": [r["sparsity"] for r in ft.stats[:-1]],
+                           "stored_bytes_cabac": stored["cabac"], "stored_bytes_lzma": stored["lzma"],
+                           "entropy_bound_bytes": stored["entropy_bound"]}
                     rows.append(row)
                     print(f"{method:6} {bits:>4} {lam:>6.3g} {k:>2} {row['accuracy']:>6.4f} {100 * row['sparsity']:>5.1f}% "
-                          f"{row['entropy']:>5.2f} {row['used']:>4} {row['epoch_s']:>7.2f}  "
+                          f"{row['entropy']:>5.2f} {row['used']:>4} {row['epoch_s']:>7.2f} {stored['cabac']:>7} {stored['lzma']:>7}  "
                           + " ".join(f"{100 * s:.0f}%" for s in row["layer_sparsity"]), flush=True)
     atomic_write_json(args.out, {"args": vars(args), "versions": _versions(), "float_accuracy": fl.test_accuracy,
                                  "epochs": args.epochs, "rows": rows})
@@ -112,15 +117,16 @@ def timing(args, fl, data) -> int:
 
 def markdown(res: dict) -> str:
     """The results as a Markdown table (float row first)."""
-    lines = ["| method | bits | Lambda | refresh every | test acc | zeros | entropy (bits/weight) | used centroids | s/epoch | zeros per layer |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | bits | Lambda | refresh every | test acc | zeros | entropy (bits/weight) | used centroids | s/epoch | stored B (CABAC) | stored B (lzma) | zeros per layer |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         if r["method"] == "float":
-            lines.append(f"| float32 | 32 | - | - | {r['accuracy']:.4f} | 0% | - | - | - | - |")
+            lines.append(f"| float32 | 32 | - | - | {r['accuracy']:.4f} | 0% | - | - | - | - | - | - |")
             continue
         lines.append(
             f"| {r['method'].upper()} | {r['bits']} | {r['Lambda']:g} | {r['refresh_every']} | {r['accuracy']:.4f} | "
             f"{100 * r['sparsity']:.1f}% | {r['entropy']:.2f} | {r['used']} | {r['epoch_s']:.2f} | "
+            f"{r.get('stored_bytes_cabac', '-'):,} | {r.get('stored_bytes_lzma', '-'):,} | "
             + " / ".join(f"{100 * v:.0f}%" for v in r["layer_sparsity"]) + " |")
     return "\n".join(lines)
 

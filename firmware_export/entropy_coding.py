@@ -24,7 +24,7 @@ from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["encode_layer", "decode_layer", "encode_layers", "coded_bytes", "as_matrix"]
+__all__ = ["encode_layer", "decode_layer", "encode_layers", "coded_bytes", "as_matrix", "kernel_rows", "model_coded_bytes"]
 
 _PROB_BITS = 11
 _PROB_INIT = 1 << (_PROB_BITS - 1)
@@ -239,3 +239,26 @@ def coded_bytes(layers: Iterable[np.ndarray]) -> Tuple[int, List[int]]:
     """(total bytes, bytes per layer) of the coded integers."""
     sizes = [len(b) for b in encode_layers(layers)]
     return int(sum(sizes)), sizes
+
+
+def kernel_rows(ints: np.ndarray) -> np.ndarray:
+    """A Keras kernel's integers as ``[out, ...]`` rows (TFLite's filter order: output axis first)."""
+    a = np.asarray(ints)
+    return np.moveaxis(a, -1, 0).reshape(a.shape[-1], -1)
+
+
+def model_coded_bytes(quant) -> dict:
+    """Stored size of every ``QuantizedKernel`` of a model: CABAC-style coder, lzma (preset 9e of
+    the int8 stream) and the zeroth-order entropy bound, in bytes, plus the per-layer coded sizes."""
+    import lzma
+
+    mats = [kernel_rows(q.integers()) for q in quant.values()]
+    total, sizes = coded_bytes(mats)
+    stream = np.concatenate([m.ravel() for m in mats]).astype(np.int8).tobytes()
+    bound = 0.0
+    for m in mats:
+        _, c = np.unique(m, return_counts=True)
+        p = c / c.sum()
+        bound += float(-(p * np.log2(p)).sum() * m.size / 8)
+    return {"cabac": total, "cabac_layers": sizes, "lzma": len(lzma.compress(stream, preset=9 | lzma.PRESET_EXTREME)),
+            "entropy_bound": bound}
