@@ -61,6 +61,8 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
+from firmware_export.entropy_coding import as_matrix, coded_bytes  # noqa: E402  (NumPy only)
+
 __all__ = ["main", "run", "stream_stats", "lzma_bytes", "format_table", "PATHS"]
 
 log = logging.getLogger("bench.compare")
@@ -105,6 +107,7 @@ def stream_stats(layers: Sequence[np.ndarray]) -> Dict[str, Any]:
         "entropy": _entropy(allv),
         "entropy_bound_bytes": float(sum(a.size * _entropy(a) for a in flat) / 8),
         "lzma_weight_bytes": lzma_bytes(allv.astype(np.int8).tobytes()),
+        "cabac_weight_bytes": coded_bytes([as_matrix(np.asarray(a)) for a in layers])[0],
         "layer_sparsity": [float(np.mean(a == 0)) for a in flat],
         "layer_distinct": [int(np.unique(a).size) for a in flat],
     }
@@ -315,6 +318,8 @@ def _measure_tflite(row: Dict[str, Any], model_bytes: bytes, data, float_bytes: 
                                    "layer_sparsity", "layer_distinct")})
     row["lzma_bits_per_weight"] = 8 * st["lzma_weight_bytes"] / st["weights"]
     row["stored_bytes"] = st["lzma_weight_bytes"] + w["bias_bytes"] + 4 * w["scales"]
+    row["cabac_weight_bytes"] = st["cabac_weight_bytes"]
+    row["stored_bytes_cabac"] = st["cabac_weight_bytes"] + w["bias_bytes"] + 4 * w["scales"]
     row["ratio"] = float_bytes / row["stored_bytes"]
     if lut:
         try:
