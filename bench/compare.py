@@ -179,23 +179,6 @@ def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------
 # Keras / tfmot helpers
 # ---------------------------------------------------------------------------------------------
-class _EpochTimer:
-    def __new__(cls):
-        import tensorflow as tf
-
-        class T(tf.keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds: List[float] = []
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self._t = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds.append(time.perf_counter() - self._t)
-
-        return T()
-
 
 def _copy_model(model):
     import tensorflow as tf
@@ -209,12 +192,13 @@ def _fit(model, data, epochs: int, seed: int, callbacks=()) -> List[float]:
     """Adam(1e-3), batch 64, shuffled, sparse CE on logits (as quantize_and_train); seconds/epoch."""
     import tensorflow as tf
 
+    from ecqx_tf.keras.finetune import EpochTimer
     from models.train import op_determinism
 
     tf.keras.utils.set_random_seed(seed)
     model.compile(optimizer=tf.keras.optimizers.Adam(LR),
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    timer = _EpochTimer()
+    timer = EpochTimer()
     with op_determinism():
         model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=BATCH, shuffle=True, verbose=0,
                   callbacks=[timer, *callbacks])

@@ -14,7 +14,7 @@ import tensorflow as tf
 from .api import layer_stats, quantize, strip
 from .callback import ECQxCallback
 
-__all__ = ["FinetuneResult", "quantize_and_train", "evaluate_logits"]
+__all__ = ["EpochTimer", "FinetuneResult", "quantize_and_train", "evaluate_logits"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ class FinetuneResult:
     refreshes: int
 
 
-class _EpochTimer(tf.keras.callbacks.Callback):
+class EpochTimer(tf.keras.callbacks.Callback):
+    """Wall-clock seconds of every epoch (``.seconds``), callback work included."""
+
     def __init__(self):
         super().__init__()
         self.seconds: List[float] = []
@@ -101,7 +103,7 @@ def quantize_and_train(
             loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
-    timer = _EpochTimer()
+    timer = EpochTimer()
     cb = ECQxCallback(refresh_every=refresh_every, relevance_batch_size=batch_size, seed=seed)
     hist = qmodel.fit(
         x_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True,

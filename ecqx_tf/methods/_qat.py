@@ -9,7 +9,6 @@ so the result is an ordinary model in ECQ training: ``ECQxCallback``, ``strip``,
 """
 from __future__ import annotations
 
-import time
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -18,7 +17,7 @@ import tensorflow_model_optimization as tfmot
 
 from ..keras import api as _api
 from ..keras.callback import ECQxCallback
-from ..keras.finetune import FinetuneResult, evaluate_logits
+from ..keras.finetune import EpochTimer, FinetuneResult, evaluate_logits
 from ..keras.quantize_config import ECQQuantizeConfig
 
 __all__ = ["quantize_per_layer", "finetune_qat", "MaskCallback", "kernel_masks_of"]
@@ -113,17 +112,6 @@ def kernel_masks_of(qmodel: tf.keras.Model, masks: Mapping[str, np.ndarray]) -> 
     return out
 
 
-class _EpochTimer(tf.keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.seconds: List[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._t)
-
 
 def finetune_qat(
     qmodel: tf.keras.Model,
@@ -148,7 +136,7 @@ def finetune_qat(
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    timer = _EpochTimer()
+    timer = EpochTimer()
     cb = ECQxCallback(refresh_every=refresh_every, relevance_batch_size=batch_size, seed=seed)
     history: Dict[str, List[float]] = {}
     if epochs > 0:
