@@ -63,6 +63,7 @@ import tensorflow as tf
 from ecqx_tf.registry import Registry
 from ecqx_tf.relevance.composites import KERNEL_LAYER_TYPES
 from ecqx_tf.relevance.native import (
+    chain_forward,
     LayerRelevance,
     UnsupportedLayerError,
     _chain_layers,
@@ -475,19 +476,7 @@ class DeepLIFT:
 
     # -- graph pieces -------------------------------------------------------------------------
     def _forward(self, x: tf.Tensor):
-        acts = []
-        a = x
-        for s in self._steps:
-            if s.kernel:
-                bias = s.layer.bias if s.layer.use_bias else None
-                z = _linear(s.layer, a, tf.convert_to_tensor(s.layer.kernel), bias)
-                y = z if s.skip_activation else s.layer.activation(z)
-            else:
-                y = s.layer(a, training=False)
-                z = y
-            acts.append((a, z, y))
-            a = y
-        return acts, a
+        return chain_forward(self._steps, x)
 
     def _backward(self, acts, acts_ref, labels, scale, want_weights: bool):
         out_logits, ref_logits = acts[-1][2], acts_ref[-1][2]

@@ -178,6 +178,25 @@ def _kernel_relevance(layer: tf.keras.layers.Layer, a: tf.Tensor, z: tf.Tensor, 
 # model inspection
 
 
+def chain_forward(steps, x: tf.Tensor) -> Tuple[List[Tuple[tf.Tensor, tf.Tensor, tf.Tensor]], tf.Tensor]:
+    """Inference-mode forward pass through a chain of steps, keeping per step its input ``a``,
+    pre-activation ``z`` and output ``y`` (``z = y`` for layers without a kernel); shared by the
+    LRP and DeepLIFT engines."""
+    acts = []
+    a = x
+    for s in steps:
+        if s.kernel:
+            bias = s.layer.bias if s.layer.use_bias else None
+            z = _linear(s.layer, a, tf.convert_to_tensor(s.layer.kernel), bias)
+            y = z if s.skip_activation else s.layer.activation(z)
+        else:
+            y = s.layer(a, training=False)
+            z = y
+        acts.append((a, z, y))
+        a = y
+    return acts, a
+
+
 def keras_type_name(layer: Any) -> Optional[str]:
     """Name of the ``tf.keras.layers`` class that ``type(layer)`` is exactly, else None."""
     name = type(layer).__name__
@@ -423,19 +442,7 @@ class NativeLRP:
 
     # -- graph pieces -------------------------------------------------------------------------
     def _forward(self, x: tf.Tensor) -> Tuple[List[Tuple[tf.Tensor, tf.Tensor, tf.Tensor]], tf.Tensor]:
-        acts = []
-        a = x
-        for s in self._steps:
-            if s.kernel:
-                bias = s.layer.bias if s.layer.use_bias else None
-                z = _linear(s.layer, a, tf.convert_to_tensor(s.layer.kernel), bias)
-                y = z if s.skip_activation else s.layer.activation(z)
-            else:
-                y = s.layer(a, training=False)
-                z = y
-            acts.append((a, z, y))
-            a = y
-        return acts, a
+        return chain_forward(self._steps, x)
 
     def _backward(self, acts, logits, labels, scale, need_input: bool):
         r = tf.one_hot(labels, self.num_classes, dtype=logits.dtype) * logits * scale
