@@ -64,6 +64,7 @@ from ecqx_tf.registry import Registry
 from ecqx_tf.relevance.composites import KERNEL_LAYER_TYPES
 from ecqx_tf.relevance.native import (
     chain_forward,
+    check_layer_names,
     LayerRelevance,
     UnsupportedLayerError,
     _chain_layers,
@@ -447,18 +448,7 @@ class DeepLIFT:
         self._steps = _steps(model, self.composite)
         self.model_name: str = model.name
         self.input_shape: Tuple[Optional[int], ...] = tuple(tf.TensorShape(model.input_shape).as_list())
-        kernel_names = [s.layer.name for s in self._steps if s.kernel]
-        if layers is None:
-            names = list(kernel_names)
-        else:
-            if isinstance(layers, str):
-                raise TypeError(f"layers must be a sequence of layer names, got the str {layers!r}")
-            names = list(layers)
-            for n in names:
-                if n not in kernel_names:
-                    raise ValueError(
-                        f"layer {n!r} is not a Dense/Conv2D layer of model {model.name!r}; accepted: {kernel_names}"
-                    )
+        names = check_layer_names(layers, [s.layer.name for s in self._steps if s.kernel], model.name)
         self.layer_names: Tuple[str, ...] = tuple(names)
         shape = tf.TensorShape(self.input_shape)
         for s in self._steps:

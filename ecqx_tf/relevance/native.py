@@ -178,6 +178,20 @@ def _kernel_relevance(layer: tf.keras.layers.Layer, a: tf.Tensor, z: tf.Tensor, 
 # model inspection
 
 
+def check_layer_names(layers: Optional[Sequence[str]], kernel_names: List[str], model_name: str) -> List[str]:
+    """The requested kernel layers (all when ``layers`` is None), each checked to be one of the
+    model's Dense/Conv2D layers; shared by the LRP and DeepLIFT engines."""
+    if layers is None:
+        return list(kernel_names)
+    if isinstance(layers, str):
+        raise TypeError(f"layers must be a sequence of layer names, got the str {layers!r}")
+    names = list(layers)
+    for n in names:
+        if n not in kernel_names:
+            raise ValueError(f"layer {n!r} is not a Dense/Conv2D layer of model {model_name!r}; accepted: {kernel_names}")
+    return names
+
+
 def chain_forward(steps, x: tf.Tensor) -> Tuple[List[Tuple[tf.Tensor, tf.Tensor, tf.Tensor]], tf.Tensor]:
     """Inference-mode forward pass through a chain of steps, keeping per step its input ``a``,
     pre-activation ``z`` and output ``y`` (``z = y`` for layers without a kernel); shared by the
@@ -403,18 +417,7 @@ class NativeLRP:
         self.model_name: str = model.name
         self.input_shape: Tuple[Optional[int], ...] = tuple(tf.TensorShape(model.input_shape).as_list())
         kernel_names = [s.layer.name for s in self._steps if s.kernel]
-        if layers is None:
-            names = list(kernel_names)
-        else:
-            if isinstance(layers, str):
-                raise TypeError(f"layers must be a sequence of layer names, got the str {layers!r}")
-            names = list(layers)
-            for n in names:
-                if n not in kernel_names:
-                    raise ValueError(
-                        f"layer {n!r} is not a Dense/Conv2D layer of model {model.name!r}; "
-                        f"accepted: {kernel_names}"
-                    )
+        names = check_layer_names(layers, kernel_names, model.name)
         if not names:
             raise ValueError(f"model {model.name!r} has no Dense/Conv2D layer to compute relevance for")
         self.layer_names: Tuple[str, ...] = tuple(names)
