@@ -169,7 +169,53 @@ def tflm_logits(model_bytes: bytes, x: np.ndarray) -> Dict[str, Any]:
     y = np.stack(outs)
     if y.dtype == np.int8:
         y = dequantize_output(model_bytes, y)
-    return {"logits": y, "arena_bytes": int(minimum)}
+    return {"logits": y, "arena_bytes": int(minimum), "arena_recommended": int(recommended)}
+
+
+class InstructionCounter:
+    """Instructions per inference (valgrind callgrind, ``bench/instructions.py``) of the TFLM
+    interpreter and of the FantastIC4 C runtime, on the first ``samples`` test digits. Before a
+    FantastIC4 count, the C runtime's outputs are checked equal to TFLM's on those digits."""
+
+    def __init__(self, x_test: np.ndarray, samples: int):
+        import tempfile
+
+        from bench import instructions
+
+        self.ir = instructions
+        self.x = np.asarray(x_test[:samples], np.float32)
+        self._tmp = tempfile.TemporaryDirectory(prefix="compare_ir_")
+        self.tmp = Path(self._tmp.name)
+        self._host: Optional[Path] = None
+
+    def _inputs(self, model_bytes: bytes) -> np.ndarray:
+        """The samples in the model's input dtype and shape (quantized as TFLM's callers do)."""
+        from firmware_export.tflm import flatbuffer as fb
+        from firmware_export.tflm.convert import quantize_input
+
+        m = fb.read_model(model_bytes)
+        t = m.tensors[m.inputs[0]]
+        shape = (len(self.x),) + tuple(int(d) for d in t.shape[1:])
+        if t.dtype == "INT8":
+            return quantize_input(m, self.x).reshape(shape)
+        return self.x.reshape(shape)
+
+    def tflm(self, model_bytes: bytes, arena: int) -> float:
+        return self.ir.tflm_instructions(model_bytes, self._inputs(model_bytes), arena, self.tmp)
+
+    def f4(self, model_bytes: bytes, blob: bytes) -> float:
+        from firmware_export.fantastic4.target import tflm_reference
+
+        if self._host is None:
+            self._host = self.ir.build_f4_host(self.tmp / "f4_host")
+        x = self._inputs(model_bytes).reshape(len(self.x), -1)
+        c_out = self.ir.f4_outputs(blob, x, self._host, self.tmp)
+        if not np.array_equal(c_out, tflm_reference(model_bytes, x)):
+            raise RuntimeError("FantastIC4 C outputs differ from TFLM's; instructions not counted")
+        return self.ir.f4_instructions(blob, x, self._host, self.tmp)
+
+    def close(self) -> None:
+        self._tmp.cleanup()
 
 
 def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
@@ -281,15 +327,27 @@ def _new_row(model: str, path: str, label: str, **kw) -> Dict[str, Any]:
            "entropy_bound_bytes": None, "lzma_weight_bytes": None, "lzma_tflite_bytes": None,
            "stored_bytes": None, "ratio": None, "tflite_bytes": None, "tflite_lut_bytes": None,
            "weight_types": None, "arena_bytes": None, "arena_lut_bytes": None, "f4_bytes": None,
-           "f4_layouts": None, "epoch_s": None, "epochs": None, "layer_sparsity": None,
+           "f4_layouts": None, "ir_tflm": None, "ir_tflm_lut": None, "ir_f4": None,
+           "ir_f4_cer": None, "f4_cer_bytes": None, "epoch_s": None, "epochs": None, "layer_sparsity": None,
            "layer_distinct": None, "notes": []}
     row.update(kw)
     return row
 
 
+def _count(row: Dict[str, Any], key: str, counter: Optional[InstructionCounter], fn: Callable[[], float]) -> None:
+    """row[key] = fn() (instructions per inference) when counting; a failure becomes a note."""
+    if counter is None:
+        return
+    try:
+        row[key] = float(fn())
+    except Exception as e:
+        row["notes"].append(f"{key} not measured: {type(e).__name__}: {e}"[:400])
+
+
 def _measure_tflite(row: Dict[str, Any], model_bytes: bytes, data, float_bytes: int, fc_only: bool,
-                    lut: bool = True, lut_bytes: Optional[bytes] = None) -> None:
-    """Fill the flatbuffer, TFLM, integer-stream and FantastIC4 fields of ``row``."""
+                    lut: bool = True, lut_bytes: Optional[bytes] = None,
+                    counter: Optional[InstructionCounter] = None) -> None:
+    """Fill the flatbuffer, TFLM, integer-stream, FantastIC4 and instruction fields of ``row``."""
     row["tflite_bytes"] = len(model_bytes)
     row["lzma_tflite_bytes"] = lzma_bytes(model_bytes)
     w = tflite_weights(model_bytes)
@@ -297,6 +355,7 @@ def _measure_tflite(row: Dict[str, Any], model_bytes: bytes, data, float_bytes: 
     run = tflm_logits(model_bytes, data.x_test)
     row["acc_tflm"] = _accuracy(run["logits"], data.y_test)
     row["arena_bytes"] = run["arena_bytes"]
+    _count(row, "ir_tflm", counter, lambda: counter.tflm(model_bytes, run["arena_recommended"]))
     st = stream_stats(w["ints"])
     row.update({k: st[k] for k in ("weights", "sparsity", "entropy", "entropy_bound_bytes", "lzma_weight_bytes",
                                    "layer_sparsity", "layer_distinct")})
@@ -312,6 +371,7 @@ def _measure_tflite(row: Dict[str, Any], model_bytes: bytes, data, float_bytes: 
             run = tflm_logits(lb, data.x_test)
             row["acc_tflm_lut"] = _accuracy(run["logits"], data.y_test)
             row["arena_lut_bytes"] = run["arena_bytes"]
+            _count(row, "ir_tflm_lut", counter, lambda: counter.tflm(lb, run["arena_recommended"]))
         except Exception as e:  # recorded, never hidden
             row["notes"].append(f"LUT compression not measured: {type(e).__name__}: {e}")
     if fc_only:
@@ -320,9 +380,13 @@ def _measure_tflite(row: Dict[str, Any], model_bytes: bytes, data, float_bytes: 
             from firmware_export.fantastic4.network import IntegerMLP
 
             net = IntegerMLP.from_tflite(model_bytes)
-            row["f4_bytes"] = len(f4format.write_blob(net, "smallest"))
-            parsed = f4format.read_blob(f4format.write_blob(net, "smallest"))
-            row["f4_layouts"] = [l.layout_name for l in parsed.layers]
+            blob = f4format.write_blob(net, "smallest")
+            row["f4_bytes"] = len(blob)
+            row["f4_layouts"] = [l.layout_name for l in f4format.read_blob(blob).layers]
+            _count(row, "ir_f4", counter, lambda: counter.f4(model_bytes, blob))
+            cer = f4format.write_blob(net, "cer")
+            row["f4_cer_bytes"] = len(cer)
+            _count(row, "ir_f4_cer", counter, lambda: counter.f4(model_bytes, cer))
         except Exception as e:
             row["notes"].append(f"FantastIC4 not measured: {type(e).__name__}: {e}")
 
@@ -354,6 +418,8 @@ def path_float(ctx) -> List[Dict[str, Any]]:
     run = tflm_logits(mb, data.x_test)
     row["acc_tflm"] = _accuracy(run["logits"], data.y_test)
     row["arena_bytes"] = run["arena_bytes"]
+    counter = ctx.get("counter")
+    _count(row, "ir_tflm", counter, lambda: counter.tflm(mb, run["arena_recommended"]))
     st = float_stream_stats(_kernels(fl.model))
     row.update({k: st[k] for k in ("weights", "sparsity", "lzma_weight_bytes", "layer_sparsity", "layer_distinct")})
     row["lzma_bits_per_weight"] = 8 * st["lzma_weight_bytes"] / st["weights"]
@@ -369,7 +435,7 @@ def _qat_row(ctx, path: str, label: str, bits: int, qat, seconds: List[float], e
     row = _new_row(ctx["model"], path, label, bits=bits, acc_keras=_keras_accuracy(qat, data),
                    epoch_s=float(np.mean(seconds)), epochs=len(seconds) + extra_epochs, notes=list(notes))
     mb = _convert_int(qat, data.x_train)
-    _measure_tflite(row, mb, data, ctx["float_bytes"], ctx["fc_only"])
+    _measure_tflite(row, mb, data, ctx["float_bytes"], ctx["fc_only"], counter=ctx.get("counter"))
     return row
 
 
@@ -468,7 +534,7 @@ def _ecq_rows(ctx, method: str) -> List[Dict[str, Any]]:
                     lut = None
                     row["notes"].append(f"LUT export not measured: {type(e).__name__}: {e}")
                 _measure_tflite(row, plain.model_bytes, data, ctx["float_bytes"], ctx["fc_only"],
-                                lut=lut is not None, lut_bytes=lut)
+                                lut=lut is not None, lut_bytes=lut, counter=ctx.get("counter"))
                 # Stored integers must be exactly the assigned levels (the exporter checks it too).
                 if abs(row["sparsity"] - tot["sparsity"]) > 1e-12:
                     row["notes"].append(f"flatbuffer zeros {row['sparsity']} != layer_stats {tot['sparsity']}")
@@ -578,15 +644,16 @@ def versions() -> Dict[str, Any]:
 
 _COLS = [("model", 9, "{}"), ("label", 37, "{}"), ("keras", 6, "{:.4f}"), ("tflm", 6, "{:.4f}"),
          ("zeros", 6, "{:.1%}"), ("H", 5, "{:.2f}"), ("tflite B", 9, "{:,}"), ("LUT B", 9, "{:,}"),
-         ("F4 B", 7, "{:,}"), ("lzma B", 7, "{:,}"), ("ratio", 5, "{:.1f}"), ("s/ep", 5, "{:.1f}")]
+         ("F4 B", 7, "{:,}"), ("lzma B", 7, "{:,}"), ("ratio", 5, "{:.1f}"), ("kIr TFLM", 8, "{:,.0f}"),
+         ("kIr F4", 6, "{:,.0f}"), ("kIr CER", 7, "{:,.0f}"), ("s/ep", 5, "{:.1f}")]
 _KEYS = ["model", "label", "acc_keras", "acc_tflm", "sparsity", "entropy", "tflite_bytes", "tflite_lut_bytes",
-         "f4_bytes", "lzma_weight_bytes", "ratio", "epoch_s"]
+         "f4_bytes", "lzma_weight_bytes", "ratio", "kir_tflm", "kir_f4", "kir_f4_cer", "epoch_s"]
 
 
 def _cells(row) -> List[str]:
     out = []
     for (name, width, fmt), key in zip(_COLS, _KEYS):
-        v = row.get(key)
+        v = row.get(key[1:]) / 1000 if key.startswith("kir_") and row.get(key[1:]) is not None else row.get(key)
         out.append("-" if v is None else fmt.format(v))
     return out
 
@@ -637,10 +704,28 @@ def run(args) -> Dict[str, Any]:
             "tflite_lut_bytes": ".tflite with TFLM LUT compression of every weight tensor (TFLM_DECODE)",
             "arena_bytes": "minimum TFLM tensor arena (bisection)",
             "f4_bytes": "FantastIC4 blob bytes, smallest layout per layer (FC-only models)",
+            "ir_tflm": "instructions per inference (valgrind callgrind, inside MicroInterpreter::Invoke) of the "
+                       "tflite_micro wheel's reference kernels on the plain .tflite, mean over the first "
+                       "ir_samples test digits",
+            "ir_tflm_lut": "the same on the LUT-compressed .tflite (decodes the weights on every call)",
+            "ir_f4": "instructions per f4_invoke of the FantastIC4 C99 runtime (gcc -O2, smallest layout per "
+                     "layer, the export default), same digits; C outputs checked equal to TFLM's first",
+            "f4_cer_bytes": "FantastIC4 blob bytes with every layer in the CER layout (the fastest kernel)",
+            "ir_f4_cer": "as ir_f4 with every layer in the CER layout",
             "epoch_s": "wall-clock seconds per fine-tuning epoch (callbacks included), shared 2-core machine",
         },
         "models": {}, "rows": [], "figures": {},
     }
+    counter = None
+    if args.instructions:
+        from bench import instructions
+
+        why = instructions.available()
+        if why:
+            log.warning("instruction counts off: %s", why)
+            results["instructions_off"] = why
+        else:
+            counter = InstructionCounter(data.x_test, args.ir_samples)
     print(format_table([]), flush=True)
     for model_name in args.models:
         log.info("== %s: float training (%d epochs, seed %d)", model_name, args.float_epochs, args.seed)
@@ -649,7 +734,7 @@ def run(args) -> Dict[str, Any]:
         ctx = {"model": model_name, "data": data, "float": fl, "params": params, "float_bytes": 4 * params,
                "fc_only": _is_fc_only(fl.model), "epochs": args.epochs, "seed": args.seed, "bits": args.bits,
                "lambdas": args.lambdas, "sparsities": args.sparsities, "p": args.p,
-               "refresh_every": args.refresh_every, "figures": {}}
+               "refresh_every": args.refresh_every, "figures": {}, "counter": counter}
         fig_bits = 4 if 4 in args.bits else max(args.bits)
         fig_lam = args.lambdas[len(args.lambdas) // 2]
         ctx["figure_run"] = ("ecqx" if "ecqx" in args.paths else "ecq", fig_bits, fig_lam)
@@ -674,6 +759,8 @@ def run(args) -> Dict[str, Any]:
         atomic_write_json(out / "compare.json", results)  # partial results survive a crash
         del fl, ctx
         gc.collect()
+    if counter is not None:
+        counter.close()
     results["seconds"] = time.perf_counter() - t0
     atomic_write_json(out / "compare.json", results)
     return results
@@ -694,6 +781,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--sparsities", type=float, nargs="+", default=[0.8, 0.9], help="pruning targets (default 0.8 0.9)")
     ap.add_argument("--p", type=float, default=0.1, help="ECQx relevance p (default 0.1)")
     ap.add_argument("--refresh-every", type=int, default=1, help="ECQ/ECQx assignment refresh interval in steps")
+    ap.add_argument("--instructions", action=argparse.BooleanOptionalAction, default=True,
+                    help="count TFLM and FantastIC4 instructions per inference with valgrind callgrind "
+                         "(default on; about 15 s per executable model)")
+    ap.add_argument("--ir-samples", type=int, default=5, help="test digits per instruction count (default 5)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="output folder (default bench/results, out/compare_quick with --quick)")
     ap.add_argument("--plots", action="store_true", help="write compare_*.png next to compare.json")
@@ -734,7 +825,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 setattr(args, k, v)
     if args.out is None:
         args.out = str(REPO / "out" / "compare_quick") if args.quick else str(ROOT / "results")
-    for name, v in (("--epochs", args.epochs), ("--float-epochs", args.float_epochs)):
+    for name, v in (("--epochs", args.epochs), ("--float-epochs", args.float_epochs), ("--ir-samples", args.ir_samples)):
         if v < 1:
             ap.error(f"{name} must be >= 1, got {v}")
     if any(not 2 <= b <= 8 for b in args.bits):

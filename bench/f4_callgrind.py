@@ -49,38 +49,7 @@ from firmware_export.fantastic4 import format as F  # noqa: E402
 from firmware_export.fantastic4 import simulate as S  # noqa: E402
 from firmware_export.fantastic4.network import IntegerMLP  # noqa: E402
 
-RUNTIME = ROOT / "firmware_export" / "fantastic4" / "runtime"
-CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-g"]
-TFLM_INVOKE = "tflite::micro::MicroInterpreter::Invoke()"
-
-TFLM_DRIVER = r"""
-import sys
-import numpy as np
-from tflite_micro import runtime
-model, inputs, arena = open(sys.argv[1], "rb").read(), sys.argv[2], int(sys.argv[3])
-it = runtime.Interpreter.from_bytes(model, arena_size=arena)
-d = it.get_input_details(0)
-x = np.fromfile(inputs, np.int8).reshape((-1,) + tuple(int(v) for v in d["shape"][1:]))
-out = []
-for row in x:
-    it.set_input(row[None], 0)
-    it.invoke()
-    out.append(np.array(it.get_output(0)).reshape(-1))
-if len(sys.argv) > 4:
-    np.stack(out).astype(np.int8).tofile(sys.argv[4])
-"""
-
-
-def callgrind(cmd, out_file: Path, toggle: str = None, cwd=None) -> int:
-    """Instructions (Ir) counted by callgrind for ``cmd`` (only inside ``toggle`` if given)."""
-    vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"]
-    if toggle:
-        vg.append(f"--toggle-collect={toggle}")
-    r = subprocess.run(vg + [str(c) for c in cmd], capture_output=True, text=True, cwd=cwd)
-    if r.returncode != 0:
-        raise RuntimeError(f"callgrind failed ({r.returncode}): {' '.join(map(str, cmd))}\n{r.stderr[-3000:]}")
-    m = re.search(r"^totals:\s+(\d+)", out_file.read_text(), re.M) or re.search(r"^summary:\s+(\d+)", out_file.read_text(), re.M)
-    return int(m.group(1))
+from bench.instructions import CFLAGS, RUNTIME, TFLM_DRIVER, TFLM_INVOKE, callgrind  # noqa: E402
 
 
 def tflm_min_arena(model_bytes: bytes, x: np.ndarray) -> int:
