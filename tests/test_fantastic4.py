@@ -14,10 +14,10 @@ import pytest
 
 from firmware_export.fantastic4 import format as F
 from firmware_export.fantastic4 import simulate as S
-from firmware_export.fantastic4.network import IntegerDense, IntegerMLP, reference_forward
+from firmware_export.fantastic4.network import IntegerDense, IntegerMLP, reference_dense, reference_forward
 
 RUNTIME = Path(__file__).resolve().parents[1] / "firmware_export" / "fantastic4" / "runtime"
-LAYOUT_NAMES = ["dense4", "bitmap", "cer"]
+LAYOUT_NAMES = ["dense4", "bitmap", "cer", "csc"]
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 BUILDS = {
     "O2": ["-O2"],
@@ -136,7 +136,7 @@ def fuzz_statuses(exe: Path, tmp: Path, blobs) -> list:
     r = subprocess.run([str(exe), "--fuzz", str(tmp / "records.bin")], capture_output=True, text=True)
     assert r.returncode == 0 and not r.stderr, r.stderr[-3000:]
     lines = r.stdout.split()
-    assert "SCRATCH_NOT_CHECKED" not in lines
+    assert "SCRATCH_NOT_CHECKED" not in lines and "ALIGNMENT_NOT_CHECKED" not in lines
     assert len(lines) == len(blobs)
     return lines
 
@@ -190,6 +190,7 @@ def test_layout_sizes_match_spec(net):
         assert sizes["dense4"] == (n + 1) // 2
         assert sizes["bitmap"] == (n + 7) // 8 + (nnz + 1) // 2
         assert sizes["cer"] >= 2 * l.out_features + nnz  # a value_mask per row, >= 1 gap byte per entry
+        assert sizes["csc"] >= l.in_features + nnz  # a column_size per column, >= 1 gap byte per entry
 
 
 @pytest.mark.parametrize("value, encoded", [(0, b"\0"), (254, b"\xfe"), (255, b"\xff\0"), (509, b"\xff\xfe"), (510, b"\xff\xff\0")])
@@ -249,31 +250,39 @@ def test_simulator_matches_tflm_and_reference(net, wide_net, inputs, tflm_out, l
 def test_c_runtime_matches_simulator(f4_host, tmp_path, net, wide_net, inputs, tflm_out, build):
     xw = np.random.default_rng(9).integers(-128, 128, size=(100, 601)).astype(np.int8)
     outs = {}
-    for layout in LAYOUT_NAMES + [["cer", "bitmap", "dense4"]]:
+    for layout in LAYOUT_NAMES + [["cer", "bitmap", "dense4"], ["csc", "cer", "csc"]]:
         blob = F.write_blob(net, layout)
-        key = layout if isinstance(layout, str) else "mixed"
+        key = layout if isinstance(layout, str) else "+".join(layout)
         outs[key] = run_host(f4_host[build], tmp_path, blob, inputs, 10)
         assert np.array_equal(outs[key], S.run(blob, inputs)), key
         assert np.array_equal(outs[key], tflm_out), key
         wblob = F.write_blob(wide_net, layout if isinstance(layout, str) else layout[:2])
         assert np.array_equal(run_host(f4_host[build], tmp_path, wblob, xw, 7), S.run(wblob, xw)), key
     # f4_run per sample (prepare + invoke each time) gives the same
-    assert np.array_equal(run_host(f4_host[build], tmp_path, F.write_blob(net, "cer"), inputs[:20], 10, "-r"), tflm_out[:20])
+    for layout in ("cer", "csc"):
+        assert np.array_equal(run_host(f4_host[build], tmp_path, F.write_blob(net, layout), inputs[:20], 10, "-r"), tflm_out[:20])
 
 
 def test_required_scratch(net, wide_net):
-    assert S.required_scratch(F.write_blob(net)) == 2 * 32
+    for layout in ("dense4", "bitmap", "cer", ["cer", "bitmap", "dense4"]):  # unchanged by CSC
+        assert S.required_scratch(F.write_blob(net, layout)) == 2 * 32
     assert S.required_scratch(F.write_blob(wide_net)) == 2 * 41
     one = IntegerMLP([wide_net.layers[0]])
     assert S.required_scratch(F.write_blob(one)) == 0
+    # CSC: int32 accumulators for the widest CSC layer at align4(2 * half)
+    assert S.required_scratch(F.write_blob(net, "csc")) == 2 * 32 + 4 * 32
+    assert S.required_scratch(F.write_blob(net, ["cer", "bitmap", "csc"])) == 2 * 32 + 4 * 10
+    assert S.required_scratch(F.write_blob(wide_net, "csc")) == 84 + 4 * 41  # 2 * 41 = 82 rounded up to 84
+    assert S.required_scratch(F.write_blob(one, "csc")) == 4 * 41
 
 
 # ---------------------------------------------------------------------------------------------
 # malformed blobs: Python and C agree, C never reads out of range (sanitizer build)
 
 
-def test_truncated_blobs(f4_host, tmp_path, net):
-    blob = F.write_blob(net, "cer")
+@pytest.mark.parametrize("layout", LAYOUT_NAMES)
+def test_truncated_blobs(f4_host, tmp_path, net, layout):
+    blob = F.write_blob(net, layout)
     cases = [blob[:n] for n in range(len(blob))] + [blob + b"\0"]
     for build in BUILDS:
         got = fuzz_statuses(f4_host[build], tmp_path, cases + [blob])
@@ -310,7 +319,7 @@ def test_corrupted_blobs(f4_host, tmp_path, net, layout):
     for build in BUILDS:
         got = fuzz_statuses(f4_host[build], tmp_path, cases)
         for c, g, w in zip(cases, got, want):
-            if g != w:  # the only rule the C reader skips: a CER column listed in two groups of a row
+            if g != w:  # the only rule the C reader skips: a CER column (CSC row) listed in two groups
                 with pytest.raises(F.FormatError, match="appears in two groups"):
                     F.read_blob(c)
                 assert g == "F4_OK"
@@ -342,7 +351,7 @@ CRAFTED = [
     ("n_layers17", lambda b: _header_field(b, "n_layers", 17), "F4_ERR_LAYER_COUNT", "n_layers"),
     ("total_size", lambda b: _header_field(b, "total_size", len(b) + 4), "F4_ERR_SIZE", "total_size"),
     ("crc32", lambda b: _header_field(b, "crc32", 12345), "F4_ERR_CRC", "crc32"),
-    ("layout", lambda b: _entry_field(b, 1, "layout", 3), "F4_ERR_LAYOUT", "layout"),
+    ("layout", lambda b: _entry_field(b, 1, "layout", len(F.LAYOUTS)), "F4_ERR_LAYOUT", "layout"),
     ("n_values", lambda b: _entry_field(b, 0, "n_values", 17), "F4_ERR_CODEBOOK", "n_values"),
     ("codebook0", lambda b: _entry_field(b, 0, "codebook", b"\x05" + b[F.HEADER_SIZE + 41 : F.HEADER_SIZE + 56]), "F4_ERR_CODEBOOK", "codebook"),
     ("activation", lambda b: _entry_field(_entry_field(b, 2, "activation_min", 10), 2, "activation_max", 9), "F4_ERR_QUANT", "activation_min"),
@@ -417,19 +426,183 @@ def test_folded_bias_range(f4_host, tmp_path, net):
 def test_op_counts(net, inputs, layout):
     blob = F.write_blob(net, layout)
     y, counts, mults = S.run_with_counts(blob, inputs)
+    x = inputs
     for l, c, m in zip(net.layers, counts, mults):
         nz = l.weights != 0
-        assert c.accumulate_adds == nz.sum() == c.activation_bytes_read
-        distinct = np.array([len(np.unique(row[row != 0])) for row in l.weights])
-        assert np.all(m <= distinct[None, :]) and np.all(m <= 15)
-        assert m.max() > 0 and c.multiplies == pytest.approx(m.sum() / len(inputs))
+        if layout == "csc":  # slow count: per active column (x != zp), its non-zeros and its distinct values
+            active = x != l.input_zero_point
+            distinct = np.array([len(np.unique(col[col != 0])) for col in l.weights.T])
+            assert c.accumulate_adds == pytest.approx((active * nz.sum(axis=0)).sum() / len(x))
+            assert np.array_equal(m, active * distinct[None, :])
+            assert c.multiplies == pytest.approx(m.sum() / len(x)) and c.product_adds == 0
+            assert c.activation_bytes_read == l.in_features
+            assert c.accumulator_bytes == pytest.approx(8 * l.out_features + 8 * c.accumulate_adds)
+            assert c.weight_bytes <= F.layout_sizes(l.codes())["csc"]
+        else:
+            assert c.accumulate_adds == nz.sum() == c.activation_bytes_read
+            distinct = np.array([len(np.unique(row[row != 0])) for row in l.weights])
+            assert np.all(m <= distinct[None, :]) and np.all(m <= 15)
+            assert m.max() > 0 and c.multiplies == pytest.approx(m.sum() / len(inputs))
+            assert c.weight_bytes == F.layout_sizes(l.codes())[layout] and c.accumulator_bytes == 0
         assert c.requantizations == l.out_features
-        assert c.weight_bytes == F.layout_sizes(l.codes())[layout]
         e = c.energy_pj()
         assert e["total"] == pytest.approx(e["arithmetic"] + e["memory"]) and e["total"] > 0
+        x = reference_dense(l, x)
     total = sum(counts, S.OpCounts())
     dense = S.dense_int8_counts(net)
     assert total.multiplies < dense.multiplies and total.accumulate_adds < dense.accumulate_adds
+
+
+# ---------------------------------------------------------------------------------------------
+# CSC: the activation-driven layout
+
+
+@pytest.mark.parametrize("layout", LAYOUT_NAMES)
+def test_inputs_at_zero_point(f4_host, tmp_path, net, wide_net, layout):
+    """Every input equal to the input zero point: CSC skips every column of the first layer, whose
+    output is then requantize(bias); all layouts agree with the slow reference, in C and Python."""
+    for n in (net, wide_net, IntegerMLP([wide_net.layers[0]])):
+        blob = F.write_blob(n, layout)
+        x = np.full((3, n.input_features), n.input_zero_point, np.int8)
+        first = F.read_blob(blob).layers[0]
+        bias_only = S.requantize(first, np.repeat(n.layers[0].bias.astype(np.int64)[None, :], 3, axis=0))
+        assert np.array_equal(reference_dense(n.layers[0], x), bias_only)
+        _, counts, _ = S.run_with_counts(blob, x)
+        if layout == "csc":
+            assert counts[0].accumulate_adds == 0 and counts[0].multiplies == 0
+        want = reference_forward(n, x)
+        assert np.array_equal(S.run(blob, x), want)
+        for build in BUILDS:
+            assert np.array_equal(run_host(f4_host[build], tmp_path, blob, x, n.output_features), want)
+
+
+def test_csc_sparse_inputs_match_tflm(f4_host, tmp_path, mlp_tflite, net, wide_net):
+    """Inputs mostly at the zero point (as MNIST background), a first layer whose input zero point
+    is not -128 (the PTQ fixture, and wide_net's 3): CSC == TFLM == slow reference, C and Python."""
+    assert net.layers[0].input_zero_point != -128 and wide_net.layers[0].input_zero_point == 3
+    rng = np.random.default_rng(11)
+    x = rng.integers(-128, 128, size=(80, 64)).astype(np.int8)
+    x[rng.random(x.shape) < 0.8] = net.input_zero_point
+    want = tflm_outputs(mlp_tflite, x)
+    assert np.array_equal(reference_forward(net, x), want)
+    blob = F.write_blob(net, "csc")
+    y, counts, _ = S.run_with_counts(blob, x)
+    assert np.array_equal(y, want)
+    assert counts[0].accumulate_adds < 0.3 * np.count_nonzero(net.layers[0].weights)
+    xw = rng.integers(-128, 128, size=(60, 601)).astype(np.int8)
+    xw[rng.random(xw.shape) < 0.8] = 3
+    wblob = F.write_blob(wide_net, "csc")
+    for build in BUILDS:
+        assert np.array_equal(run_host(f4_host[build], tmp_path, blob, x, 10), want)
+        assert np.array_equal(run_host(f4_host[build], tmp_path, wblob, xw, 7), reference_forward(wide_net, xw))
+
+
+#: FORMAT.md's CSC example: 5 x 4 weights, codebook [0, -2, 1, 3]
+CSC_EXAMPLE_W = np.array([[0, 3, 0, -2], [0, 3, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]], np.int8)
+CSC_EXAMPLE_BYTES = bytes.fromhex("04 0400 01 02" "05 0800 02 00 00" "00" "06 0600 01 00 01 04".replace(" ", ""))
+
+
+def _csc_example_layer(bias=(100, -50, 7, 0, 3)) -> IntegerDense:
+    return IntegerDense("ex", CSC_EXAMPLE_W, np.array(bias), -128, -5, 1 << 30, -3, -128, 127)
+
+
+def _csc_example_blob(weights: bytes, nnz: int = 5, bias=(100, -50, 7, 0, 3)) -> bytes:
+    """A one-layer CSC blob with the weights section replaced (offsets, sizes and CRC fixed)."""
+    blob = F.write_blob(IntegerMLP([_csc_example_layer(bias)]), "csc")
+    e = F.unpack_layer_entry(blob, F.HEADER_SIZE)
+    body = bytearray(blob[: e["weights_offset"]] + weights)
+    body += b"\0" * (-len(body) % 4)
+    b = _entry_field(bytes(body), 0, "weights_size", len(weights))
+    b = _entry_field(b, 0, "nnz", nnz)
+    h = F.unpack_header(b)
+    h["total_size"] = len(b)
+    b = bytearray(b)
+    b[: F.HEADER_SIZE] = F.pack_header(**h)
+    return with_crc(bytes(b))
+
+
+def test_csc_encoding_matches_spec_example():
+    layer = _csc_example_layer()
+    assert list(layer.codebook()) == [0, -2, 1, 3]
+    assert F.encode_csc(layer.codes()) == CSC_EXAMPLE_BYTES
+    assert F.write_blob(IntegerMLP([layer]), "csc") == _csc_example_blob(CSC_EXAMPLE_BYTES)
+    assert np.array_equal(F.read_blob(_csc_example_blob(CSC_EXAMPLE_BYTES)).layers[0].weights(), CSC_EXAMPLE_W)
+
+
+CSC_CRAFTED = [  # (name, weights section, nnz, Python status, Python message, C status)
+    ("row_out_of_range", "04 0400 01 05" "05 0800 02 00 00" "00" "06 0600 01 00 01 04", 5, "F4_ERR_WEIGHTS", "row 5 >= 5|exceeds", "F4_ERR_WEIGHTS"),
+    ("gap_past_last_row", "04 0400 01 02" "05 0800 02 00 04" "00" "06 0600 01 00 01 04", 5, "F4_ERR_WEIGHTS", "row 5 >= 5|exceeds", "F4_ERR_WEIGHTS"),
+    ("count_zero", "04 0400 00 02" "05 0800 02 00 00" "00" "06 0600 01 00 01 04", 5, "F4_ERR_WEIGHTS", "count: must be >= 1", "F4_ERR_WEIGHTS"),
+    ("empty_value_mask", "02 0000" "05 0800 02 00 00" "00" "06 0600 01 00 01 04", 4, "F4_ERR_WEIGHTS", "value_mask is 0", "F4_ERR_WEIGHTS"),
+    ("value_mask_bit0", "04 0500 01 02" "05 0800 02 00 00" "00" "06 0600 01 00 01 04", 5, "F4_ERR_WEIGHTS", "bit 0", "F4_ERR_WEIGHTS"),
+    ("value_mask_ge_n_values", "04 1400 01 02" "05 0800 02 00 00" "00" "06 0600 01 00 01 04", 5, "F4_ERR_WEIGHTS", "n_values", "F4_ERR_WEIGHTS"),
+    ("column_size_short", "04 0400 01 02" "04 0800 02 00 00" "00" "06 0600 01 00 01 04", 5, "F4_ERR_WEIGHTS", "past the end", "F4_ERR_WEIGHTS"),
+    ("column_size_long", "04 0400 01 02" "06 0800 02 00 00 00" "06 0600 01 00 01 04", 5, "F4_ERR_WEIGHTS", "before column_size", "F4_ERR_WEIGHTS"),
+    ("column_size_past_end", "04 0400 01 02" "05 0800 02 00 00" "00" "07 0600 01 00 01 04", 5, "F4_ERR_WEIGHTS", "past the end", "F4_ERR_WEIGHTS"),
+    ("missing_column", "04 0400 01 02" "05 0800 02 00 00" "00", 3, "F4_ERR_WEIGHTS", "column 3 column_size", "F4_ERR_WEIGHTS"),
+    ("trailing_byte", "04 0400 01 02" "05 0800 02 00 00" "00" "06 0600 01 00 01 04" "00", 5, "F4_ERR_WEIGHTS", "trailing", "F4_ERR_WEIGHTS"),
+    ("nnz_mismatch", "04 0400 01 02" "05 0800 02 00 00" "00" "06 0600 01 00 01 04", 6, "F4_ERR_WEIGHTS", "nnz says 6", "F4_ERR_WEIGHTS"),
+    ("long_vu8_column_size", "ff 00", 0, "F4_ERR_WEIGHTS", "column_size", "F4_ERR_WEIGHTS"),
+    # the one rule only format.py checks (as for CER): a row listed under two values of a column
+    ("row_in_two_groups", "04 0400 01 02" "06 0a00 01 00 01 00" "00" "06 0600 01 00 01 04", 5, "F4_ERR_WEIGHTS", "row 0 appears in two groups", "F4_OK"),
+]
+
+
+@pytest.mark.parametrize("name, hexbytes, nnz, status, message, c_status", CSC_CRAFTED, ids=[c[0] for c in CSC_CRAFTED])
+def test_csc_crafted_errors(f4_host, tmp_path, name, hexbytes, nnz, status, message, c_status):
+    blob = _csc_example_blob(bytes.fromhex(hexbytes.replace(" ", "")), nnz=nnz)
+    with pytest.raises(F.FormatError, match=message) as e:
+        F.read_blob(blob)
+    assert e.value.status == status
+    for build in BUILDS:
+        assert fuzz_statuses(f4_host[build], tmp_path, [blob]) == [c_status]
+
+
+def test_csc_bias_range(f4_host, tmp_path):
+    """CSC stores the TFLite bias and adds w * (x - zp_in), |x - zp_in| <= 128 * max(127 - zp, zp + 128):
+    the limit is 2^31 - 1 - 128 * 255 * in at zp_in = -128 (the folded layouts: 16384 * in)."""
+    assert F.bias_limit("csc", 4, -128) == 2**31 - 1 - 4 * 128 * 255
+    assert F.bias_limit("csc", 4, 0) == F.bias_limit("cer", 4, 0) == 2**31 - 1 - 4 * 16384
+    assert F.bias_limit("csc", 4, 127) == 2**31 - 1 - 4 * 128 * 255
+    # reader: the last accepted and the first rejected bias, in Python and C
+    limit = F.bias_limit("csc", 4, -128)
+    ok = _csc_example_blob(CSC_EXAMPLE_BYTES, bias=(-limit, 0, limit, 0, 0))
+    bad = bytearray(ok)
+    struct.pack_into("<i", bad, F.unpack_layer_entry(ok, F.HEADER_SIZE)["bias_offset"] + 4, limit + 1)
+    bad = with_crc(bytes(bad))
+    assert py_status(ok) == "F4_OK" and py_status(bad) == "F4_ERR_BIAS"
+    for build in BUILDS:
+        assert fuzz_statuses(f4_host[build], tmp_path, [ok, bad]) == ["F4_OK", "F4_ERR_BIAS"]
+    # at the limit, the extreme inputs still give TFLM's accumulator (no int32 overflow), C == Python
+    w = np.array([[-128, -128, -128, -128]], np.int8)
+    for zp, x0, b in ((-128, 127, -limit), (127, -128, limit)):
+        layer = IntegerDense("edge", w, np.array([b]), zp, 0, 1 << 30, -31, -128, 127)
+        blob = F.write_blob(IntegerMLP([layer]), "csc")
+        x = np.full((1, 4), x0, np.int8)
+        acc = b + int(w.astype(np.int64).sum()) * (x0 - zp)
+        assert abs(acc) == 2**31 - 1  # the accumulator reaches +-(2^31 - 1)
+        want = reference_forward(IntegerMLP([layer]), x)
+        assert np.array_equal(S.run(blob, x), want)
+        for build in BUILDS:
+            assert np.array_equal(run_host(f4_host[build], tmp_path, blob, x, 1), want)
+    # writer: a bias within the folded limit but beyond CSC's
+    layer = IntegerDense("big", np.array([[1, -1, 0, 0]], np.int8), np.array([2**31 - 1 - 4 * 20000]), -128, 0, 1 << 30, 0, -128, 127)
+    F.write_blob(IntegerMLP([layer]), "cer")
+    with pytest.raises(ValueError, match="bias .* of layout csc"):
+        F.write_blob(IntegerMLP([layer]), "csc")
+
+
+def test_smallest_unchanged_by_csc(net, wide_net):
+    """"smallest" still picks by bytes; on these layers (in >= out) CSC is larger than CER, so the
+    choice and the bytes are what they were before CSC existed."""
+    for n in (net, wide_net):
+        sizes = [F.layout_sizes(l.codes()) for l in n.layers]
+        assert all(s["csc"] > min(s["dense4"], s["bitmap"], s["cer"]) for s in sizes)
+        chosen = [min(("dense4", "bitmap", "cer"), key=lambda k: (s[k], F.LAYOUT_IDS[k])) for s in sizes]
+        assert F.write_blob(n, "smallest") == F.write_blob(n, chosen)
+    # a layer with many more outputs than inputs: CSC is the smallest and is chosen
+    tall = IntegerDense("tall", np.eye(200, 3, dtype=np.int8) * 3, np.zeros(200), -128, 0, 1 << 30, 0, -128, 127)
+    assert F.read_blob(F.write_blob(IntegerMLP([tall]), "smallest")).layers[0].layout_name == "csc"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,14 +699,15 @@ def test_target_simulate(exported):
     assert result["c_equals_python"] and result["python_equals_tflm"] and result["harness_exit_code"] == 0
 
 
-def test_target_tflite_bytes_option(tmp_path, mlp_tflite):
+@pytest.mark.parametrize("layout", ["cer", "csc"])
+def test_target_tflite_bytes_option(tmp_path, mlp_tflite, layout):
     from firmware_export.fantastic4.target import FantastIC4Target
 
-    request = small_request(tflite_bytes=mlp_tflite, f4_layout="cer")
+    request = small_request(tflite_bytes=mlp_tflite, f4_layout=layout)
     request.x_test = np.random.default_rng(3).random((40, 64), dtype=np.float32)
     request.y_test = None
     manifest = FantastIC4Target().export(request, tmp_path)
-    assert manifest["layout"] == "cer" and all(r["layout"] == "cer" for r in manifest["layers"])
+    assert manifest["layout"] == layout and all(r["layout"] == layout for r in manifest["layers"])
     assert FantastIC4Target().simulate(tmp_path)["ok"]
     with pytest.raises(ValueError, match="f4_layout"):
         FantastIC4Target().export(small_request(tflite_bytes=mlp_tflite, f4_layout="csr"), tmp_path / "x")
@@ -581,3 +755,14 @@ def test_cli_export_and_simulate(tmp_path, capsys):
     assert F.read_blob((out / "snapped_f4.bin").read_bytes()).layers[0].layout_name == "bitmap"
     assert cli.simulate_main([str(out)]) == 0
     assert "c_equals_python" in capsys.readouterr().out
+
+
+def test_cli_layout_choices_include_csc():
+    import argparse
+
+    from firmware_export.fantastic4.target import LAYOUT_CHOICES, FantastIC4Target
+
+    parser = argparse.ArgumentParser()
+    FantastIC4Target().add_arguments(parser)
+    assert parser.parse_args(["--f4-layout", "csc"]).f4_layout == "csc"
+    assert set(LAYOUT_CHOICES) == {"smallest", *F.LAYOUT_IDS}

@@ -35,6 +35,12 @@ __all__ = [
     "read_blob",
     "blob_to_network",
     "layout_sizes",
+    "csc_column_bytes",
+    "acc_per_input",
+    "bias_section",
+    "bias_limit",
+    "scratch_layout",
+    "ACC_ALIGN",
     "encode_vu8",
     "crc32",
 ]
@@ -45,7 +51,8 @@ HEADER_SIZE = 24
 ENTRY_SIZE = 56
 MAX_LAYERS = 16
 INT32_MAX = 2**31 - 1
-#: |x| <= 128 and |w| <= 128: the largest contribution of one weight to an accumulator.
+#: |x| <= 128 and |w| <= 128: the largest contribution of one weight to an accumulator that adds
+#: raw int8 activations (the layouts with a folded bias: dense4, bitmap, cer).
 ACC_PER_INPUT = 128 * 128
 
 #: (value, name, meaning), identical to ``enum f4_status`` in runtime/f4_runtime.h.
@@ -64,7 +71,7 @@ STATUS: Tuple[Tuple[int, str, str], ...] = (
     (11, "F4_ERR_SHAPE", "in_features, out_features or nnz"),
     (12, "F4_ERR_SECTION", "bias/weights offset or size"),
     (13, "F4_ERR_WEIGHTS", "weights section content"),
-    (14, "F4_ERR_BIAS", "folded bias outside the overflow-safe range"),
+    (14, "F4_ERR_BIAS", "bias section outside the overflow-safe range"),
     (15, "F4_ERR_CHAIN", "layer input does not match the previous layer's output"),
     (16, "F4_ERR_SCRATCH", "scratch buffer too small"),
 )
@@ -224,48 +231,63 @@ def decode_bitmap(data: bytes, out_f: int, in_f: int, n_values: int, nnz: int, w
     return codes.reshape(out_f, in_f)
 
 
-def encode_cer(codes: np.ndarray) -> bytes:
-    codes = np.asarray(codes, np.uint8)
-    out = bytearray()
-    for row in codes:
-        present = [int(k) for k in np.unique(row) if k != 0]
-        out += struct.pack("<H", sum(1 << k for k in present))
-        for k in present:
-            cols = np.flatnonzero(row == k)
-            out += encode_vu8(len(cols))
-            prev = -1
-            for c in cols:
-                out += encode_vu8(int(c) - prev - 1)
-                prev = int(c)
+def _encode_groups(line: np.ndarray) -> bytes:
+    """``value_mask`` and, per present code k ascending, ``count`` and the index gaps (vu8) of
+    one CER row or CSC column (FORMAT.md section 4)."""
+    present = [int(k) for k in np.unique(line) if k != 0]
+    out = bytearray(struct.pack("<H", sum(1 << k for k in present)))
+    for k in present:
+        idx = np.flatnonzero(line == k)
+        out += encode_vu8(len(idx))
+        prev = -1
+        for i in idx:
+            out += encode_vu8(int(i) - prev - 1)
+            prev = int(i)
     return bytes(out)
+
+
+def _decode_groups(data, pos: int, n_values: int, n_index: int, line: np.ndarray, where: str,
+                   index_name: str, empty_ok: bool) -> Tuple[int, int]:
+    """Decode one ``value_mask`` + groups from ``data[pos:]`` into ``line`` (codes indexed by
+    column for CER, by row for CSC). Returns (position after the groups, number of entries)."""
+    if pos + 2 > len(data):
+        raise FormatError("F4_ERR_WEIGHTS", f"{where} value_mask: past the end of the weights section")
+    mask = data[pos] | (data[pos + 1] << 8)
+    pos += 2
+    if mask & 1 or mask >> n_values:
+        raise FormatError("F4_ERR_WEIGHTS", f"{where} value_mask 0x{mask:04x}: bit 0 or a bit >= n_values {n_values} is set")
+    if mask == 0 and not empty_ok:
+        raise FormatError("F4_ERR_WEIGHTS", f"{where} value_mask is 0: an empty column must have column_size 0")
+    total = 0
+    for k in range(1, n_values):
+        if not mask >> k & 1:
+            continue
+        count, pos = _decode_vu8(data, pos, n_index, f"{where} code {k} count")
+        if count == 0:
+            raise FormatError("F4_ERR_WEIGHTS", f"{where} code {k} count: must be >= 1")
+        i = -1
+        for _ in range(count):
+            gap, pos = _decode_vu8(data, pos, n_index, f"{where} code {k} {index_name} gap")
+            i += gap + 1
+            if i >= n_index:
+                raise FormatError("F4_ERR_WEIGHTS", f"{where} code {k}: {index_name} {i} >= {n_index}")
+            if line[i]:
+                raise FormatError("F4_ERR_WEIGHTS", f"{where}: {index_name} {i} appears in two groups")
+            line[i] = k
+        total += count
+    return pos, total
+
+
+def encode_cer(codes: np.ndarray) -> bytes:
+    return b"".join(_encode_groups(row) for row in np.asarray(codes, np.uint8))
 
 
 def decode_cer(data: bytes, out_f: int, in_f: int, n_values: int, nnz: int, where: str) -> np.ndarray:
     codes = np.zeros((out_f, in_f), np.uint8)
     pos, total = 0, 0
     for r in range(out_f):
-        if pos + 2 > len(data):
-            raise FormatError("F4_ERR_WEIGHTS", f"{where} row {r} value_mask: past the end of the weights section")
-        mask = data[pos] | (data[pos + 1] << 8)
-        pos += 2
-        if mask & 1 or mask >> n_values:
-            raise FormatError("F4_ERR_WEIGHTS", f"{where} row {r} value_mask 0x{mask:04x}: bit 0 or a bit >= n_values {n_values} is set")
-        for k in range(1, n_values):
-            if not mask >> k & 1:
-                continue
-            count, pos = _decode_vu8(data, pos, in_f, f"{where} row {r} code {k} count")
-            if count == 0:
-                raise FormatError("F4_ERR_WEIGHTS", f"{where} row {r} code {k} count: must be >= 1")
-            col = -1
-            for _ in range(count):
-                gap, pos = _decode_vu8(data, pos, in_f, f"{where} row {r} code {k} column gap")
-                col += gap + 1
-                if col >= in_f:
-                    raise FormatError("F4_ERR_WEIGHTS", f"{where} row {r} code {k}: column {col} >= in_features {in_f}")
-                if codes[r, col]:
-                    raise FormatError("F4_ERR_WEIGHTS", f"{where} row {r}: column {col} appears in two groups")
-                codes[r, col] = k
-            total += count
+        pos, n = _decode_groups(data, pos, n_values, in_f, codes[r], f"{where} row {r}", "column", empty_ok=True)
+        total += n
     if pos != len(data):
         raise FormatError("F4_ERR_WEIGHTS", f"{where}: {len(data) - pos} trailing bytes after the last row")
     if total != nnz:
@@ -273,13 +295,67 @@ def decode_cer(data: bytes, out_f: int, in_f: int, n_values: int, nnz: int, wher
     return codes
 
 
+def encode_csc(codes: np.ndarray) -> bytes:
+    """Per column: ``column_size`` (vu8), then (if > 0) the CER groups of the column's rows."""
+    out = bytearray()
+    for col in np.asarray(codes, np.uint8).T:
+        body = _encode_groups(col) if col.any() else b""
+        out += encode_vu8(len(body)) + body
+    return bytes(out)
+
+
+def csc_column_bytes(codes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per input column of a CSC layer: (bytes of the ``column_size`` field, ``column_size``).
+    A kernel that skips column j reads only the first; one that uses it reads both."""
+    body = np.array([len(_encode_groups(col)) if col.any() else 0 for col in np.asarray(codes, np.uint8).T], np.int64)
+    head = np.array([len(encode_vu8(int(b))) for b in body], np.int64)
+    return head, body
+
+
+def decode_csc(data: bytes, out_f: int, in_f: int, n_values: int, nnz: int, where: str) -> np.ndarray:
+    codes = np.zeros((in_f, out_f), np.uint8)  # transposed while decoding
+    view = memoryview(data)
+    pos, total = 0, 0
+    for j in range(in_f):
+        column_size, pos = _decode_vu8(data, pos, len(data), f"{where} column {j} column_size")
+        if column_size > len(data) - pos:
+            raise FormatError("F4_ERR_WEIGHTS", f"{where} column {j} column_size {column_size}: past the end of the "
+                              f"weights section ({len(data) - pos} bytes left)")
+        if column_size == 0:
+            continue
+        end = pos + column_size
+        pos, n = _decode_groups(view[:end], pos, n_values, out_f, codes[j], f"{where} column {j}", "row", empty_ok=False)
+        if pos != end:
+            raise FormatError("F4_ERR_WEIGHTS", f"{where} column {j}: the groups end {end - pos} bytes before column_size")
+        total += n
+    if pos != len(data):
+        raise FormatError("F4_ERR_WEIGHTS", f"{where}: {len(data) - pos} trailing bytes after the last column")
+    if total != nnz:
+        raise FormatError("F4_ERR_WEIGHTS", f"{where}: counts add up to {total}, nnz says {nnz}")
+    return np.ascontiguousarray(codes.T)
+
+
+def acc_per_input(folded_bias: bool, input_zero_point: int) -> int:
+    """The largest ``|contribution|`` of one input to an int32 accumulator (FORMAT.md section 3).
+
+    Folded bias (the kernel adds raw int8 ``x``): ``|x| * |w| <= 128 * 128``. Unfolded (CSC, the
+    kernel adds ``w * (x - z_in)``): ``128 * max(127 - z_in, z_in + 128)`` (255 * 128 at ``z_in = -128``).
+    """
+    if folded_bias:
+        return ACC_PER_INPUT
+    return 128 * max(127 - int(input_zero_point), int(input_zero_point) + 128)
+
+
 class Layout(NamedTuple):
     id: int
     name: str
     encode: Callable[[np.ndarray], bytes]
     decode: Callable[..., np.ndarray]
-    #: exact weights_size from (out, in, nnz), or None when it depends on the content (CER)
+    #: exact weights_size from (out, in, nnz), or None when it depends on the content (CER, CSC)
     size: Optional[Callable[[int, int, int], int]]
+    #: True: the bias section holds the folded bias (row-major kernels adding raw x);
+    #: False: the TFLite bias (CSC, which adds w * (x - input_zero_point))
+    folded_bias: bool = True
 
 
 #: layout id -> Layout; drives the writer, the reader and the simulator's dispatch.
@@ -287,6 +363,7 @@ LAYOUTS: Dict[int, Layout] = {
     0: Layout(0, "dense4", encode_dense4, decode_dense4, lambda o, i, nnz: (o * i + 1) // 2),
     1: Layout(1, "bitmap", encode_bitmap, decode_bitmap, lambda o, i, nnz: (o * i + 7) // 8 + (nnz + 1) // 2),
     2: Layout(2, "cer", encode_cer, decode_cer, None),
+    3: Layout(3, "csc", encode_csc, decode_csc, None, folded_bias=False),
 }
 LAYOUT_IDS: Dict[str, int] = {l.name: l.id for l in LAYOUTS.values()}
 
@@ -320,7 +397,7 @@ class F4Layer:
     weights_offset: int
     weights_size: int
     codebook: np.ndarray  # int8[16]
-    folded_bias: np.ndarray  # int32[out]
+    bias_section: np.ndarray  # int32[out], as stored: folded (dense4, bitmap, cer) or TFLite (csc) bias
     codes: np.ndarray  # uint8[out, in]
 
     @property
@@ -330,10 +407,38 @@ class F4Layer:
     def weights(self) -> np.ndarray:
         return self.codebook[self.codes]
 
+    def _zero_point_term(self) -> np.ndarray:
+        return self.input_zero_point * self.weights().astype(np.int64).sum(axis=1)
+
     def bias(self) -> np.ndarray:
-        """The TFLite bias: ``folded_bias + input_zero_point * row sums``."""
-        rows = self.weights().astype(np.int64).sum(axis=1)
-        return (self.folded_bias.astype(np.int64) + self.input_zero_point * rows).astype(np.int32)
+        """The TFLite bias: the bias section (csc), or ``folded_bias + input_zero_point * row sums``."""
+        b = self.bias_section.astype(np.int64)
+        return (b + self._zero_point_term() if LAYOUTS[self.layout].folded_bias else b).astype(np.int32)
+
+    def folded_bias(self) -> np.ndarray:
+        """``bias - input_zero_point * row sums`` (int64; the bias section for dense4, bitmap, cer)."""
+        b = self.bias_section.astype(np.int64)
+        return b if LAYOUTS[self.layout].folded_bias else b - self._zero_point_term()
+
+
+#: the int32 accumulators of a CSC layer start at a multiple of 4 bytes in the scratch buffer
+ACC_ALIGN = 4
+
+
+def scratch_layout(layers: Sequence[F4Layer]) -> Tuple[int, int, int]:
+    """FORMAT.md section 8: (activation half size, accumulator offset, total scratch bytes).
+
+    ``half`` = widest intermediate activation (out_features of every layer but the last); the two
+    int8 halves are at 0 and ``half``. A blob with CSC layers also needs ``int32 acc[acc_n]``,
+    ``acc_n`` = the largest out_features over CSC layers, at ``acc_offset = align4(2 * half)``.
+    Without CSC layers the total is ``2 * half`` (as before CSC existed).
+    """
+    half = max((l.out_features for l in layers[:-1]), default=0)
+    acc_n = max((l.out_features for l in layers if not LAYOUTS[l.layout].folded_bias), default=0)
+    if acc_n == 0:
+        return half, 2 * half, 2 * half
+    acc_offset = -(-2 * half // ACC_ALIGN) * ACC_ALIGN
+    return half, acc_offset, acc_offset + 4 * acc_n
 
 
 @dataclasses.dataclass(eq=False)
@@ -342,13 +447,32 @@ class F4Blob:
     layers: List[F4Layer]
 
     def required_scratch(self) -> int:
-        """Bytes of scratch ``f4_run`` needs: two halves of the widest intermediate activation."""
-        return 2 * max((l.out_features for l in self.layers[:-1]), default=0)
+        """Bytes of scratch ``f4_run`` needs (FORMAT.md section 8): two halves of the widest
+        intermediate activation, plus 4-aligned int32 accumulators for the widest CSC layer."""
+        return scratch_layout(self.layers)[2]
 
 
 def folded_bias(layer: IntegerDense) -> np.ndarray:
     """FORMAT.md section 3: ``bias - input_zero_point * sum_j w[r, j]`` (int64)."""
     return layer.bias.astype(np.int64) - layer.input_zero_point * layer.weights.astype(np.int64).sum(axis=1)
+
+
+def bias_section(layer: IntegerDense, layout: str) -> np.ndarray:
+    """FORMAT.md section 3: the int64 values the bias section of ``layout`` holds for ``layer``:
+    the folded bias (dense4, bitmap, cer) or the TFLite bias unchanged (csc)."""
+    if LAYOUTS[LAYOUT_IDS[layout]].folded_bias:
+        return folded_bias(layer)
+    return layer.bias.astype(np.int64)
+
+
+def bias_limit(layout: str, in_features: int, input_zero_point: int) -> int:
+    """The largest ``|bias section|`` value ``F4_ERR_BIAS`` accepts:
+    ``2^31 - 1 - acc_per_input * in_features``."""
+    return INT32_MAX - acc_per_input(LAYOUTS[LAYOUT_IDS[layout]].folded_bias, input_zero_point) * in_features
+
+
+def _bias_fits(layer: IntegerDense, layout: str) -> bool:
+    return int(np.abs(bias_section(layer, layout)).max()) <= bias_limit(layout, layer.in_features, layer.input_zero_point)
 
 
 def _pad4(buf: bytearray) -> None:
@@ -359,12 +483,14 @@ def write_blob(net: IntegerMLP, layouts: Union[str, Sequence[str]] = "cer") -> b
     """Pack ``net`` into a blob.
 
     Args:
-        layouts: one layout name for all layers (``dense4``, ``bitmap``, ``cer``), ``"smallest"``
-            (per layer, the layout with the fewest bytes), or one name per layer.
+        layouts: one layout name for all layers (``dense4``, ``bitmap``, ``cer``, ``csc``),
+            ``"smallest"`` (per layer, the layout with the fewest weight bytes among those whose
+            bias section passes the overflow check; ties go to the lower layout id), or one name
+            per layer.
 
     Raises:
         ValueError: an unknown layout name, a wrong number of layouts, too many layers, a layer
-            wider than 65535, or a folded bias outside the int32 overflow-safe range.
+            wider than 65535, or a bias section outside the int32 overflow-safe range.
     """
     n = len(net.layers)
     if not 1 <= n <= MAX_LAYERS:
@@ -382,13 +508,15 @@ def write_blob(net: IntegerMLP, layouts: Union[str, Sequence[str]] = "cer") -> b
         cb = layer.codebook()
         if lname == "smallest":
             sizes = layout_sizes(codes)
-            lname = min(sizes, key=lambda k: (sizes[k], LAYOUT_IDS[k]))
+            fits = [k for k in sizes if _bias_fits(layer, k)]
+            lname = min(fits or sizes, key=lambda k: (sizes[k], LAYOUT_IDS[k]))
         if lname not in LAYOUT_IDS:
             raise ValueError(f"layer {i}: unknown layout {lname!r}; accepted: {', '.join(LAYOUT_IDS)}, smallest")
-        fb = folded_bias(layer)
-        limit = INT32_MAX - ACC_PER_INPUT * layer.in_features
-        if np.abs(fb).max() > limit:
-            raise ValueError(f"layer {i} {layer.name!r}: folded bias {int(np.abs(fb).max())} exceeds the overflow-safe {limit}")
+        fb = bias_section(layer, lname)
+        if not _bias_fits(layer, lname):
+            what = "folded bias" if LAYOUTS[LAYOUT_IDS[lname]].folded_bias else "bias"
+            raise ValueError(f"layer {i} {layer.name!r}: {what} {int(np.abs(fb).max())} exceeds the overflow-safe "
+                             f"{bias_limit(lname, layer.in_features, layer.input_zero_point)} of layout {lname}")
         _pad4(body)
         bias_offset = data_start + len(body)
         body += fb.astype("<i4").tobytes()
@@ -494,13 +622,14 @@ def read_blob(blob: bytes) -> F4Blob:
                               f"inside the {size}-byte blob" + (f", size {want} for {lay.name}" if want is not None else ""))
         codes = lay.decode(blob[wo : wo + ws], out_f, in_f, k, e["nnz"], f"{where} weights ({lay.name})")
         fb = np.frombuffer(blob[bo : bo + bs], "<i4").astype(np.int32)
-        limit = INT32_MAX - ACC_PER_INPUT * in_f
+        limit = INT32_MAX - acc_per_input(lay.folded_bias, e["input_zero_point"]) * in_f
         if np.abs(fb.astype(np.int64)).max() > limit:
-            raise FormatError("F4_ERR_BIAS", f"{where} folded_bias {int(np.abs(fb.astype(np.int64)).max())} exceeds {limit}")
+            what = "folded bias" if lay.folded_bias else "bias (unfolded, csc)"
+            raise FormatError("F4_ERR_BIAS", f"{where} {what} {int(np.abs(fb.astype(np.int64)).max())} exceeds {limit}")
         fields = {f: e[f] for f in ("layout", "n_values", "input_zero_point", "output_zero_point", "activation_min",
                                     "activation_max", "output_shift", "in_features", "out_features",
                                     "output_multiplier", "nnz", "bias_offset", "bias_size", "weights_offset", "weights_size")}
-        layers.append(F4Layer(**fields, codebook=cb.copy(), folded_bias=fb, codes=codes))
+        layers.append(F4Layer(**fields, codebook=cb.copy(), bias_section=fb, codes=codes))
     return F4Blob(header=h, layers=layers)
 
 

@@ -2,8 +2,9 @@ r"""Bit-exact Python simulator of the FantastIC4 C runtime (``runtime/f4_runtime
 operation counts and a 45 nm energy estimate.
 
 Function names mirror the C runtime (``prepare`` / ``f4_prepare``, ``dense_layer_cer`` /
-``f4_dense_layer_cer``, ``run`` / ``f4_run``, ...). Per output row ``r`` of a layer (FORMAT.md
-section 5), with int8 activations ``x`` and int32 accumulators:
+``f4_dense_layer_cer``, ``run`` / ``f4_run``, ...). The row-major layouts (dense4, bitmap, cer)
+compute per output row ``r`` of a layer (FORMAT.md section 5), with int8 activations ``x`` and
+int32 accumulators:
 
 .. math::
 
@@ -15,8 +16,18 @@ where :math:`\tilde b_r = b_r - z_{in}\sum_j w_{rj}` is the folded bias, so
 :math:`\mathrm{acc}_r = b_r + \sum_j w_{rj}(x_j - z_{in})` exactly as TFLM's ``FULLY_CONNECTED``:
 activations sharing a codebook value are summed first (one addition per non-zero weight) and each
 partial sum is multiplied by its value once (at most 15 multiplications per row, fewer when a
-value is absent from the row or its partial sum is 0). All three weight layouts run the same
-datapath; they differ in the bytes read to find the non-zeros.
+value is absent from the row or its partial sum is 0). These three layouts run the same datapath;
+they differ in the bytes read to find the non-zeros.
+
+The column-major layout (csc) is driven by the activations instead: with :math:`d_j = x_j - z_{in}`,
+
+.. math::
+
+    \mathrm{acc}_r = b_r + \sum_{j:\,d_j \neq 0}\ \sum_{k:\,k \in \mathrm{col}_j} (c_k d_j)\,
+    [\mathrm{code}_{rj} = k]
+
+(the TFLite bias :math:`b_r`, one multiplication per active column and present value, one addition
+per non-zero weight of an active column; columns with :math:`d_j = 0` cost nothing but a skip).
 
 Energy figures (45 nm, 0.9 V; M. Horowitz, "Computing's energy problem (and what we can do about
 it)", ISSCC 2014, the per-operation table): integer add 8 bit 0.03 pJ, 32 bit 0.1 pJ; integer
@@ -30,7 +41,7 @@ from typing import Callable, Dict, List, Tuple, Union
 import numpy as np
 
 from firmware_export import intmath
-from firmware_export.fantastic4.format import LAYOUTS, F4Blob, F4Layer, read_blob
+from firmware_export.fantastic4.format import LAYOUTS, F4Blob, F4Layer, csc_column_bytes, read_blob
 from firmware_export.fantastic4.network import IntegerMLP
 
 __all__ = [
@@ -44,6 +55,9 @@ __all__ = [
     "dense_layer_dense4",
     "dense_layer_bitmap",
     "dense_layer_cer",
+    "init_accumulators",
+    "accumulate_columns",
+    "dense_layer_csc",
     "DENSE_LAYER",
     "run",
     "run_with_counts",
@@ -65,11 +79,20 @@ ENERGY_PJ: Dict[str, float] = {
 class OpCounts:
     """Operations and memory traffic of one inference (averaged over the batch).
 
-    ``accumulate_adds``: additions into partial sums (one per non-zero weight);
-    ``multiplies``: partial sum x codebook value; ``product_adds``: adding those products to the
-    accumulator; ``requantizations``: one per output (a 32x32-bit high multiply + rounding shift);
-    bytes read: weights section, folded biases, codebook, activations (one int8 per non-zero
-    weight); bytes written: output activations.
+    Row layouts (dense4, bitmap, cer): ``accumulate_adds``: additions into partial sums (one per
+    non-zero weight); ``multiplies``: partial sum x codebook value; ``product_adds``: adding those
+    products to the accumulator; bytes read: the whole weights section, folded biases, codebook,
+    activations (one int8 per non-zero weight).
+
+    CSC: ``accumulate_adds``: ``acc[r] += c_k * d_j``, one per non-zero weight of an active column
+    (``d_j != 0``); ``multiplies``: ``c_k * d_j``, one per (active column, value present in it);
+    ``product_adds`` 0; bytes read: the ``column_size`` field of every column plus the groups of
+    the active columns, the TFLite biases, codebook, every input once; ``accumulator_bytes``: the
+    int32 ``acc`` array in the scratch (written from the bias, read+written per addition, read
+    for requantization; 0 for the row layouts, whose 16 partial sums stay in registers/stack).
+
+    All: ``requantizations``: one per output (a 32x32-bit high multiply + rounding shift); bytes
+    written: output activations.
     """
 
     accumulate_adds: float = 0.0
@@ -81,6 +104,7 @@ class OpCounts:
     codebook_bytes: float = 0.0
     activation_bytes_read: float = 0.0
     activation_bytes_written: float = 0.0
+    accumulator_bytes: float = 0.0
 
     def __add__(self, other: "OpCounts") -> "OpCounts":
         return OpCounts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)})
@@ -92,14 +116,14 @@ class OpCounts:
     def energy_pj(self) -> Dict[str, float]:
         """Energy estimate (pJ): int32 adds and int32 multiplies (upper bound: the codebook value
         is 8 bit), requantization = one 32-bit multiply + three 32-bit adds, every byte read or
-        written at the 8 KB SRAM cost."""
+        written (including ``accumulator_bytes``) at the 8 KB SRAM cost."""
         e = ENERGY_PJ
         arith = (
             (self.accumulate_adds + self.product_adds) * e["add32"]
             + self.multiplies * e["mul32"]
             + self.requantizations * (e["mul32"] + 3 * e["add32"])
         )
-        memory = (self.bytes_read + self.activation_bytes_written) * e["sram_byte"]
+        memory = (self.bytes_read + self.activation_bytes_written + self.accumulator_bytes) * e["sram_byte"]
         return {"arithmetic": arith, "memory": memory, "total": arith + memory}
 
     def as_dict(self) -> Dict[str, float]:
@@ -118,7 +142,8 @@ def prepare(blob: Union[bytes, F4Blob]) -> F4Blob:
 
 
 def required_scratch(blob: Union[bytes, F4Blob]) -> int:
-    """``f4_required_scratch``: bytes for the two ping-pong halves of intermediate activations."""
+    """``f4_required_scratch``: bytes for the two ping-pong halves of intermediate activations,
+    plus the 4-aligned int32 accumulators of the widest CSC layer (FORMAT.md section 8)."""
     return prepare(blob).required_scratch()
 
 
@@ -139,7 +164,7 @@ def combine_partial_sums(layer: F4Layer, s: np.ndarray) -> Tuple[np.ndarray, np.
     Returns (acc int64 ``[batch, out]`` holding int32 values, multiplies per row ``[batch, out]``).
     """
     cb = layer.codebook[: layer.n_values].astype(np.int64)
-    acc = layer.folded_bias.astype(np.int64)[None, :] + np.einsum("bkr,k->br", s, cb)
+    acc = layer.folded_bias()[None, :] + np.einsum("bkr,k->br", s, cb)
     assert np.all(np.abs(acc) <= intmath.INT32_MAX), "int32 accumulator overflow (ruled out by F4_ERR_BIAS)"
     mults = np.count_nonzero(s[:, 1:, :], axis=1)
     return acc, mults
@@ -187,18 +212,70 @@ def dense_layer_cer(layer: F4Layer, x: np.ndarray) -> Tuple[np.ndarray, OpCounts
     return _dense_layer(layer, x)
 
 
+def init_accumulators(layer: F4Layer, batch: int) -> np.ndarray:
+    """``f4_init_accumulators``: ``acc[r]`` = the bias section (the TFLite bias for CSC), int64
+    ``[batch, out]`` holding int32 values."""
+    return np.repeat(layer.bias_section.astype(np.int64)[None, :], batch, axis=0)
+
+
+def accumulate_columns(layer: F4Layer, x: np.ndarray, acc: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``f4_accumulate_columns``: for every column j with ``d = x[j] - input_zero_point != 0``, for
+    every value k present in the column, ``v = codebook[k] * d`` and ``acc[r] += v`` for the rows
+    listed. Returns (acc, additions per sample ``[batch]``, multiplies per column ``[batch, in]``).
+
+    Every partial value of ``acc`` is ``bias + sum over a subset of columns of w * d`` with
+    ``|w * d| <= acc_per_input``, so none leaves int32 (``F4_ERR_BIAS``); the final value is checked
+    here as in the other layouts.
+    """
+    d = np.asarray(x, np.int64) - layer.input_zero_point
+    active = d != 0
+    acc = acc + d @ layer.weights().astype(np.int64).T
+    assert np.all(np.abs(acc) <= intmath.INT32_MAX), "int32 accumulator overflow (ruled out by F4_ERR_BIAS)"
+    nnz_col = np.count_nonzero(layer.codes, axis=0)
+    values_col = np.array([len(np.unique(col[col != 0])) for col in layer.codes.T], np.int64)
+    return acc, active @ nnz_col, active * values_col[None, :]
+
+
+def dense_layer_csc(layer: F4Layer, x: np.ndarray) -> Tuple[np.ndarray, OpCounts, np.ndarray]:
+    """``f4_dense_layer_csc``: acc from the bias, the active columns scattered into it, then
+    ``requantize`` (the third result is the multiplies per input column, ``[batch, in]``)."""
+    if x.ndim != 2 or x.shape[1] != layer.in_features:
+        raise ValueError(f"input must be int8 [batch, {layer.in_features}], got shape {x.shape}")
+    acc, adds, mults = accumulate_columns(layer, x, init_accumulators(layer, x.shape[0]))
+    y = requantize(layer, acc)
+    batch = max(1, x.shape[0])
+    head, body = csc_column_bytes(layer.codes)
+    active = np.asarray(x, np.int64) != layer.input_zero_point
+    a = float(adds.sum()) / batch
+    counts = OpCounts(
+        accumulate_adds=a,
+        multiplies=float(mults.sum()) / batch,
+        product_adds=0.0,
+        requantizations=float(layer.out_features),
+        weight_bytes=float(head.sum()) + float((active @ body).sum()) / batch,
+        bias_bytes=float(layer.bias_size),
+        codebook_bytes=float(layer.n_values),
+        activation_bytes_read=float(layer.in_features),
+        activation_bytes_written=float(layer.out_features),
+        accumulator_bytes=8.0 * layer.out_features + 8.0 * a,
+    )
+    return y, counts, mults
+
+
 #: layout id -> layer function (the C runtime's ``f4_layouts`` table).
 DENSE_LAYER: Dict[int, Callable[[F4Layer, np.ndarray], Tuple[np.ndarray, OpCounts, np.ndarray]]] = {
     0: dense_layer_dense4,
     1: dense_layer_bitmap,
     2: dense_layer_cer,
+    3: dense_layer_csc,
 }
 assert set(DENSE_LAYER) == set(LAYOUTS)
 
 
 def run_with_counts(blob: Union[bytes, F4Blob], x: np.ndarray) -> Tuple[np.ndarray, List[OpCounts], List[np.ndarray]]:
     """``f4_run`` on a batch: (int8 outputs ``[batch, out]``, per-layer counts per inference,
-    per-layer multiplies per row ``[batch, out]``)."""
+    per-layer multiplies per output row ``[batch, out]`` (row layouts) or per input column
+    ``[batch, in]`` (csc))."""
     parsed = prepare(blob)
     y = np.asarray(x)
     if y.dtype != np.int8:

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 RUNTIME_FILES = ("f4_runtime.c", "f4_runtime.h", "f4_format.h", "f4_intmath.h")
 CFLAGS = "-std=c99 -Wall -Wextra -Werror -O2"
-LAYOUT_CHOICES = ("smallest", "dense4", "bitmap", "cer")
+LAYOUT_CHOICES = ("smallest", "dense4", "bitmap", "cer", "csc")
 MANIFEST = "fantastic4.json"
 TFLM_ARENA = 256 * 1024
 
@@ -175,7 +175,8 @@ class FantastIC4Target(ExportTarget):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--f4-layout", dest="f4_layout", choices=LAYOUT_CHOICES, default="smallest",
-            help="FantastIC4 weight layout (default: the smallest per layer; FORMAT.md section 4)",
+            help="FantastIC4 weight layout (default: the smallest per layer; csc skips zero-point inputs "
+                 "and is usually the fastest; FORMAT.md section 4)",
         )
 
     def export(self, request: ExportRequest, out_dir: Path) -> Dict[str, Any]:
@@ -229,7 +230,7 @@ class FantastIC4Target(ExportTarget):
             "weights": n_weights,
             "blob_bytes": len(blob),
             "bytes_per_weight": {
-                k: sum(r["bytes"][k] for r in rows) / n_weights for k in ("dense4", "bitmap", "cer")
+                k: sum(r["bytes"][k] for r in rows) / n_weights for k in ("dense4", "bitmap", "cer", "csc")
             },
         }
         totals["bytes_per_weight"]["chosen"] = sum(l.weights_size for l in parsed.layers) / n_weights
@@ -266,7 +267,7 @@ class FantastIC4Target(ExportTarget):
         table = [
             ["blob", f"{name}_f4.bin, {len(blob)} bytes, layout {layout}"],
             ["bytes/weight", f"chosen {bpw['chosen']:.3f}; dense4 {bpw['dense4']:.3f}, bitmap {bpw['bitmap']:.3f}, "
-                             f"cer {bpw['cer']:.3f}; entropy bound {bpw['entropy_bound']:.3f}; int8 1.0"],
+                             f"cer {bpw['cer']:.3f}, csc {bpw['csc']:.3f}; entropy bound {bpw['entropy_bound']:.3f}; int8 1.0"],
             ["RAM", f"scratch {manifest['scratch_bytes']} bytes (+ f4_model on the stack)"],
             ["per inference", f"{ops['accumulate_adds']:.0f} adds, {ops['multiplies']:.1f} multiplies, "
                               f"~{ops['energy_pj']['total'] / 1000:.1f} nJ (45 nm estimate)"],

@@ -16,8 +16,12 @@
 #define F4_ENTRY_SIZE 56u
 #define F4_MAX_LAYERS 16u
 #define F4_MAX_VALUES 16u
-/* |x| <= 128 and |w| <= 128: the largest accumulator contribution of one input. */
+/* |x| <= 128 and |w| <= 128: the largest accumulator contribution of one input for the layouts
+ * with a folded bias (DENSE4, BITMAP, CER, which add raw int8 x). CSC adds w * (x - zp_in):
+ * 128 * max(127 - zp_in, zp_in + 128) per input (f4_acc_per_input in f4_runtime.c). */
 #define F4_ACC_PER_INPUT 16384
+/* The int32 accumulators of a CSC layer start at a multiple of 4 bytes of the scratch buffer. */
+#define F4_ACC_ALIGN 4u
 
 /* Header field offsets (FORMAT.md section 1). */
 #define F4_HDR_MAGIC 0u
@@ -55,7 +59,8 @@
 #define F4_LAYOUT_DENSE4 0u
 #define F4_LAYOUT_BITMAP 1u
 #define F4_LAYOUT_CER 2u
-#define F4_N_LAYOUTS 3u
+#define F4_LAYOUT_CSC 3u
+#define F4_N_LAYOUTS 4u
 
 static inline uint16_t f4_read_u16(const uint8_t* p) { return (uint16_t)(p[0] | ((uint16_t)p[1] << 8)); }
 
@@ -76,7 +81,7 @@ static inline uint8_t f4_read_nibble(const uint8_t* stream, uint32_t k) {
   return (uint8_t)((k & 1u) ? (b >> 4) : (b & 0x0Fu));
 }
 
-/* vu8 (FORMAT.md section 4, CER) from a validated stream: 0xFF bytes add 255, the next byte ends. */
+/* vu8 (FORMAT.md section 4, CER and CSC) from a validated stream: 0xFF bytes add 255, the next byte ends. */
 static inline uint32_t f4_read_vu8(const uint8_t** p) {
   uint32_t v = 0;
   while (**p == 0xFFu) {

@@ -12,7 +12,10 @@
  *       RECORDS holds blobs as [u32 little-endian length][bytes]...; each is copied into a buffer
  *       of exactly its length (so AddressSanitizer sees any out-of-range read), then
  *       f4_required_scratch and, if the blob is accepted, f4_run on two inputs (also with a
- *       scratch one byte short). Prints one status name per blob. Exit 0 unless I/O fails. */
+ *       scratch one byte short, and for blobs with CSC layers with a misaligned scratch: prints
+ *       SCRATCH_NOT_CHECKED / ALIGNMENT_NOT_CHECKED if the runtime accepts those). Prints one
+ *       status name per blob. Exit 0 unless I/O fails. The scratch buffers come from malloc,
+ *       so they are aligned as the CSC accumulators need. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +77,7 @@ static int fuzz(const char* path) {
       f4_prepare(blob, len, &model);
       in = (int8_t*)malloc(model.input_features);
       out = (int8_t*)malloc(model.output_features);
-      scratch = (int8_t*)malloc(scratch_size > 0 ? scratch_size : 1u);
+      scratch = (int8_t*)malloc(scratch_size + 1u); /* malloc'd: aligned for the CSC accumulators */
       if (in == NULL || out == NULL || scratch == NULL) return 2;
       for (v = 0; v < 2 && st == F4_OK; ++v) {
         memset(in, v == 0 ? 0x80 : 0x7F, model.input_features);
@@ -82,6 +85,9 @@ static int fuzz(const char* path) {
       }
       if (st == F4_OK && scratch_size > 0 && f4_run(blob, len, in, out, scratch, scratch_size - 1u) != F4_ERR_SCRATCH) {
         printf("SCRATCH_NOT_CHECKED\n");
+      }
+      if (st == F4_OK && model.scratch_acc > 0u && f4_run(blob, len, in, out, scratch + 1, scratch_size) != F4_ERR_ARGUMENT) {
+        printf("ALIGNMENT_NOT_CHECKED\n");
       }
       free(in);
       free(out);

@@ -150,8 +150,71 @@ void f4_dense_layer_cer(const f4_layer* layer, const int8_t* x, int8_t* y) {
   }
 }
 
+/* CSC (simulate.py init_accumulators, accumulate_columns, dense_layer_csc). */
+
+/* acc[r] = the bias section, which for CSC holds the TFLite bias (not folded). */
+static inline void f4_init_accumulators(const f4_layer* layer, uint32_t* acc) {
+  uint32_t r;
+  for (r = 0; r < layer->out_features; ++r) acc[r] = f4_read_u32(layer->bias + 4u * r);
+}
+
+/* Index of the lowest set bit of a non-zero 16-bit value. */
+static inline uint32_t f4_ctz16(uint32_t m) { return (m & 0xFFu) != 0u ? f4_ctz8[m & 0xFFu] : 8u + f4_ctz8[m >> 8]; }
+
+/* Per column j: column_size (vu8), then, if > 0, value_mask and per present value a count and row
+ * gaps (vu8). With d = x[j] - input_zero_point: d == 0 (or an empty column) skips the column_size
+ * bytes; else acc[r] += codebook[k] * d for every listed row r. The adds are modulo 2^32 (uint32);
+ * for a validated blob every partial sum is within int32 (F4_ERR_BIAS), so the final value is
+ * exactly TFLM's int32 accumulator. */
+static inline void f4_accumulate_columns(const f4_layer* layer, const int8_t* x, uint32_t* acc) {
+  const uint8_t* p = layer->weights;
+  const int32_t zp = layer->input_zero_point;
+  uint32_t j;
+  for (j = 0; j < layer->in_features; ++j) {
+    uint32_t column_size = *p++, value_mask;
+    const int32_t d = (int32_t)x[j] - zp;
+    const uint8_t* next;
+    if (column_size == 0xFFu) {
+      --p;
+      column_size = f4_read_vu8(&p);
+    }
+    next = p + column_size;
+    if (d == 0 || column_size == 0u) {
+      p = next;
+      continue;
+    }
+    value_mask = f4_read_u16(p);
+    p += 2;
+    do {
+      const uint32_t v = (uint32_t)((int32_t)layer->codebook[f4_ctz16(value_mask)] * d);
+      uint32_t count = f4_read_vu8(&p);
+      uint32_t row = f4_read_vu8(&p);
+      acc[row] += v;
+      while (--count != 0u) {
+        uint32_t gap = *p++; /* fast path: a gap below 255 is one byte */
+        if (gap == 0xFFu) {
+          --p;
+          gap = f4_read_vu8(&p);
+        }
+        row += gap + 1u;
+        acc[row] += v;
+      }
+      value_mask &= value_mask - 1u;
+    } while (value_mask != 0u);
+    p = next;
+  }
+}
+
+/* CSC: acc from the bias, the columns of the non-zero-point inputs added in, then requantized. */
+void f4_dense_layer_csc(const f4_layer* layer, const int8_t* x, int8_t* y, uint32_t* acc) {
+  uint32_t r;
+  f4_init_accumulators(layer, acc);
+  f4_accumulate_columns(layer, x, acc);
+  for (r = 0; r < layer->out_features; ++r) y[r] = f4_requantize(layer, f4_wrap_int32(acc[r]));
+}
+
 /* ------------------------------------------------------------------------------------------ */
-/* Validation of the weights section content (format.py decode_dense4/_bitmap/_cer). */
+/* Validation of the weights section content (format.py decode_dense4/_bitmap/_cer/_csc). */
 
 static f4_status f4_check_dense4(const f4_layer* layer) {
   const uint32_t n = (uint32_t)layer->out_features * layer->in_features;
@@ -181,9 +244,9 @@ static f4_status f4_check_bitmap(const f4_layer* layer) {
   return F4_OK;
 }
 
-/* Bounded vu8: fails past end or above limit (limit <= 65535, so no overflow). */
+/* Bounded vu8: fails past end or above limit (summed in 64 bits, so no overflow for any limit). */
 static int f4_read_vu8_checked(const uint8_t** p, const uint8_t* end, uint32_t limit, uint32_t* value) {
-  uint32_t v = 0;
+  uint64_t v = 0;
   for (;;) {
     uint8_t b;
     if (*p >= end) return 0;
@@ -193,34 +256,66 @@ static int f4_read_vu8_checked(const uint8_t** p, const uint8_t* end, uint32_t l
     if (v > limit) return 0;
     if (b != 0xFFu) break;
   }
-  *value = v;
+  *value = (uint32_t)v;
   return 1;
 }
 
-/* Every rule of FORMAT.md CER except "a column in at most one group of a row" (cannot cause an
- * out-of-range read; the Python reader checks it). */
+/* One value_mask + groups (a CER row, a CSC column) in [*p, end): value_mask bits only in
+ * 1..n_values-1 (and not 0 unless empty_ok), counts >= 1, indices (columns for CER, rows for CSC)
+ * strictly increasing within a group and < n_index. Adds the counts to *total. Does not check that
+ * an index appears in at most one group (cannot cause an out-of-range access; format.py checks). */
+static f4_status f4_check_groups(const uint8_t** p, const uint8_t* end, uint32_t n_values, uint32_t n_index,
+                                 int empty_ok, uint32_t* total) {
+  uint32_t value_mask, k;
+  if (end - *p < 2) return F4_ERR_WEIGHTS;
+  value_mask = f4_read_u16(*p);
+  *p += 2;
+  if ((value_mask & 1u) || (value_mask >> n_values) != 0u) return F4_ERR_WEIGHTS;
+  if (value_mask == 0u && !empty_ok) return F4_ERR_WEIGHTS;
+  for (k = 1; k < n_values; ++k) {
+    uint32_t count, i, index = 0, gap;
+    if (!((value_mask >> k) & 1u)) continue;
+    if (!f4_read_vu8_checked(p, end, n_index, &count) || count == 0u) return F4_ERR_WEIGHTS;
+    for (i = 0; i < count; ++i) {
+      if (!f4_read_vu8_checked(p, end, n_index, &gap)) return F4_ERR_WEIGHTS;
+      index = (i == 0u) ? gap : index + gap + 1u;
+      if (index >= n_index) return F4_ERR_WEIGHTS;
+    }
+    *total += count;
+  }
+  return F4_OK;
+}
+
+/* Every rule of FORMAT.md CER except "a column in at most one group of a row". */
 static f4_status f4_check_cer(const f4_layer* layer) {
   const uint8_t* p = layer->weights;
   const uint8_t* end = layer->weights + layer->weights_size;
-  const uint32_t in = layer->in_features;
-  uint32_t r, k, total = 0;
+  uint32_t r, total = 0;
   for (r = 0; r < layer->out_features; ++r) {
-    uint32_t value_mask;
-    if (end - p < 2) return F4_ERR_WEIGHTS;
-    value_mask = f4_read_u16(p);
-    p += 2;
-    if ((value_mask & 1u) || (value_mask >> layer->n_values) != 0u) return F4_ERR_WEIGHTS;
-    for (k = 1; k < layer->n_values; ++k) {
-      uint32_t count, i, col = 0, gap;
-      if (!((value_mask >> k) & 1u)) continue;
-      if (!f4_read_vu8_checked(&p, end, in, &count) || count == 0u) return F4_ERR_WEIGHTS;
-      for (i = 0; i < count; ++i) {
-        if (!f4_read_vu8_checked(&p, end, in, &gap)) return F4_ERR_WEIGHTS;
-        col = (i == 0u) ? gap : col + gap + 1u;
-        if (col >= in) return F4_ERR_WEIGHTS;
-      }
-      total += count;
-    }
+    const f4_status st = f4_check_groups(&p, end, layer->n_values, layer->in_features, 1, &total);
+    if (st != F4_OK) return st;
+  }
+  if (p != end || total != layer->nnz) return F4_ERR_WEIGHTS;
+  return F4_OK;
+}
+
+/* Every rule of FORMAT.md CSC except "a row in at most one group of a column": column_size within
+ * the section and equal to the bytes its groups take, a non-zero value_mask in a non-empty column. */
+static f4_status f4_check_csc(const f4_layer* layer) {
+  const uint8_t* p = layer->weights;
+  const uint8_t* end = layer->weights + layer->weights_size;
+  uint32_t j, total = 0;
+  for (j = 0; j < layer->in_features; ++j) {
+    uint32_t column_size;
+    const uint8_t* column_end;
+    f4_status st;
+    if (!f4_read_vu8_checked(&p, end, (uint32_t)(end - p), &column_size)) return F4_ERR_WEIGHTS;
+    if (column_size > (uint32_t)(end - p)) return F4_ERR_WEIGHTS;
+    if (column_size == 0u) continue;
+    column_end = p + column_size;
+    st = f4_check_groups(&p, column_end, layer->n_values, layer->out_features, 0, &total);
+    if (st != F4_OK) return st;
+    if (p != column_end) return F4_ERR_WEIGHTS;
   }
   if (p != end || total != layer->nnz) return F4_ERR_WEIGHTS;
   return F4_OK;
@@ -236,11 +331,32 @@ static uint64_t f4_size_dense4(uint64_t out, uint64_t in, uint64_t nnz) {
   return (out * in + 1u) / 2u;
 }
 static uint64_t f4_size_bitmap(uint64_t out, uint64_t in, uint64_t nnz) { return (out * in + 7u) / 8u + (nnz + 1u) / 2u; }
-static uint64_t f4_size_cer(uint64_t out, uint64_t in, uint64_t nnz) {
+static uint64_t f4_size_from_content(uint64_t out, uint64_t in, uint64_t nnz) {
   (void)out;
   (void)in;
   (void)nnz;
   return F4_SIZE_FROM_CONTENT;
+}
+
+/* format.py acc_per_input: the largest |contribution| of one input to an accumulator. */
+static int64_t f4_acc_per_input(int folded_bias, int32_t input_zero_point) {
+  const int64_t up = 127 - (int64_t)input_zero_point, down = (int64_t)input_zero_point + 128;
+  if (folded_bias) return F4_ACC_PER_INPUT;
+  return 128 * (up > down ? up : down);
+}
+
+/* The row-major kernels need no accumulator workspace. */
+static void f4_layer_dense4(const f4_layer* layer, const int8_t* x, int8_t* y, uint32_t* acc) {
+  (void)acc;
+  f4_dense_layer_dense4(layer, x, y);
+}
+static void f4_layer_bitmap(const f4_layer* layer, const int8_t* x, int8_t* y, uint32_t* acc) {
+  (void)acc;
+  f4_dense_layer_bitmap(layer, x, y);
+}
+static void f4_layer_cer(const f4_layer* layer, const int8_t* x, int8_t* y, uint32_t* acc) {
+  (void)acc;
+  f4_dense_layer_cer(layer, x, y);
 }
 
 typedef struct {
@@ -248,13 +364,15 @@ typedef struct {
   const char* name;
   uint64_t (*weights_size)(uint64_t out, uint64_t in, uint64_t nnz);
   f4_status (*check)(const f4_layer* layer);
-  void (*dense_layer)(const f4_layer* layer, const int8_t* x, int8_t* y);
+  void (*dense_layer)(const f4_layer* layer, const int8_t* x, int8_t* y, uint32_t* acc);
+  uint8_t folded_bias; /* 1: bias section = folded bias; 0: TFLite bias, needs the acc scratch */
 } f4_layout_ops;
 
 static const f4_layout_ops f4_layouts[F4_N_LAYOUTS] = {
-    {F4_LAYOUT_DENSE4, "dense4", f4_size_dense4, f4_check_dense4, f4_dense_layer_dense4},
-    {F4_LAYOUT_BITMAP, "bitmap", f4_size_bitmap, f4_check_bitmap, f4_dense_layer_bitmap},
-    {F4_LAYOUT_CER, "cer", f4_size_cer, f4_check_cer, f4_dense_layer_cer},
+    {F4_LAYOUT_DENSE4, "dense4", f4_size_dense4, f4_check_dense4, f4_layer_dense4, 1u},
+    {F4_LAYOUT_BITMAP, "bitmap", f4_size_bitmap, f4_check_bitmap, f4_layer_bitmap, 1u},
+    {F4_LAYOUT_CER, "cer", f4_size_from_content, f4_check_cer, f4_layer_cer, 1u},
+    {F4_LAYOUT_CSC, "csc", f4_size_from_content, f4_check_csc, f4_dense_layer_csc, 0u},
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -353,7 +471,7 @@ static f4_status f4_check_layer(const uint8_t* blob, uint32_t total, uint32_t da
   st = ops->check(l);
   if (st != F4_OK) return st;
 
-  limit = (int64_t)INT32_MAX - (int64_t)F4_ACC_PER_INPUT * l->in_features;
+  limit = (int64_t)INT32_MAX - f4_acc_per_input(ops->folded_bias, l->input_zero_point) * l->in_features;
   for (r = 0; r < l->out_features; ++r) {
     const int64_t b = f4_read_i32(l->bias + 4u * r);
     if (b > limit || -b > limit) return F4_ERR_BIAS;
@@ -371,6 +489,7 @@ f4_status f4_prepare(const uint8_t* blob, size_t blob_size, f4_model* model) {
   data_start = F4_HEADER_SIZE + F4_ENTRY_SIZE * (uint32_t)n;
   model->n_layers = 0;
   model->scratch_half = 0;
+  model->scratch_acc = 0;
   for (i = 0; i < n; ++i) {
     st = f4_check_layer(blob, (uint32_t)blob_size, data_start, blob + F4_HEADER_SIZE + F4_ENTRY_SIZE * i,
                         i > 0u ? &model->layers[i - 1u] : NULL, &model->layers[i]);
@@ -380,6 +499,9 @@ f4_status f4_prepare(const uint8_t* blob, size_t blob_size, f4_model* model) {
     }
     if (i + 1u < n && model->layers[i].out_features > model->scratch_half) {
       model->scratch_half = model->layers[i].out_features;
+    }
+    if (!f4_layouts[model->layers[i].layout].folded_bias && model->layers[i].out_features > model->scratch_acc) {
+      model->scratch_acc = model->layers[i].out_features;
     }
   }
   model->n_layers = n;
@@ -391,19 +513,39 @@ f4_status f4_prepare(const uint8_t* blob, size_t blob_size, f4_model* model) {
 /* ------------------------------------------------------------------------------------------ */
 /* Invoke / run. */
 
+/* format.py scratch_layout: two int8 halves of scratch_half bytes at 0 and scratch_half; with CSC
+ * layers, scratch_acc int32 accumulators at *acc_offset = align4(2 * scratch_half). Returns the
+ * total bytes. */
+static size_t f4_scratch_layout(const f4_model* model, size_t* acc_offset) {
+  const size_t halves = (size_t)2u * model->scratch_half;
+  if (model->scratch_acc == 0u) {
+    *acc_offset = halves;
+    return halves;
+  }
+  *acc_offset = (halves + (F4_ACC_ALIGN - 1u)) / F4_ACC_ALIGN * F4_ACC_ALIGN;
+  return *acc_offset + (size_t)4u * model->scratch_acc;
+}
+
 f4_status f4_invoke(const f4_model* model, const int8_t* input, int8_t* output, int8_t* scratch,
                     size_t scratch_size) {
   uint32_t i;
+  size_t need, acc_offset = 0;
+  uint32_t* acc = NULL;
   const int8_t* x = input;
   if (model == NULL || input == NULL || output == NULL || model->n_layers < 1u || model->n_layers > F4_MAX_LAYERS) {
     return F4_ERR_ARGUMENT;
   }
-  if ((size_t)2u * model->scratch_half > scratch_size) return F4_ERR_SCRATCH;
-  if (model->scratch_half > 0u && scratch == NULL) return F4_ERR_ARGUMENT;
+  need = f4_scratch_layout(model, &acc_offset);
+  if (need > scratch_size) return F4_ERR_SCRATCH;
+  if (need > 0u && scratch == NULL) return F4_ERR_ARGUMENT;
+  if (model->scratch_acc > 0u) {
+    if (((uintptr_t)(const void*)scratch & (uintptr_t)(F4_ACC_ALIGN - 1u)) != 0u) return F4_ERR_ARGUMENT;
+    acc = (uint32_t*)(void*)(scratch + acc_offset);
+  }
   for (i = 0; i < model->n_layers; ++i) {
     const f4_layer* layer = &model->layers[i];
     int8_t* y = (i + 1u == model->n_layers) ? output : scratch + (size_t)(i & 1u) * model->scratch_half;
-    f4_layouts[layer->layout].dense_layer(layer, x, y);
+    f4_layouts[layer->layout].dense_layer(layer, x, y, acc);
     x = y;
   }
   return F4_OK;
@@ -420,10 +562,11 @@ f4_status f4_run(const uint8_t* blob, size_t blob_size, const int8_t* input, int
 f4_status f4_required_scratch(const uint8_t* blob, size_t blob_size, size_t* scratch_size) {
   f4_model model;
   f4_status st;
+  size_t acc_offset;
   if (scratch_size == NULL) return F4_ERR_ARGUMENT;
   st = f4_prepare(blob, blob_size, &model);
   if (st != F4_OK) return st;
-  *scratch_size = (size_t)2u * model.scratch_half;
+  *scratch_size = f4_scratch_layout(&model, &acc_offset);
   return F4_OK;
 }
 

@@ -1,17 +1,26 @@
 /* FantastIC4-style 4-bit sparse MLP runtime (portable C99).
  *
- * Runs the integer MLP stored in a blob (FORMAT.md): per output row, the int8 activations that
- * share a codebook value are summed first, each partial sum is multiplied by its value once, then
- * the folded bias is added and the int32 accumulator is requantized exactly like TFLite Micro's
- * reference FULLY_CONNECTED. Bit-exact with TFLM and with the Python simulator simulate.py, whose
- * function names this file mirrors (prepare, required_scratch, dense_layer_dense4/_bitmap/_cer,
- * accumulate/combine_partial_sums, requantize, run).
+ * Runs the integer MLP stored in a blob (FORMAT.md) bit-exactly like TFLite Micro's reference
+ * FULLY_CONNECTED, acc = bias + sum_j w[r,j] * (x[j] - zp_in), y = requantize(acc), with one of
+ * four weight layouts per layer:
+ *   DENSE4, BITMAP, CER (row-major): per output row, the int8 activations that share a codebook
+ *     value are summed first, each partial sum is multiplied by its value once, then the folded
+ *     bias (bias - zp_in * row sum) is added;
+ *   CSC (column-major): acc starts at the TFLite bias; per input j with d = x[j] - zp_in != 0
+ *     (zero-point activations are skipped), per value k present in column j, v = codebook[k] * d is
+ *     added to acc[r] of every row r listed.
+ * Bit-exact with TFLM and with the Python simulator simulate.py, whose function names this file
+ * mirrors (prepare, required_scratch, dense_layer_dense4/_bitmap/_cer/_csc,
+ * accumulate/combine_partial_sums, init_accumulators, accumulate_columns, requantize, run).
  *
  * Memory: allocates nothing and has no mutable globals. f4_prepare validates the blob (every
  * field, offset, size, count and weight code; CRC-32) into a caller-owned f4_model, f4_invoke only
- * reads it. Intermediate activations ping-pong between the two halves of a caller-provided
- * scratch buffer (f4_required_scratch bytes). Stack: an f4_model (~0.9 KB) in f4_run, 64 bytes of
- * partial sums per layer call.
+ * reads it. Scratch (caller-provided, f4_required_scratch bytes, FORMAT.md section 8):
+ * intermediate int8 activations ping-pong between two halves of half = widest hidden layer bytes;
+ * if the blob has CSC layers, int32 accumulators for the widest CSC layer follow at offset
+ * align4(2 * half), and the scratch pointer must then be 4-byte aligned (else F4_ERR_ARGUMENT;
+ * e.g. declare it as an int32_t array and pass (int8_t*)words). Stack: an f4_model (~0.9 KB) in
+ * f4_run, 64 bytes of partial sums per row-layout layer call.
  *
  * Init/Prepare/Eval split as in TFLM: call f4_prepare once at boot, then f4_invoke per inference;
  * f4_run does both (it re-validates the blob, including the CRC, on every call). */
@@ -62,7 +71,7 @@ typedef struct {
   int32_t output_multiplier;
   uint32_t nnz;
   uint32_t weights_size;
-  const uint8_t* bias;    /* out_features little-endian int32 folded biases */
+  const uint8_t* bias;    /* out_features little-endian int32: folded bias (DENSE4, BITMAP, CER) or TFLite bias (CSC) */
   const uint8_t* weights; /* weights_size bytes in the layer's layout */
   int8_t codebook[F4_MAX_VALUES];
 } f4_layer;
@@ -72,6 +81,7 @@ typedef struct {
   uint16_t input_features;
   uint16_t output_features;
   uint32_t scratch_half; /* widest intermediate activation (0 for one layer) */
+  uint32_t scratch_acc;  /* widest CSC layer's out_features: int32 accumulators (0 without CSC) */
   f4_layer layers[F4_MAX_LAYERS];
 } f4_model;
 
@@ -86,7 +96,8 @@ f4_status f4_invoke(const f4_model* model, const int8_t* input, int8_t* output, 
 f4_status f4_run(const uint8_t* blob, size_t blob_size, const int8_t* input, int8_t* output, int8_t* scratch,
                  size_t scratch_size);
 
-/* Scratch bytes f4_invoke/f4_run need for this blob (2 * widest intermediate activation). */
+/* Scratch bytes f4_invoke/f4_run need for this blob: 2 * widest intermediate activation, and with
+ * CSC layers align4(that) + 4 * widest CSC layer (FORMAT.md section 8). */
 f4_status f4_required_scratch(const uint8_t* blob, size_t blob_size, size_t* scratch_size);
 
 /* "F4_OK", "F4_ERR_SIZE", ... ("F4_ERR_UNKNOWN" for other values). */
@@ -96,6 +107,9 @@ const char* f4_status_name(f4_status status);
 void f4_dense_layer_dense4(const f4_layer* layer, const int8_t* x, int8_t* y);
 void f4_dense_layer_bitmap(const f4_layer* layer, const int8_t* x, int8_t* y);
 void f4_dense_layer_cer(const f4_layer* layer, const int8_t* x, int8_t* y);
+/* acc: out_features words of workspace; int32 accumulators kept as uint32 (adds are modulo 2^32,
+ * so a malformed blob cannot cause signed overflow; for a valid blob no sum leaves int32). */
+void f4_dense_layer_csc(const f4_layer* layer, const int8_t* x, int8_t* y, uint32_t* acc);
 
 #ifdef __cplusplus
 }
