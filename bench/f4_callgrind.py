@@ -14,8 +14,9 @@ Method:
   ``tflite::micro::MicroInterpreter::Invoke()`` divided by N, and whole runs N vs 1 (adds the
   pybind11 set_input/get_output per sample; Python start-up cancels out).
 * Outputs of C, the Python simulator and TFLM are checked equal before anything is measured.
-* RAM: FantastIC4 = scratch (2 x widest hidden layer) + ``sizeof(f4_model)`` (stack) + input +
-  output + 64 B of partial sums; TFLM = the smallest arena ``Interpreter.from_bytes`` accepts
+* RAM: FantastIC4 = scratch (2 x widest hidden layer, plus 4 x widest CSC layer for the int32
+  accumulators of the csc layout) + ``sizeof(f4_model)`` (stack) + input + output + 64 B of
+  partial sums on the stack (row layouts only); TFLM = the smallest arena ``Interpreter.from_bytes`` accepts
   (bisection; it holds the activations, the INT4->int8 unpacked filter scratch, and TFLM's own
   bookkeeping), not counting the interpreter object outside the arena.
 
@@ -159,7 +160,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sparsity", type=float, default=0.9)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--samples", type=int, default=11, help="N for the N vs 1 difference (default 11)")
-    ap.add_argument("--layouts", nargs="+", default=["dense4", "bitmap", "cer"], choices=["dense4", "bitmap", "cer"])
+    ap.add_argument("--layouts", nargs="+", default=list(F.LAYOUT_IDS), choices=list(F.LAYOUT_IDS))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "f4_callgrind.json"))
     args = ap.parse_args(argv)
     for tool in ("valgrind", "gcc"):
@@ -207,6 +208,7 @@ def main(argv=None) -> int:
             _, counts, _ = S.run_with_counts(parsed, x)
             total = sum(counts, S.OpCounts())
             scratch = parsed.required_scratch()
+            partial_sums = 64 if any(F.LAYOUTS[l.layout].folded_bias for l in parsed.layers) else 0
             results["layouts"][layout] = {
                 "instructions_per_inference_invoke": invoke / n,
                 "instructions_per_inference_n_minus_1": (whole_n - whole_1) / (n - 1),
@@ -214,9 +216,9 @@ def main(argv=None) -> int:
                 "blob_bytes": len(blob),
                 "weights_section_bytes": sum(l.weights_size for l in parsed.layers),
                 "bias_bytes": sum(l.bias_size for l in parsed.layers),
-                "ram_bytes": scratch + model_struct + net.input_features + net.output_features + 64,
+                "ram_bytes": scratch + model_struct + net.input_features + net.output_features + partial_sums,
                 "ram_detail": {"scratch": scratch, "f4_model_struct": model_struct, "input": net.input_features,
-                               "output": net.output_features, "partial_sums": 64},
+                               "output": net.output_features, "partial_sums": partial_sums},
                 "ops_per_inference": total.as_dict(),
             }
             print(f"  f4 {layout}: callgrind done in {time.time() - t0:.1f} s")
@@ -251,6 +253,8 @@ def main(argv=None) -> int:
         ds = load_mnist_bundled()
         y_int8 = S.run(F.write_blob(net, "cer"), quantize_input(model_bytes, ds.x_test).reshape(len(ds.x_test), -1))
         results["int8_accuracy_mnist_bundled_test"] = float(np.mean(np.argmax(y_int8, 1) == ds.y_test))
+    for d in results["layouts"].values():
+        d["instructions_ratio_vs_tflm_invoke"] = d["instructions_per_inference_invoke"] / results["tflm"]["instructions_per_inference_invoke"]
     results["weights"] = int(sum(l.weights.size for l in net.layers))
     results["nonzeros"] = int(sum(np.count_nonzero(l.weights) for l in net.layers))
     results["compiler"] = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout.splitlines()[0] + " " + " ".join(CFLAGS)
@@ -274,18 +278,19 @@ def _print_table(r) -> None:
     acc = r.get("int8_accuracy_mnist_bundled_test")
     print(f"\n{w} weights, {r['nonzeros']} non-zero ({1 - r['nonzeros'] / w:.1%} zeros)"
           + (f"; int8 accuracy on the 1,000 bundled MNIST test digits {acc:.4f}" if acc is not None else ""))
-    head = f"{'runtime':<16}{'Ir/inference':>14}{'(N vs 1)':>12}{'weight B':>10}{'B/weight':>10}{'flash B':>10}{'RAM B':>9}{'MACs|adds':>11}{'mults':>9}{'E est. nJ':>10}"
+    tflm_ir = r["tflm"]["instructions_per_inference_invoke"]
+    head = f"{'runtime':<16}{'Ir/inference':>14}{'(N vs 1)':>12}{'x TFLM':>8}{'weight B':>10}{'B/weight':>10}{'flash B':>10}{'RAM B':>9}{'MACs|adds':>11}{'mults':>9}{'E est. nJ':>10}"
     print(head)
     print("-" * len(head))
     for name, d in r["layouts"].items():
         ops = d["ops_per_inference"]
         print(f"{'f4 ' + name:<16}{d['instructions_per_inference_invoke']:>14,.0f}{d['instructions_per_inference_n_minus_1']:>12,.0f}"
-              f"{d['weights_section_bytes']:>10}{d['weights_section_bytes'] / w:>10.3f}{d['blob_bytes']:>10}{d['ram_bytes']:>9}"
+              f"{d['instructions_per_inference_invoke'] / tflm_ir:>8.3f}{d['weights_section_bytes']:>10}{d['weights_section_bytes'] / w:>10.3f}{d['blob_bytes']:>10}{d['ram_bytes']:>9}"
               f"{ops['accumulate_adds']:>11,.0f}{ops['multiplies']:>9,.0f}{ops['energy_pj']['total'] / 1000:>10.1f}")
     t = r["tflm"]
     ops = t["ops_per_inference"]
     print(f"{'tflm reference':<16}{t['instructions_per_inference_invoke']:>14,.0f}{t['instructions_per_inference_n_minus_1']:>12,.0f}"
-          f"{t['weights_bytes']:>10}{t['weights_bytes'] / w:>10.3f}{t['tflite_bytes']:>10}{t['arena_bytes_min']:>9}"
+          f"{1:>8.3f}{t['weights_bytes']:>10}{t['weights_bytes'] / w:>10.3f}{t['tflite_bytes']:>10}{t['arena_bytes_min']:>9}"
           f"{ops['accumulate_adds']:>11,.0f}{ops['multiplies']:>9,.0f}{ops['energy_pj']['total'] / 1000:>10.1f}")
 
 

@@ -497,6 +497,49 @@ def test_csc_sparse_inputs_match_tflm(f4_host, tmp_path, mlp_tflite, net, wide_n
         assert np.array_equal(run_host(f4_host[build], tmp_path, wblob, xw, 7), reference_forward(wide_net, xw))
 
 
+@pytest.fixture(scope="session")
+def tall_net() -> IntegerMLP:
+    """13 -> 700 -> 256 -> 3: CSC columns longer than 255 rows (row gaps of several vu8 bytes, the
+    C kernel's general path) and, with 256 outputs, a column whose only row is 255 (a two-byte
+    first row on the one-byte-gap path)."""
+    rng = np.random.default_rng(21)
+    w1 = np.zeros((700, 13), np.int8)
+    for j in range(13):
+        rows = rng.choice(700, size=rng.integers(1, 40), replace=False)
+        w1[rows, j] = rng.choice(np.array([-7, -3, 2, 5, 9], np.int8), size=len(rows))
+    w1[[0, 699], 0] = [4, 4]  # gap 698: three vu8 bytes
+    w2 = rng.choice(np.array([0, 0, 0, 0, -2, 1, 3], np.int8), size=(256, 700)).astype(np.int8)
+    w2[:, 5] = 0
+    w2[255, 5] = 6
+    w3 = rng.choice(np.array([0, -1, 1], np.int8), size=(3, 256)).astype(np.int8)
+    b1 = rng.integers(-500, 500, 700)
+    b1[5] = 2000  # input 5 of tall_2 (the row-255 column) is mostly above the zero point
+    return IntegerMLP([
+        IntegerDense("tall_1", w1, b1, -20, -128, 1300000000, -4, -128, 127),
+        IntegerDense("tall_2", w2, rng.integers(-1500, -500, 256), -128, -128, 1300000000, -5, -128, 127),
+        IntegerDense("tall_3", w3, rng.integers(-50, 50, 3), -128, 9, 1300000000, 0, -128, 127),
+    ])
+
+
+@pytest.mark.parametrize("layout", LAYOUT_NAMES)
+def test_tall_layers(f4_host, tmp_path, tall_net, layout):
+    rng = np.random.default_rng(4)
+    x = rng.integers(-128, 128, size=(40, 13)).astype(np.int8)
+    x[rng.random(x.shape) < 0.3] = -20
+    blob = F.write_blob(tall_net, layout)
+    assert F.write_blob(F.blob_to_network(blob), layout) == blob
+    want = reference_forward(tall_net, x)
+    assert len(np.unique(want)) > 3
+    assert np.array_equal(S.run(blob, x), want)
+    for build in BUILDS:
+        assert np.array_equal(run_host(f4_host[build], tmp_path, blob, x, 3), want)
+    if layout == "csc":
+        section = F.encode_csc(tall_net.layers[0].codes())
+        assert b"\xff\xff" in section  # multi-byte row gaps are exercised
+        h = reference_dense(tall_net.layers[0], x)
+        assert np.mean(h[:, 5] != tall_net.layers[1].input_zero_point) > 0.2  # the row-255 column is used
+
+
 #: FORMAT.md's CSC example: 5 x 4 weights, codebook [0, -2, 1, 3]
 CSC_EXAMPLE_W = np.array([[0, 3, 0, -2], [0, 3, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]], np.int8)
 CSC_EXAMPLE_BYTES = bytes.fromhex("04 0400 01 02" "05 0800 02 00 00" "00" "06 0600 01 00 01 04".replace(" ", ""))

@@ -161,24 +161,32 @@ static inline void f4_init_accumulators(const f4_layer* layer, uint32_t* acc) {
 /* Index of the lowest set bit of a non-zero 16-bit value. */
 static inline uint32_t f4_ctz16(uint32_t m) { return (m & 0xFFu) != 0u ? f4_ctz8[m & 0xFFu] : 8u + f4_ctz8[m >> 8]; }
 
+/* vu8 with a one-byte fast path (values below 255, the common case). */
+static inline uint32_t f4_read_vu8_short(const uint8_t** p) {
+  const uint32_t b = **p;
+  if (b != 0xFFu) {
+    (*p)++;
+    return b;
+  }
+  return f4_read_vu8(p);
+}
+
 /* Per column j: column_size (vu8), then, if > 0, value_mask and per present value a count and row
  * gaps (vu8). With d = x[j] - input_zero_point: d == 0 (or an empty column) skips the column_size
  * bytes; else acc[r] += codebook[k] * d for every listed row r. The adds are modulo 2^32 (uint32);
  * for a validated blob every partial sum is within int32 (F4_ERR_BIAS), so the final value is
- * exactly TFLM's int32 accumulator. */
-static inline void f4_accumulate_columns(const f4_layer* layer, const int8_t* x, uint32_t* acc) {
+ * exactly TFLM's int32 accumulator. With out_features <= 256 every gap is < 255, i.e. one byte
+ * (a validated blob has no row >= out_features), so the inner loop needs no vu8 test. */
+static inline void f4_accumulate_columns_impl(const f4_layer* layer, const int8_t* x, uint32_t* acc,
+                                              const int one_byte_gaps) {
   const uint8_t* p = layer->weights;
   const int32_t zp = layer->input_zero_point;
   uint32_t j;
   for (j = 0; j < layer->in_features; ++j) {
-    uint32_t column_size = *p++, value_mask;
+    const uint32_t column_size = f4_read_vu8_short(&p);
     const int32_t d = (int32_t)x[j] - zp;
-    const uint8_t* next;
-    if (column_size == 0xFFu) {
-      --p;
-      column_size = f4_read_vu8(&p);
-    }
-    next = p + column_size;
+    const uint8_t* next = p + column_size;
+    uint32_t value_mask;
     if (d == 0 || column_size == 0u) {
       p = next;
       continue;
@@ -187,21 +195,41 @@ static inline void f4_accumulate_columns(const f4_layer* layer, const int8_t* x,
     p += 2;
     do {
       const uint32_t v = (uint32_t)((int32_t)layer->codebook[f4_ctz16(value_mask)] * d);
-      uint32_t count = f4_read_vu8(&p);
-      uint32_t row = f4_read_vu8(&p);
-      acc[row] += v;
-      while (--count != 0u) {
-        uint32_t gap = *p++; /* fast path: a gap below 255 is one byte */
-        if (gap == 0xFFu) {
-          --p;
-          gap = f4_read_vu8(&p);
+      const uint32_t count = f4_read_vu8_short(&p);
+      uint32_t* a = acc + f4_read_vu8_short(&p);
+      *a += v;
+      if (one_byte_gaps) { /* count - 1 one-byte gaps, two per step */
+        const uint8_t* const stop = p + count - 1u;
+        if (((count - 1u) & 1u) != 0u) {
+          a += (uint32_t)*p++ + 1u;
+          *a += v;
         }
-        row += gap + 1u;
-        acc[row] += v;
+        while (p != stop) {
+          a += (uint32_t)p[0] + 1u;
+          *a += v;
+          a += (uint32_t)p[1] + 1u;
+          *a += v;
+          p += 2;
+        }
+      } else {
+        uint32_t i;
+        for (i = 1; i < count; ++i) {
+          a += f4_read_vu8_short(&p) + 1u;
+          *a += v;
+        }
       }
       value_mask &= value_mask - 1u;
     } while (value_mask != 0u);
     p = next;
+  }
+}
+
+/* Two copies of the loop, so that the gap test is decided once per layer. */
+static void f4_accumulate_columns(const f4_layer* layer, const int8_t* x, uint32_t* acc) {
+  if (layer->out_features <= 256u) {
+    f4_accumulate_columns_impl(layer, x, acc, 1);
+  } else {
+    f4_accumulate_columns_impl(layer, x, acc, 0);
   }
 }
 
