@@ -20,7 +20,7 @@ __all__ = ["main", "build_parser"]
 def build_parser() -> argparse.ArgumentParser:
     from models import datasets
 
-    from .config import BITS_RANGE, GRADIENTS, LAMBDA_REDUCE
+    from .config import BITS_RANGE, GRADIENTS, LAMBDA_REDUCE, LR_SCHEDULES
     from .grid import GRID_KINDS
     from .keras.quantize_config import METHODS
 
@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
+                    help="constant (default, as the authors) or cosine decay to 0 over the run")
     ap.add_argument("--refresh-every", type=int, default=1, help="re-assign every k optimizer steps")
     ap.add_argument("--exclude", nargs="*", default=(), help="layer names to keep float")
     ap.add_argument("--seed", type=int, default=0)
@@ -61,7 +63,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ft = quantize_and_train(
             model, data.x_train, data.y_train, data.x_test, data.y_test,
             bits=args.bits, method=args.method, Lambda=args.Lambda, p=args.p, grid=args.grid,
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, refresh_every=args.refresh_every,
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
+            refresh_every=args.refresh_every,
             exclude=args.exclude, seed=args.seed, verbose=1, gradient=args.gradient, lambda_reduce=args.lambda_reduce,
         )
         save_model(ft.qmodel, out / "qat_model.h5")

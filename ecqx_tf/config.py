@@ -9,6 +9,7 @@ __all__ = [
     "BITS_RANGE",
     "GRADIENTS",
     "LAMBDA_REDUCE",
+    "LR_SCHEDULES",
     "validate_bits",
     "validate_choice",
     "validate_nonnegative",
@@ -19,6 +20,8 @@ __all__ = [
 BITS_RANGE = (2, 8)
 GRADIENTS = ("ste", "ec2t")
 LAMBDA_REDUCE = ("min", "max")
+#: Learning-rate schedules of ``quantize_and_train`` / ``ecqx-quantize --lr-schedule``.
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def validate_bits(bits) -> int:

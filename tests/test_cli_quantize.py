@@ -56,5 +56,8 @@ def test_cli_unknown_names_and_missing_model(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "m.keras"), "--data", "nope", "--out", str(tmp_path)])
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "m.keras"), "--data", "digits", "--out", str(tmp_path), "--lr-schedule", "step"])
+    assert "invalid choice: 'step' (choose from 'constant', 'cosine')" in capsys.readouterr().err
     rc = main([str(tmp_path / "missing.keras"), "--data", "digits", "--out", str(tmp_path / "o")])
     assert rc == 2 and "model file not found" in capsys.readouterr().err

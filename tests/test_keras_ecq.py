@@ -372,3 +372,42 @@ def test_mirrored_strategy_two_cpu_replicas(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "MIRRORED_OK 4" in out.stdout
+
+
+def test_learning_rate_schedules_follow_their_formulas():
+    import math
+
+    from ecqx_tf.keras.finetune import learning_rate
+
+    assert learning_rate(1e-3, "constant", 100) == pytest.approx(1e-3)
+    sched = learning_rate(2e-3, "cosine", 40)
+    for t in (0, 10, 20, 39, 40, 80):
+        expected = 2e-3 * 0.5 * (1 + math.cos(math.pi * min(t, 40) / 40))
+        assert float(sched(t)) == pytest.approx(expected, rel=1e-4, abs=1e-9)  # float32
+    with pytest.raises(ValueError, match=r"unknown lr_schedule 'step'; accepted: constant, cosine"):
+        learning_rate(1e-3, "step", 10)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        learning_rate(0.0, "cosine", 10)
+
+
+def test_cosine_schedule_spans_exactly_the_run():
+    """quantize_and_train(lr_schedule="cosine") decays over exactly the run's optimizer steps."""
+    from ecqx_tf.keras.finetune import quantize_and_train
+
+    tf.keras.utils.set_random_seed(0)
+    i = tf.keras.Input((12,))
+    m = tf.keras.Model(i, tf.keras.layers.Dense(3, name="d")(tf.keras.layers.Dense(8, activation="relu", name="h")(i)))
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 12), dtype=np.float32)
+    y = rng.integers(0, 3, 96)
+    ft = quantize_and_train(m, x, y, x, y, bits=3, method="ecq", Lambda=0.1, epochs=2, batch_size=32,
+                            lr_schedule="cosine")
+    opt = ft.qmodel.optimizer
+    steps = int(opt.iterations.numpy())
+    assert steps == 2 * 3
+    import math
+
+    # the rate of the last step (t = T - 1) of a decay over exactly the run's T steps
+    assert float(np.asarray(opt.learning_rate)) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 5 / 6)), rel=1e-4)
+    sched = opt._learning_rate  # the schedule object Keras evaluates each step
+    assert sched.decay_steps == steps and float(sched(0)) == pytest.approx(1e-3)

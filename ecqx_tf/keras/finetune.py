@@ -11,10 +11,12 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from ..config import LR_SCHEDULES, validate_choice
 from .api import layer_stats, quantize, strip
 from .callback import ECQxCallback
 
-__all__ = ["EpochTimer", "FinetuneResult", "quantize_and_train", "evaluate_logits"]
+__all__ = ["EpochTimer", "FinetuneResult", "LR_SCHEDULES", "learning_rate", "quantize_and_train", "evaluate_logits"]
+
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ def quantize_and_train(
     epochs: int = 3,
     batch_size: int = 64,
     lr: float = 1e-3,
+    lr_schedule: str = "constant",
     refresh_every: int = 1,
     relevance_samples: int = 1024,
     exclude: Sequence[str] = (),
@@ -87,7 +90,9 @@ def quantize_and_train(
 
     ``relevance_samples`` training samples (a fixed seeded subset) feed the LRP relevances.
     With ``strategy`` the model is quantized and trained inside ``strategy.scope()``.
+    ``lr_schedule``: ``"constant"`` (the authors' default) or ``"cosine"`` (see :func:`learning_rate`).
     """
+    schedule = learning_rate(lr, lr_schedule, epochs * int(np.ceil(len(x_train) / batch_size)))
     tf.keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     sel = rng.permutation(len(x_train))[: min(relevance_samples, len(x_train))]
@@ -99,7 +104,7 @@ def quantize_and_train(
             relevance_data=relevance_data, exclude=exclude, **quantize_kwargs,
         )
         qmodel.compile(
-            optimizer=tf.keras.optimizers.Adam(lr),
+            optimizer=tf.keras.optimizers.Adam(schedule),
             loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
@@ -120,6 +125,22 @@ def quantize_and_train(
         history={k: [float(v) for v in vs] for k, vs in hist.history.items()},
         refreshes=cb.refreshes,
     )
+
+
+def learning_rate(lr: float, schedule: str, total_steps: int):
+    """Adam's learning rate: ``lr`` for ``"constant"``; for ``"cosine"``
+    :math:`\eta_t = \eta \cdot \tfrac12 (1 + \cos(\pi t / T))` over the ``T = total_steps``
+    optimizer steps of the run (Loshchilov & Hutter 2017, without restarts), so the last steps
+    barely move the float shadow weights and the final assignment settles instead of flipping
+    weights between 0 and a centroid up to the last step (measured in docs/ecq-evidence.md)."""
+    validate_choice("lr_schedule", schedule, LR_SCHEDULES)
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if schedule == "constant":
+        return float(lr)
+    if total_steps < 1:
+        raise ValueError(f"a cosine schedule needs at least one step, got {total_steps}")
+    return tf.keras.optimizers.schedules.CosineDecay(float(lr), int(total_steps), alpha=0.0)
 
 
 class _null:
