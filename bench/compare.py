@@ -328,7 +328,7 @@ def _new_row(model: str, path: str, label: str, **kw) -> Dict[str, Any]:
            "stored_bytes": None, "ratio": None, "tflite_bytes": None, "tflite_lut_bytes": None,
            "weight_types": None, "arena_bytes": None, "arena_lut_bytes": None, "f4_bytes": None,
            "f4_layouts": None, "ir_tflm": None, "ir_tflm_lut": None, "ir_f4": None,
-           "ir_f4_cer": None, "f4_cer_bytes": None, "epoch_s": None, "epochs": None, "layer_sparsity": None,
+           "ir_f4_cer": None, "f4_cer_bytes": None, "ir_f4_csc": None, "f4_csc_bytes": None, "epoch_s": None, "epochs": None, "layer_sparsity": None,
            "layer_distinct": None, "notes": []}
     row.update(kw)
     return row
@@ -384,9 +384,10 @@ def _measure_tflite(row: Dict[str, Any], model_bytes: bytes, data, float_bytes: 
             row["f4_bytes"] = len(blob)
             row["f4_layouts"] = [l.layout_name for l in f4format.read_blob(blob).layers]
             _count(row, "ir_f4", counter, lambda: counter.f4(model_bytes, blob))
-            cer = f4format.write_blob(net, "cer")
-            row["f4_cer_bytes"] = len(cer)
-            _count(row, "ir_f4_cer", counter, lambda: counter.f4(model_bytes, cer))
+            for layout in ("cer", "csc"):  # the row-major and the activation-skipping kernels
+                other = f4format.write_blob(net, layout)
+                row[f"f4_{layout}_bytes"] = len(other)
+                _count(row, f"ir_f4_{layout}", counter, lambda: counter.f4(model_bytes, other))
         except Exception as e:
             row["notes"].append(f"FantastIC4 not measured: {type(e).__name__}: {e}")
 
@@ -645,9 +646,10 @@ def versions() -> Dict[str, Any]:
 _COLS = [("model", 9, "{}"), ("label", 37, "{}"), ("keras", 6, "{:.4f}"), ("tflm", 6, "{:.4f}"),
          ("zeros", 6, "{:.1%}"), ("H", 5, "{:.2f}"), ("tflite B", 9, "{:,}"), ("LUT B", 9, "{:,}"),
          ("F4 B", 7, "{:,}"), ("lzma B", 7, "{:,}"), ("ratio", 5, "{:.1f}"), ("kIr TFLM", 8, "{:,.0f}"),
-         ("kIr F4", 6, "{:,.0f}"), ("kIr CER", 7, "{:,.0f}"), ("s/ep", 5, "{:.1f}")]
+         ("kIr F4", 6, "{:,.0f}"), ("kIr CER", 7, "{:,.0f}"), ("kIr CSC", 7, "{:,.0f}"),
+         ("s/ep", 5, "{:.1f}")]
 _KEYS = ["model", "label", "acc_keras", "acc_tflm", "sparsity", "entropy", "tflite_bytes", "tflite_lut_bytes",
-         "f4_bytes", "lzma_weight_bytes", "ratio", "kir_tflm", "kir_f4", "kir_f4_cer", "epoch_s"]
+         "f4_bytes", "lzma_weight_bytes", "ratio", "kir_tflm", "kir_f4", "kir_f4_cer", "kir_f4_csc", "epoch_s"]
 
 
 def _cells(row) -> List[str]:
@@ -710,8 +712,12 @@ def run(args) -> Dict[str, Any]:
             "ir_tflm_lut": "the same on the LUT-compressed .tflite (decodes the weights on every call)",
             "ir_f4": "instructions per f4_invoke of the FantastIC4 C99 runtime (gcc -O2, smallest layout per "
                      "layer, the export default), same digits; C outputs checked equal to TFLM's first",
-            "f4_cer_bytes": "FantastIC4 blob bytes with every layer in the CER layout (the fastest kernel)",
+            "f4_cer_bytes": "FantastIC4 blob bytes with every layer in the CER layout (row-major, skips zero weights)",
             "ir_f4_cer": "as ir_f4 with every layer in the CER layout",
+            "f4_csc_bytes": "FantastIC4 blob bytes with every layer in the CSC layout (column-major, skips inputs "
+                            "at the zero point)",
+            "ir_f4_csc": "as ir_f4 with every layer in the CSC layout (depends on how many inputs sit at the "
+                         "zero point: MNIST background, ReLU zeros)",
             "epoch_s": "wall-clock seconds per fine-tuning epoch (callbacks included), shared 2-core machine",
         },
         "models": {}, "rows": [], "figures": {},
