@@ -645,11 +645,11 @@ def versions() -> Dict[str, Any]:
 
 _COLS = [("model", 9, "{}"), ("label", 37, "{}"), ("keras", 6, "{:.4f}"), ("tflm", 6, "{:.4f}"),
          ("zeros", 6, "{:.1%}"), ("H", 5, "{:.2f}"), ("tflite B", 9, "{:,}"), ("LUT B", 9, "{:,}"),
-         ("F4 B", 7, "{:,}"), ("lzma B", 7, "{:,}"), ("ratio", 5, "{:.1f}"), ("kIr TFLM", 8, "{:,.0f}"),
+         ("F4 B", 7, "{:,}"), ("lzma B", 7, "{:,}"), ("CABAC B", 7, "{:,}"), ("ratio", 5, "{:.1f}"), ("kIr TFLM", 8, "{:,.0f}"),
          ("kIr F4", 6, "{:,.0f}"), ("kIr CER", 7, "{:,.0f}"), ("kIr CSC", 7, "{:,.0f}"),
          ("s/ep", 5, "{:.1f}")]
 _KEYS = ["model", "label", "acc_keras", "acc_tflm", "sparsity", "entropy", "tflite_bytes", "tflite_lut_bytes",
-         "f4_bytes", "lzma_weight_bytes", "ratio", "kir_tflm", "kir_f4", "kir_f4_cer", "kir_f4_csc", "epoch_s"]
+         "f4_bytes", "lzma_weight_bytes", "cabac_weight_bytes", "ratio", "kir_tflm", "kir_f4", "kir_f4_cer", "kir_f4_csc", "epoch_s"]
 
 
 def _cells(row) -> List[str]:
@@ -701,6 +701,10 @@ def run(args) -> Dict[str, Any]:
             "lzma_weight_bytes": "xz/lzma preset 9e of the int8 weight-integer stream, TFLite layout, layers concatenated",
             "lzma_bits_per_weight": "8 * lzma_weight_bytes / weights (compare with entropy)",
             "stored_bytes": "lzma_weight_bytes + 4 bytes per bias + 4 bytes per weight scale",
+            "cabac_weight_bytes": "the weight integers coded with firmware_export.entropy_coding (context-adaptive "
+                                  "binary arithmetic coder, per layer; exact round trip), the counterpart of the "
+                                  "authors' DeepCABAC bytes",
+            "stored_bytes_cabac": "cabac_weight_bytes + 4 bytes per bias + 4 bytes per weight scale",
             "ratio": "float32 bytes of all parameters / stored_bytes",
             "tflite_bytes": ".tflite flatbuffer bytes (executable by TFLM)",
             "tflite_lut_bytes": ".tflite with TFLM LUT compression of every weight tensor (TFLM_DECODE)",

@@ -8,10 +8,16 @@ steps. Writes ``bench/results/ecq_evidence.json``.
 
     python bench/ecq_evidence.py                      # full sweep (about 30 min on 2 cores)
     python bench/ecq_evidence.py --bits 4 --lambdas 0.2 --epochs 2   # quick look
+    python bench/ecq_evidence.py --bits 2 --methods ecqx --lambdas 0.3 --epochs 10 --seeds 0 1 2 \
+        --lambda-reduce min max --out bench/results/ecq_2bit_seeds.json       # seed spread at one point
+
+``--seeds`` are fine-tuning seeds (shuffling, relevance subset); the float model is always the one
+trained with ``--seed``, so every row starts from the same float weights.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -29,7 +35,12 @@ def main(argv=None) -> int:
     ap.add_argument("--lambdas", type=float, nargs="+", default=[0.1, 0.3, 0.6])
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--refresh-every", type=int, nargs="+", default=[1], help="refresh intervals to run")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the float model (and of fine-tuning without --seeds)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="fine-tuning seeds (default: --seed)")
+    ap.add_argument("--lr-schedule", nargs="+", default=["constant"], choices=["constant", "cosine"],
+                    help="learning-rate schedules to run (default constant)")
+    ap.add_argument("--lambda-reduce", nargs="+", default=["min"], choices=["min", "max"],
+                    help="lambda_max reductions to run (default min, the thesis; max = the authors' code)")
     ap.add_argument("--out", default=str(ROOT / "results" / "ecq_evidence.json"))
     ap.add_argument("--timing", action="store_true",
                     help="only the side-by-side timing: ECQ (k=1) and ECQx (k=1, 2, 4) at --bits[0]/--lambdas[0], "
@@ -58,28 +69,33 @@ def main(argv=None) -> int:
     print(f"float32: test accuracy {fl.test_accuracy:.4f}", flush=True)
     header = f"{'method':6} {'bits':>4} {'Lambda':>6} {'k':>2} {'acc':>6} {'zeros':>6} {'H':>5} {'used':>4} {'s/epoch':>7} {'CABAC B':>7} {'lzma B':>7}  zeros per layer"
     print(header, flush=True)
-    for bits in args.bits:
-        for lam in args.lambdas:
-            for method in args.methods:
-                for k in args.refresh_every:
-                    ft = quantize_and_train(
-                        fl.model, data.x_train, data.y_train, data.x_test, data.y_test, bits=bits, method=method,
-                        Lambda=lam, epochs=args.epochs, refresh_every=k, seed=args.seed,
-                    )
-                    tot = ft.stats[-1]
-                    stored = model_coded_bytes(quantization_info(ft.qmodel))
-                    row = {"method": method, "bits": bits, "Lambda": lam, "refresh_every": k,
-                           "accuracy": ft.test_accuracy, "sparsity": tot["sparsity"], "entropy": tot["entropy"],
-                           "used": tot["used_centroids"], "epoch_s": float(np.mean(ft.epoch_seconds)),
-                           "layer_sparsity": [r["sparsity"] for r in ft.stats[:-1]],
-                           "stored_bytes_cabac": stored["cabac"], "stored_bytes_lzma": stored["lzma"],
-                           "entropy_bound_bytes": stored["entropy_bound"]}
-                    rows.append(row)
-                    print(f"{method:6} {bits:>4} {lam:>6.3g} {k:>2} {row['accuracy']:>6.4f} {100 * row['sparsity']:>5.1f}% "
-                          f"{row['entropy']:>5.2f} {row['used']:>4} {row['epoch_s']:>7.2f} {stored['cabac']:>7} {stored['lzma']:>7}  "
-                          + " ".join(f"{100 * s:.0f}%" for s in row["layer_sparsity"]), flush=True)
-    atomic_write_json(args.out, {"args": vars(args), "versions": _versions(), "float_accuracy": fl.test_accuracy,
-                                 "epochs": args.epochs, "rows": rows})
+    seeds = args.seeds if args.seeds else [args.seed]
+    for bits, lam, method, k, reduce, sched, seed in itertools.product(
+            args.bits, args.lambdas, args.methods, args.refresh_every, args.lambda_reduce, args.lr_schedule, seeds):
+        ft = quantize_and_train(
+            fl.model, data.x_train, data.y_train, data.x_test, data.y_test, bits=bits, method=method,
+            Lambda=lam, epochs=args.epochs, refresh_every=k, seed=seed, lr_schedule=sched,
+            lambda_reduce=reduce,
+        )
+        tot = ft.stats[-1]
+        stored = model_coded_bytes(quantization_info(ft.qmodel))
+        row = {"method": method, "bits": bits, "Lambda": lam, "refresh_every": k, "seed": seed,
+               "lr_schedule": sched, "lambda_reduce": reduce,
+               "accuracy": ft.test_accuracy, "sparsity": tot["sparsity"], "entropy": tot["entropy"],
+               "used": tot["used_centroids"], "epoch_s": float(np.mean(ft.epoch_seconds)),
+               "layer_sparsity": [r["sparsity"] for r in ft.stats[:-1]],
+               "stored_bytes_cabac": stored["cabac"], "stored_bytes_lzma": stored["lzma"],
+               "entropy_bound_bytes": stored["entropy_bound"]}
+        rows.append(row)
+        print(f"{method:6} {bits:>4} {lam:>6.3g} {k:>2} {reduce}/{sched}/seed {seed} {row['accuracy']:>6.4f} {100 * row['sparsity']:>5.1f}% "
+              f"{row['entropy']:>5.2f} {row['used']:>4} {row['epoch_s']:>7.2f} {stored['cabac']:>7} {stored['lzma']:>7}  "
+              + " ".join(f"{100 * s:.0f}%" for s in row["layer_sparsity"]), flush=True)
+    res = {"args": vars(args), "versions": _versions(), "float_accuracy": fl.test_accuracy, "epochs": args.epochs,
+           "rows": rows}
+    if len(seeds) > 1:
+        res["seed_summary"] = seed_summary(rows)
+        print(seed_markdown(res["seed_summary"]))
+    atomic_write_json(args.out, res)
     print(f"wrote {args.out}")
     return 0
 
@@ -115,8 +131,42 @@ def timing(args, fl, data) -> int:
     return 0
 
 
+_CONFIG_KEYS = ("method", "bits", "Lambda", "refresh_every", "lambda_reduce", "lr_schedule")
+
+
+def seed_summary(rows) -> list:
+    """Per configuration (all keys but the seed): mean, min and max over seeds of accuracy, zeros
+    and CABAC bytes."""
+    groups = {}
+    for r in rows:
+        if r["method"] != "float":
+            groups.setdefault(tuple(r.get(k) for k in _CONFIG_KEYS), []).append(r)
+    out = []
+    for key, rs in groups.items():
+        s = dict(zip(_CONFIG_KEYS, key), seeds=[r["seed"] for r in rs])
+        for m in ("accuracy", "sparsity", "stored_bytes_cabac"):
+            v = np.array([r[m] for r in rs], dtype=float)
+            s[m] = {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max()), "all": v.tolist()}
+        out.append(s)
+    return out
+
+
+def seed_markdown(summary) -> str:
+    lines = ["| method | bits | Lambda | lambda_max | lr schedule | seeds | test acc mean (min-max) | zeros mean (min-max) | CABAC B mean (min-max) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s in summary:
+        a, z, b = s["accuracy"], s["sparsity"], s["stored_bytes_cabac"]
+        lines.append(f"| {s['method'].upper()} | {s['bits']} | {s['Lambda']:g} | {s['lambda_reduce']} | {s['lr_schedule']} | "
+                     f"{' '.join(map(str, s['seeds']))} | {a['mean']:.4f} ({a['min']:.3f}-{a['max']:.3f}) | "
+                     f"{100 * z['mean']:.1f}% ({100 * z['min']:.1f}-{100 * z['max']:.1f}) | "
+                     f"{b['mean']:,.0f} ({b['min']:,.0f}-{b['max']:,.0f}) |")
+    return "\n".join(lines)
+
+
 def markdown(res: dict) -> str:
-    """The results as a Markdown table (float row first)."""
+    """The results as a Markdown table (float row first); with several seeds, their summary too."""
+    if res.get("seed_summary"):
+        return seed_markdown(res["seed_summary"])
     lines = ["| method | bits | Lambda | refresh every | test acc | zeros | entropy (bits/weight) | used centroids | s/epoch | stored B (CABAC) | stored B (lzma) | zeros per layer |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
