@@ -317,12 +317,7 @@ def test_corrupted_blobs(f4_host, tmp_path, net, layout):
     assert all(s != "F4_OK" for s in want[: len(raw)])
     assert sum(s != "F4_OK" for s in want[len(raw) :]) > 100
     for build in BUILDS:
-        got = fuzz_statuses(f4_host[build], tmp_path, cases)
-        for c, g, w in zip(cases, got, want):
-            if g != w:  # the only rule the C reader skips: a CER column (CSC row) listed in two groups
-                with pytest.raises(F.FormatError, match="appears in two groups"):
-                    F.read_blob(c)
-                assert g == "F4_OK"
+        assert fuzz_statuses(f4_host[build], tmp_path, cases) == want
 
 
 def _entry_field(blob: bytes, layer: int, field: str, value) -> bytes:
@@ -549,9 +544,10 @@ def _csc_example_layer(bias=(100, -50, 7, 0, 3)) -> IntegerDense:
     return IntegerDense("ex", CSC_EXAMPLE_W, np.array(bias), -128, -5, 1 << 30, -3, -128, 127)
 
 
-def _csc_example_blob(weights: bytes, nnz: int = 5, bias=(100, -50, 7, 0, 3)) -> bytes:
-    """A one-layer CSC blob with the weights section replaced (offsets, sizes and CRC fixed)."""
-    blob = F.write_blob(IntegerMLP([_csc_example_layer(bias)]), "csc")
+def _one_layer_blob(layer: IntegerDense, layout: str, weights: bytes, nnz: int) -> bytes:
+    """A one-layer blob of ``layer`` with the weights section replaced (weights_size, nnz,
+    total_size and crc32 fixed)."""
+    blob = F.write_blob(IntegerMLP([layer]), layout)
     e = F.unpack_layer_entry(blob, F.HEADER_SIZE)
     body = bytearray(blob[: e["weights_offset"]] + weights)
     body += b"\0" * (-len(body) % 4)
@@ -562,6 +558,11 @@ def _csc_example_blob(weights: bytes, nnz: int = 5, bias=(100, -50, 7, 0, 3)) ->
     b = bytearray(b)
     b[: F.HEADER_SIZE] = F.pack_header(**h)
     return with_crc(bytes(b))
+
+
+def _csc_example_blob(weights: bytes, nnz: int = 5, bias=(100, -50, 7, 0, 3)) -> bytes:
+    """A one-layer CSC blob of the spec example with the weights section replaced."""
+    return _one_layer_blob(_csc_example_layer(bias), "csc", weights, nnz)
 
 
 def test_csc_encoding_matches_spec_example():
@@ -586,8 +587,8 @@ CSC_CRAFTED = [  # (name, weights section, nnz, Python status, Python message, C
     ("trailing_byte", "04 0400 01 02" "05 0800 02 00 00" "00" "06 0600 01 00 01 04" "00", 5, "F4_ERR_WEIGHTS", "trailing", "F4_ERR_WEIGHTS"),
     ("nnz_mismatch", "04 0400 01 02" "05 0800 02 00 00" "00" "06 0600 01 00 01 04", 6, "F4_ERR_WEIGHTS", "nnz says 6", "F4_ERR_WEIGHTS"),
     ("long_vu8_column_size", "ff 00", 0, "F4_ERR_WEIGHTS", "column_size", "F4_ERR_WEIGHTS"),
-    # the one rule only format.py checks (as for CER): a row listed under two values of a column
-    ("row_in_two_groups", "04 0400 01 02" "06 0a00 01 00 01 00" "00" "06 0600 01 00 01 04", 5, "F4_ERR_WEIGHTS", "row 0 appears in two groups", "F4_OK"),
+    # a row listed under two values of a column (f4_check_distinct in C)
+    ("row_in_two_groups", "04 0400 01 02" "06 0a00 01 00 01 00" "00" "06 0600 01 00 01 04", 5, "F4_ERR_WEIGHTS", "row 0 appears in two groups", "F4_ERR_WEIGHTS"),
 ]
 
 
@@ -647,6 +648,149 @@ def test_smallest_unchanged_by_csc(net, wide_net):
     tall = IntegerDense("tall", np.eye(200, 3, dtype=np.int8) * 3, np.zeros(200), -128, 0, 1 << 30, 0, -128, 127)
     assert F.read_blob(F.write_blob(IntegerMLP([tall]), "smallest")).layers[0].layout_name == "csc"
 
+
+# ---------------------------------------------------------------------------------------------
+# an index in two groups of a CER row (CSC column): F4_ERR_WEIGHTS in Python and C
+
+
+def _index_groups(line: np.ndarray) -> dict:
+    """code -> sorted indices of one CER row (CSC column) of codes."""
+    return {int(k): [int(i) for i in np.flatnonzero(line == k)] for k in np.unique(line) if k != 0}
+
+
+def _encode_index_groups(groups: dict) -> bytes:
+    """value_mask, then per code ascending count and gaps, from explicit index lists (which, unlike
+    the codes of a matrix, can list an index under two codes)."""
+    out = bytearray(struct.pack("<H", sum(1 << k for k in groups)))
+    for k in sorted(groups):
+        out += F.encode_vu8(len(groups[k]))
+        prev = -1
+        for i in groups[k]:
+            out += F.encode_vu8(i - prev - 1)
+            prev = i
+    return bytes(out)
+
+
+def _weights_from_groups(layout: str, lines) -> bytes:
+    if layout == "cer":
+        return b"".join(_encode_index_groups(g) for g in lines)
+    out = bytearray()
+    for g in lines:  # csc: column_size, then the groups of a non-empty column
+        body = _encode_index_groups(g) if g else b""
+        out += F.encode_vu8(len(body)) + body
+    return bytes(out)
+
+
+def _lines(layer: IntegerDense, layout: str) -> list:
+    codes = layer.codes()
+    return [_index_groups(line) for line in (codes if layout == "cer" else codes.T)]
+
+
+def _with_duplicate(lines: list, line: int, a: int, b: int, index: int, drop: int) -> list:
+    """``lines`` with ``index`` (listed under code a) also listed under code b, in place of b's
+    ``drop``-th index: the counts, hence nnz, stay right and the duplicate is the only defect."""
+    out = [dict(g) for g in lines]
+    g = {k: list(v) for k, v in out[line].items()}
+    assert index in g[a] and index not in g[b]
+    del g[b][drop]
+    g[b] = sorted(g[b] + [index])
+    out[line] = g
+    return out
+
+
+def _dup_blob(layer: IntegerDense, layout: str, lines: list) -> bytes:
+    return _one_layer_blob(layer, layout, _weights_from_groups(layout, lines), sum(len(v) for g in lines for v in g.values()))
+
+
+@pytest.fixture(scope="session")
+def many_groups_layer() -> IntegerDense:
+    """8 rows x 700 columns, 15 non-zero values (the most a blob holds), all 15 in each of rows
+    0-6 (15 groups per row); rows span several 256-index windows of the C check, row 0 lists
+    columns 0 and 699, row 7 has four entries in three groups far apart (gaps of several vu8
+    bytes)."""
+    rng = np.random.default_rng(17)
+    values = np.array([-7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8], np.int8)
+    w = np.where(rng.random((8, 700)) < 0.4, rng.choice(values, size=(8, 700)), 0).astype(np.int8)
+    w[:, :15] = values  # every value present in every row
+    w[0, [0, 699]] = [8, -7]
+    w[7] = 0
+    w[7, [3, 300, 301, 699]] = [5, -1, 5, 8]
+    return IntegerDense("many", w, rng.integers(-1000, 1000, 8), -5, 2, 1300000000, -8, -128, 127)
+
+
+@pytest.mark.parametrize("layout", ["cer", "csc"])
+def test_many_groups_valid(f4_host, tmp_path, many_groups_layer, layout):
+    """15 groups per row (CER) / up to 15 per column (CSC, the layer transposed) and no index
+    repeated: both readers accept, the C output equals the slow reference."""
+    layer = many_groups_layer if layout == "cer" else IntegerDense(
+        "many_t", many_groups_layer.weights.T.copy(), np.zeros(700, np.int64), -5, 2, 1300000000, -8, -128, 127)
+    lines = _lines(layer, layout)
+    assert max(len(g) for g in lines) == 15
+    blob = F.write_blob(IntegerMLP([layer]), layout)
+    assert _dup_blob(layer, layout, lines) == blob  # the group-list encoder is the spec's
+    assert py_status(blob) == "F4_OK"
+    x = np.random.default_rng(2).integers(-128, 128, size=(20, layer.in_features)).astype(np.int8)
+    want = reference_forward(IntegerMLP([layer]), x)
+    for build in BUILDS:
+        assert fuzz_statuses(f4_host[build], tmp_path, [blob]) == ["F4_OK"]
+        assert np.array_equal(run_host(f4_host[build], tmp_path, blob, x, layer.out_features), want)
+
+
+def _dup_cases(layer: IntegerDense, layout: str, n_random: int, seed: int) -> list:
+    """(name, blob): duplicates at chosen places, then at random ones."""
+    lines = _lines(layer, layout)
+    cases = []
+    for line, g in enumerate(lines):
+        if len(g) < 2:
+            continue
+        ks = sorted(g)
+        lo = min(ks, key=lambda k: g[k][0])  # the group holding the line's smallest index
+        hi = max(ks, key=lambda k: g[k][-1])  # ... and its largest
+        other = lambda k: ks[0] if k != ks[0] else ks[-1]
+        cases += [
+            (f"{line}: smallest index", _with_duplicate(lines, line, lo, other(lo), g[lo][0], 0)),
+            (f"{line}: largest index", _with_duplicate(lines, line, hi, other(hi), g[hi][-1], -1)),
+            (f"{line}: first and last code", _with_duplicate(lines, line, ks[0], ks[-1], g[ks[0]][-1], 0)),
+        ]
+    rng = np.random.default_rng(seed)
+    multi = [i for i, g in enumerate(lines) if len(g) >= 2]
+    for _ in range(n_random):
+        line = int(rng.choice(multi))
+        a, b = (int(k) for k in rng.choice(sorted(lines[line]), 2, replace=False))
+        index = int(rng.choice(lines[line][a]))
+        cases.append((f"{line}: random {a}->{b} index {index}",
+                      _with_duplicate(lines, line, a, b, index, int(rng.integers(len(lines[line][b]))))))
+    return [(name, _dup_blob(layer, layout, l)) for name, l in cases]
+
+
+@pytest.mark.parametrize("layout", ["cer", "csc"])
+def test_index_in_two_groups_rejected(f4_host, tmp_path, net, wide_net, many_groups_layer, layout):
+    """A column (CER) / row (CSC) listed under two values of the same row (column), everything else
+    valid: F4_ERR_WEIGHTS from format.py ("appears in two groups") and from f4_prepare and
+    f4_required_scratch, -O2 and ASan/UBSan builds; the untouched blobs pass."""
+    layers = [many_groups_layer, net.layers[0], wide_net.layers[1]]
+    if layout == "csc":
+        w = many_groups_layer.weights.T.copy()
+        layers[0] = IntegerDense("many_t", w, np.zeros(700, np.int64), -5, 2, 1300000000, -8, -128, 127)
+    names, cases = [], []
+    for i, layer in enumerate(layers):
+        for name, blob in _dup_cases(layer, layout, n_random=40, seed=i):
+            names.append(f"layer {i} line {name}")
+            cases.append(blob)
+        cases.append(F.write_blob(IntegerMLP([layer]), layout))
+        names.append(f"layer {i} valid")
+    assert len(cases) > 150
+    for name, blob in zip(names, cases):
+        if name.endswith("valid"):
+            assert py_status(blob) == "F4_OK", name
+        else:
+            with pytest.raises(F.FormatError, match="appears in two groups") as e:
+                F.read_blob(blob)
+            assert e.value.status == "F4_ERR_WEIGHTS", name
+    want = [py_status(c) for c in cases]
+    for build in BUILDS:
+        got = fuzz_statuses(f4_host[build], tmp_path, cases)
+        assert got == want, [(n, g, w) for n, g, w in zip(names, got, want) if g != w][:5]
 
 # ---------------------------------------------------------------------------------------------
 # the export target (Keras + QuantizedKernel -> tflm convert -> blob -> harness)
