@@ -8,8 +8,11 @@ Writes, next to the JSON:
   integers, every path, one panel per model (the authors' PyTorch points of
   /work/shared/spec/reference-results.md as open grey markers on the MLP panel);
 * ``compare_accuracy_vs_size.png``: TFLM test accuracy against the executable ``.tflite`` bytes
-  (smaller of plain and LUT-compressed) and against the stored bytes (lzma of the weight
-  integers + biases + scales), log scale;
+  (smaller of plain and LUT-compressed) and against the stored bytes (the weight integers coded
+  with the smaller of the project's CABAC-style coder and lzma, + biases + scales), log scale;
+* ``compare_instructions.png``: TFLM test accuracy against instructions per inference
+  (callgrind): TFLM's reference kernels on every path, and the FantastIC4 runtime's CER and CSC
+  kernels where the model runs on it;
 * ``compare_histograms_<model>.png``: per layer, the float kernel before quantization and the
   quantized kernel after (counts per centroid), centroids marked;
 * ``compare_relevance_<model>.png``: the stored ECQx relevance of one layer;
@@ -74,6 +77,12 @@ def _acc(row) -> Any:
 
 def _exec_bytes(row) -> Any:
     sizes = [b for b in (row.get("tflite_bytes"), row.get("tflite_lut_bytes")) if b]
+    return min(sizes) if sizes else None
+
+
+def _stored_bytes(row) -> Any:
+    """Stored size: the weight integers with the better of the two coders, + biases + scales."""
+    sizes = [b for b in (row.get("stored_bytes"), row.get("stored_bytes_cabac")) if b]
     return min(sizes) if sizes else None
 
 
@@ -142,7 +151,7 @@ def plot_accuracy_vs_size(results, out: Path) -> Path:
         ax.set_title(f"{m}: executable size (TFLM)")
         ax.set_xlabel(".tflite bytes (smaller of plain / LUT-compressed), log")
         ax = row_axes[1]
-        _scatter_paths(ax, rows, lambda r: r.get("stored_bytes"))
+        _scatter_paths(ax, rows, _stored_bytes)
         if m == "mnist_mlp":
             ref = REFERENCE["authors"]
             ax.scatter([p["bytes"] for p in ref], [100 * p["acc"] for p in ref], marker="o", s=55, facecolors="none",
@@ -151,7 +160,7 @@ def plot_accuracy_vs_size(results, out: Path) -> Path:
             ax.scatter([p["lzma"] for p in t], [100 * p["acc"] for p in t], marker="^", s=45, facecolors="none",
                        edgecolors="grey", label="PCQAT, lzma of the flatbuffer (ref.)", zorder=2)
         ax.set_title(f"{m}: stored size (not executable)")
-        ax.set_xlabel("lzma(weight integers) + biases + scales, bytes, log")
+        ax.set_xlabel("min(CABAC, lzma)(weight integers) + biases + scales, bytes, log")
         for ax in row_axes:
             ax.set_xscale("log")
             ax.set_ylabel("test accuracy on TFLM (%)")
@@ -274,11 +283,41 @@ def plot_ecq_vs_ecqx(results, out: Path) -> Path:
     return p
 
 
+def plot_instructions(results, out: Path) -> Path:
+    """Accuracy against instructions per inference: TFLM (filled, per path) and the FantastIC4
+    runtime's CER (open squares) and CSC (open diamonds) kernels on the same integers."""
+    plt = _plt()
+    models = [m for m in _models(results) if any(r.get("ir_tflm") for r in results["rows"] if r["model"] == m)]
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(6.5 * max(1, len(models)), 4.8), squeeze=False)
+    for ax, m in zip(axes[0], models):
+        rows = [r for r in results["rows"] if r["model"] == m]
+        _scatter_paths(ax, rows, lambda r: r.get("ir_tflm"))
+        for key, marker, name in (("ir_f4_cer", "s", "FantastIC4 CER (same integers)"),
+                                  ("ir_f4_csc", "D", "FantastIC4 CSC (same integers)")):
+            pts = [(r[key], _acc(r)) for r in rows if r.get(key) and _acc(r) is not None]
+            if pts:
+                ax.scatter([p[0] for p in pts], [100 * p[1] for p in pts], marker=marker, s=40, facecolors="none",
+                           edgecolors="k", linewidths=1.0, label=name, zorder=2)
+        ax.set_xscale("log")
+        ax.set_title(f"{m}: instructions per inference (valgrind callgrind)")
+        ax.set_xlabel("instructions per inference, log")
+        ax.set_ylabel("test accuracy on TFLM (%)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="best", framealpha=0.6)
+    fig.tight_layout()
+    p = out / "compare_instructions.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
 def render(results: Dict[str, Any], out: Path) -> List[Path]:
     """Draw every figure into ``out``; returns the paths written."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [plot_accuracy_vs_sparsity(results, out), plot_accuracy_vs_size(results, out)]
+    if any(r.get("ir_tflm") for r in results["rows"]):
+        written.append(plot_instructions(results, out))
     for m in _models(results):
         figs = results["figures"].get(m) or {}
         if figs.get("histograms"):
