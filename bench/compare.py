@@ -63,7 +63,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 from firmware_export.entropy_coding import as_matrix, coded_bytes  # noqa: E402  (NumPy only)
 
-__all__ = ["main", "run", "stream_stats", "lzma_bytes", "format_table", "PATHS"]
+__all__ = ["main", "run", "stream_stats", "lzma_bytes", "format_table", "format_instructions", "PATHS"]
 
 log = logging.getLogger("bench.compare")
 
@@ -672,6 +672,32 @@ def format_table(rows: Sequence[Dict[str, Any]], markdown: bool = False) -> str:
     return "\n".join([fmt_line(header), fmt_line(["-" * w for w in widths])] + [fmt_line(b) for b in body])
 
 
+def format_instructions(rows: Sequence[Dict[str, Any]], markdown: bool = False) -> str:
+    """Instructions per inference of every row that has them, in thousands, with the ratio of the
+    fastest FantastIC4 kernel to TFLM running the same model's tfmot int8 QAT flatbuffer."""
+    base = {r["model"]: r["ir_tflm"] for r in rows if r["path"] == "int8" and r.get("ir_tflm")}
+    header = ["model", "label", "tflm acc", "zeros", "kIr TFLM", "kIr TFLM LUT", "kIr F4", "kIr CER", "kIr CSC",
+              "best F4 / TFLM int8"]
+    body = []
+    for r in rows:
+        if not r.get("ir_tflm"):
+            continue
+        f4 = [r.get(k) for k in ("ir_f4", "ir_f4_cer", "ir_f4_csc") if r.get(k)]
+        ratio = min(f4) / base[r["model"]] if f4 and base.get(r["model"]) else None
+        cells = [r["model"], r["label"], "-" if r.get("acc_tflm") is None else f"{r['acc_tflm']:.4f}",
+                 "-" if r.get("sparsity") is None else f"{r['sparsity']:.1%}"]
+        cells += ["-" if not r.get(k) else f"{r[k] / 1000:,.0f}" for k in ("ir_tflm", "ir_tflm_lut", "ir_f4", "ir_f4_cer",
+                                                                           "ir_f4_csc")]
+        cells.append("-" if ratio is None else f"{ratio:.3f}")
+        body.append(cells)
+    if markdown:
+        return "\n".join(["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+                         + ["| " + " | ".join(c) + " |" for c in body])
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(b) for b in body])
+
+
 def _print_row(row) -> None:
     print(format_table([row]).splitlines()[-1] + ("   [" + "; ".join(n[:80] for n in row["notes"]) + "]" if row["notes"] else ""),
           flush=True)
@@ -823,6 +849,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         path = Path(args.from_json)
         results = json.loads(path.read_text())
         print(format_table(results["rows"], markdown=args.markdown))
+        if any(r.get("ir_tflm") for r in results["rows"]):
+            print()
+            print(format_instructions(results["rows"], markdown=args.markdown))
         if args.plots:
             for p in _plots_module().render(results, path.parent):
                 print(f"wrote {p}")
@@ -853,6 +882,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = run(args)
     print()
     print(format_table(results["rows"]))
+    if any(r.get("ir_tflm") for r in results["rows"]):
+        print()
+        print(format_instructions(results["rows"]))
     failed = [r for r in results["rows"] if any(n.startswith("failed") for n in r["notes"])]
     if args.plots:
         written = _plots_module().render(results, Path(args.out))

@@ -96,3 +96,21 @@ def test_compare_table_shows_instruction_columns_in_thousands():
     assert "3,318" in cells and "595" in cells
     md = compare.format_table([row], markdown=True).splitlines()
     assert md[2].count("|") == md[0].count("|")
+
+
+def test_instruction_table_ratio_is_best_f4_over_tflm_int8():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_compare2", REPO / "bench" / "compare.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    rows = [compare._new_row("m", "int8", "tfmot int8 QAT", acc_tflm=0.9, sparsity=0.01, ir_tflm=2_000_000.0),
+            compare._new_row("m", "ecq", "ECQ 4-bit", acc_tflm=0.9, sparsity=0.8, ir_tflm=3_000_000.0,
+                             ir_f4=900_000.0, ir_f4_cer=600_000.0, ir_f4_csc=250_000.0),
+            compare._new_row("n", "ecq", "ECQ 2-bit", ir_tflm=1_000.0, ir_f4=10.0),  # no int8 row: no ratio
+            compare._new_row("m", "ecq", "not counted")]
+    lines = compare.format_instructions(rows).splitlines()
+    assert len(lines) == 2 + 3
+    assert lines[3].split()[-1] == "0.125"  # 250,000 / 2,000,000
+    assert lines[4].split()[-1] == "-" and lines[2].split()[-1] == "-"
+    assert "not counted" not in "\n".join(lines)
