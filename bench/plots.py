@@ -288,7 +288,7 @@ def plot_instructions(results, out: Path) -> Path:
     runtime's CER (open squares) and CSC (open diamonds) kernels on the same integers."""
     plt = _plt()
     models = [m for m in _models(results) if any(r.get("ir_tflm") for r in results["rows"] if r["model"] == m)]
-    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(6.5 * max(1, len(models)), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(8.5 * max(1, len(models)), 4.8), squeeze=False)
     for ax, m in zip(axes[0], models):
         rows = [r for r in results["rows"] if r["model"] == m]
         _scatter_paths(ax, rows, lambda r: r.get("ir_tflm"))
@@ -303,7 +303,7 @@ def plot_instructions(results, out: Path) -> Path:
         ax.set_xlabel("instructions per inference, log")
         ax.set_ylabel("test accuracy on TFLM (%)")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="best", framealpha=0.6)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.6)
     fig.tight_layout()
     p = out / "compare_instructions.png"
     fig.savefig(p, dpi=110)
