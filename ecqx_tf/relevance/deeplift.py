@@ -64,10 +64,10 @@ from ecqx_tf.registry import Registry
 from ecqx_tf.relevance.composites import KERNEL_LAYER_TYPES
 from ecqx_tf.relevance.native import (
     chain_forward,
+    chain_layers_before_softmax,
     check_layer_names,
     LayerRelevance,
     UnsupportedLayerError,
-    _chain_layers,
     _describe,
     _is_softmax,
     _linear,
@@ -390,19 +390,7 @@ class _Step:
 
 
 def _steps(model: tf.keras.Model, composite: DeepLiftComposite) -> List[_Step]:
-    if not isinstance(model, tf.keras.Model):
-        raise TypeError(f"model must be a tf.keras.Model, got {type(model).__name__}")
-    if not model.built:
-        raise ValueError(f"model {model.name!r} is not built; call it on data or give it an Input")
-    layers = _chain_layers(model)
-    if not layers:
-        raise ValueError(f"model {model.name!r} has no layers")
-    last = layers[-1]
-    lt = keras_type_name(last)
-    if lt == "Softmax" or (lt == "Activation" and _is_softmax(last.activation)):
-        layers = layers[:-1]
-        if not layers:
-            raise ValueError(f"model {model.name!r} has no layers before its softmax")
+    layers, _ = chain_layers_before_softmax(model)
     out: List[_Step] = []
     for i, layer in enumerate(layers):
         t = keras_type_name(layer)

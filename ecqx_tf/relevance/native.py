@@ -276,8 +276,10 @@ def _chain_layers(model: tf.keras.Model) -> List[tf.keras.layers.Layer]:
     return out
 
 
-def _build_steps(model: tf.keras.Model, composite: Composite) -> Tuple[List[_Step], bool]:
-    """Steps of the chain with their rules; returns (steps, dropped_softmax_layer)."""
+def chain_layers_before_softmax(model: tf.keras.Model) -> Tuple[List[tf.keras.layers.Layer], bool]:
+    """The layers of a built single-chain model, without a final softmax (explanations start from
+    the logits); returns (layers, whether a softmax layer was dropped). Shared by the LRP and
+    DeepLIFT engines."""
     if not isinstance(model, tf.keras.Model):
         raise TypeError(f"model must be a tf.keras.Model, got {type(model).__name__}")
     if not model.built:
@@ -285,14 +287,19 @@ def _build_steps(model: tf.keras.Model, composite: Composite) -> Tuple[List[_Ste
     layers = _chain_layers(model)
     if not layers:
         raise ValueError(f"model {model.name!r} has no layers")
-    dropped = False
     last = layers[-1]
     last_type = keras_type_name(last)
     if last_type == "Softmax" or (last_type == "Activation" and _is_softmax(last.activation)):
         layers = layers[:-1]
-        dropped = True
         if not layers:
             raise ValueError(f"model {model.name!r} has no layers before its softmax")
+        return layers, True
+    return layers, False
+
+
+def _build_steps(model: tf.keras.Model, composite: Composite) -> Tuple[List[_Step], bool]:
+    """Steps of the chain with their rules; returns (steps, dropped_softmax_layer)."""
+    layers, dropped = chain_layers_before_softmax(model)
     steps: List[_Step] = []
     first_possible = True
     for i, layer in enumerate(layers):
