@@ -70,7 +70,6 @@ log = logging.getLogger("bench.compare")
 #: Path names accepted by ``--paths`` (all by default).
 PATHS = ("float", "int8", "int4", "pcqat", "ecq", "ecqx")
 LZMA_PRESET = 9 | lzma.PRESET_EXTREME
-REP_SAMPLES = 100  # converter calibration samples (as firmware_export.tflm.convert)
 LR = 1e-3
 BATCH = 64
 
@@ -276,21 +275,13 @@ def _quiet_native():
 
 
 def _convert_int(model, rep: np.ndarray) -> bytes:
-    """tf.keras (QAT) model -> full-integer .tflite (int8 input/output)."""
-    import warnings
-
+    """tf.keras (QAT) model -> full-integer .tflite (int8 input/output), as the exporter converts."""
     import tensorflow as tf
 
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    rep = rep[:REP_SAMPLES].astype(np.float32)
-    conv.representative_dataset = lambda: ([rep[i : i + 1]] for i in range(len(rep)))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    with warnings.catch_warnings(), _quiet_native():
-        warnings.simplefilter("ignore")
-        return bytes(conv.convert())
+    from firmware_export.tflm.convert import convert_full_int8
+
+    with _quiet_native():
+        return convert_full_int8(tf.lite.TFLiteConverter.from_keras_model(model), rep)
 
 
 def _convert_float(model) -> bytes:

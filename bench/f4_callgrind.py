@@ -29,10 +29,8 @@ Results go to bench/results/f4_callgrind.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,47 +48,7 @@ from firmware_export.fantastic4 import format as F  # noqa: E402
 from firmware_export.fantastic4 import simulate as S  # noqa: E402
 from firmware_export.fantastic4.network import IntegerMLP  # noqa: E402
 
-from bench.instructions import CFLAGS, RUNTIME, TFLM_DRIVER, TFLM_INVOKE, callgrind  # noqa: E402
-
-
-def tflm_min_arena(model_bytes: bytes, x: np.ndarray) -> int:
-    from tflite_micro import runtime
-
-    def ok(n: int) -> bool:
-        try:
-            it = runtime.Interpreter.from_bytes(model_bytes, arena_size=n)
-            it.set_input(x[:1].reshape(tuple(int(v) for v in it.get_input_details(0)["shape"])), 0)
-            it.invoke()
-            return True
-        except RuntimeError:
-            return False
-
-    lo, hi = 0, 1 << 12
-    with _quiet_stderr():
-        return _bisect(ok, lo, hi)
-
-
-def _bisect(ok, lo: int, hi: int) -> int:
-    while not ok(hi):
-        lo, hi = hi, hi * 2
-    while hi - lo > 16:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
-    return hi
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence fd 2 (TFLM prints every failed arena allocation while we bisect)."""
-    sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
+from bench.instructions import CFLAGS, TFLM_DRIVER, TFLM_INVOKE, available, build_f4_host, callgrind  # noqa: E402
 
 
 def make_model(path: Path, sparsity: float, epochs: int, seed: int = 0) -> bytes:
@@ -163,9 +121,9 @@ def main(argv=None) -> int:
     ap.add_argument("--layouts", nargs="+", default=list(F.LAYOUT_IDS), choices=list(F.LAYOUT_IDS))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "f4_callgrind.json"))
     args = ap.parse_args(argv)
-    for tool in ("valgrind", "gcc"):
-        if shutil.which(tool) is None:
-            ap.error(f"{tool} not found on PATH")
+    missing = available()
+    if missing:
+        ap.error(missing)
     if args.make_model:
         model_path = Path(args.make_model)
         model_bytes = make_model(model_path, args.sparsity, args.epochs)
@@ -181,14 +139,14 @@ def main(argv=None) -> int:
     print(f"model {model_path} ({len(model_bytes)} bytes): {'-'.join(map(str, shape))}, {n} samples")
 
     from firmware_export.fantastic4.target import tflm_reference
+    from firmware_export.tflm.arena import minimum_arena
     from firmware_export.tflm.flatbuffer import fully_connected_layers
 
     tflm_out = tflm_reference(model_bytes, x)
     results = {"model": str(model_path), "shape": shape, "samples": n, "layouts": {}, "method": __doc__.split("Method:")[1].split("``--make-model``")[0].strip()}
     with tempfile.TemporaryDirectory(prefix="f4_bench_") as tmpd:
         tmp = Path(tmpd)
-        host = tmp / "f4_host"
-        subprocess.run(["gcc", *CFLAGS, f"-I{RUNTIME}", RUNTIME / "f4_runtime.c", RUNTIME / "f4_host.c", "-o", host], check=True)
+        host = build_f4_host(tmp / "f4_host")
         x.tofile(tmp / "in_n.bin")
         x[:1].tofile(tmp / "in_1.bin")
         for layout in args.layouts:
@@ -227,7 +185,7 @@ def main(argv=None) -> int:
         model_file.write_bytes(model_bytes)
         driver = tmp / "driver.py"
         driver.write_text(TFLM_DRIVER)
-        arena = tflm_min_arena(model_bytes, x)
+        arena = minimum_arena(model_bytes)
         py = sys.executable
         t0 = time.time()
         invoke = callgrind([py, driver, model_file, tmp / "in_n.bin", arena], tmp / "cgt_inv.out", toggle=TFLM_INVOKE)

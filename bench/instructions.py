@@ -19,7 +19,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -87,50 +86,35 @@ def _tflm_files(model_bytes: bytes, x: np.ndarray, tmp: Path):
     (tmp / "model.tflite").write_bytes(bytes(model_bytes))
     np.ascontiguousarray(x).tofile(tmp / "inputs.bin")
     (tmp / "driver.py").write_text(TFLM_DRIVER)
-    return tmp / "model.tflite", tmp / "inputs.bin", tmp / "outputs.bin", tmp / "driver.py"
+    return tmp / "model.tflite", tmp / "inputs.bin", tmp / "driver.py"
 
 
-def tflm_instructions(model_bytes: bytes, x: np.ndarray, arena: int, tmp: Optional[Path] = None) -> float:
+def tflm_instructions(model_bytes: bytes, x: np.ndarray, arena: int, tmp: Path) -> float:
     """Instructions per ``MicroInterpreter::Invoke()`` over the samples ``x`` (already in the
-    model's input dtype and shape without the batch axis, one sample per row)."""
-    with _tmpdir(tmp) as d:
-        model, inputs, _, driver = _tflm_files(model_bytes, x, d)
-        ir = callgrind([sys.executable, driver, model, inputs, arena], d / "cg_tflm.out", toggle=TFLM_INVOKE)
+    model's input dtype and shape without the batch axis, one sample per row); files go to the
+    folder ``tmp``."""
+    model, inputs, driver = _tflm_files(model_bytes, x, tmp)
+    ir = callgrind([sys.executable, driver, model, inputs, arena], Path(tmp) / "cg_tflm.out", toggle=TFLM_INVOKE)
     return ir / len(x)
 
 
-def f4_instructions(blob: bytes, x: np.ndarray, host: Path, tmp: Optional[Path] = None) -> float:
+def _f4_files(blob: bytes, x: np.ndarray, tmp: Path):
+    tmp = Path(tmp)
+    (tmp / "blob.bin").write_bytes(bytes(blob))
+    np.ascontiguousarray(x, np.int8).tofile(tmp / "in.bin")
+    return tmp / "blob.bin", tmp / "in.bin"
+
+
+def f4_instructions(blob: bytes, x: np.ndarray, host: Path, tmp: Path) -> float:
     """Instructions per ``f4_invoke`` over the int8 samples ``x`` (n x input_features)."""
-    with _tmpdir(tmp) as d:
-        (d / "blob.bin").write_bytes(bytes(blob))
-        np.ascontiguousarray(x, np.int8).tofile(d / "in.bin")
-        ir = callgrind([host, "-b", d / "blob.bin", d / "in.bin", "-"], d / "cg_f4.out", toggle=F4_INVOKE)
+    blob_file, inputs = _f4_files(blob, x, tmp)
+    ir = callgrind([host, "-b", blob_file, inputs, "-"], Path(tmp) / "cg_f4.out", toggle=F4_INVOKE)
     return ir / len(x)
 
 
-def f4_outputs(blob: bytes, x: np.ndarray, host: Path, tmp: Optional[Path] = None) -> np.ndarray:
+def f4_outputs(blob: bytes, x: np.ndarray, host: Path, tmp: Path) -> np.ndarray:
     """Outputs of the C runtime (outside valgrind) on the int8 samples ``x``."""
-    with _tmpdir(tmp) as d:
-        (d / "blob.bin").write_bytes(bytes(blob))
-        np.ascontiguousarray(x, np.int8).tofile(d / "in.bin")
-        subprocess.run([host, "-b", d / "blob.bin", d / "in.bin", "-", d / "out.bin"], check=True,
-                       capture_output=True, text=True)
-        return np.fromfile(d / "out.bin", np.int8).reshape(len(x), -1)
-
-
-class _tmpdir:
-    """``tmp`` itself when given, else a fresh temporary folder removed afterwards."""
-
-    def __init__(self, tmp: Optional[Path]):
-        self._given = None if tmp is None else Path(tmp)
-        self._td = None
-
-    def __enter__(self) -> Path:
-        if self._given is not None:
-            return self._given
-        self._td = tempfile.TemporaryDirectory(prefix="ecqx_ir_")
-        return Path(self._td.name)
-
-    def __exit__(self, *exc) -> None:
-        if self._td is not None:
-            self._td.cleanup()
+    blob_file, inputs = _f4_files(blob, x, tmp)
+    subprocess.run([host, "-b", blob_file, inputs, "-", Path(tmp) / "out.bin"], check=True, capture_output=True,
+                   text=True)
+    return np.fromfile(Path(tmp) / "out.bin", np.int8).reshape(len(x), -1)

@@ -71,6 +71,20 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write the PNG atomically (a crash leaves the old file or none) and close."""
+    import io
+
+    from ecqx_tf.io import atomic_write_bytes
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
 def _acc(row) -> Any:
     return row["acc_tflm"] if row.get("acc_tflm") is not None else row.get("acc_keras")
 
@@ -129,11 +143,7 @@ def plot_accuracy_vs_sparsity(results, out: Path) -> Path:
         ax.set_ylabel("test accuracy on TFLM (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best", framealpha=0.6)
-    fig.tight_layout()
-    p = out / "compare_accuracy_vs_sparsity.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return _save(plt, fig, out / "compare_accuracy_vs_sparsity.png", dpi=110)
 
 
 def plot_accuracy_vs_size(results, out: Path) -> Path:
@@ -166,11 +176,7 @@ def plot_accuracy_vs_size(results, out: Path) -> Path:
             ax.set_ylabel("test accuracy on TFLM (%)")
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=7, loc="best", framealpha=0.6)
-    fig.tight_layout()
-    p = out / "compare_accuracy_vs_size.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return _save(plt, fig, out / "compare_accuracy_vs_size.png", dpi=110)
 
 
 def plot_histograms(results, model: str, out: Path) -> Path:
@@ -194,11 +200,7 @@ def plot_histograms(results, model: str, out: Path) -> Path:
             ax.set_xlim(min(edges[0], min(h["centroids"])) - h["step"], max(edges[-1], max(h["centroids"])) + h["step"])
             ax.set_xlabel("weight value (red dashes: centroids)", fontsize=8)
             ax.set_ylabel("count (log)", fontsize=8)
-    fig.tight_layout()
-    p = out / f"compare_histograms_{model}.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return p
+    return _save(plt, fig, out / f"compare_histograms_{model}.png", dpi=100)
 
 
 def plot_relevance(results, model: str, out: Path) -> Path:
@@ -241,11 +243,7 @@ def plot_relevance(results, model: str, out: Path) -> Path:
         fig, axes = plt.subplots(1, 1, figsize=(5, 2))
         axes.text(0.5, 0.5, "no relevance recorded", ha="center")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    p = out / f"compare_relevance_{model}.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return _save(plt, fig, out / f"compare_relevance_{model}.png", dpi=110)
 
 
 def plot_ecq_vs_ecqx(results, out: Path) -> Path:
@@ -276,11 +274,7 @@ def plot_ecq_vs_ecqx(results, out: Path) -> Path:
             ax.set_xticks(sorted({r["bits"] for r in rows}) or [4])
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    p = out / "compare_ecq_vs_ecqx.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return _save(plt, fig, out / "compare_ecq_vs_ecqx.png", dpi=110)
 
 
 def plot_instructions(results, out: Path) -> Path:
@@ -304,11 +298,7 @@ def plot_instructions(results, out: Path) -> Path:
         ax.set_ylabel("test accuracy on TFLM (%)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.6)
-    fig.tight_layout()
-    p = out / "compare_instructions.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return _save(plt, fig, out / "compare_instructions.png", dpi=110)
 
 
 def render(results: Dict[str, Any], out: Path) -> List[Path]:

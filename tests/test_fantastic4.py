@@ -46,14 +46,10 @@ def snapped_mlp_tflite(sizes, seed=0, zero_fraction=0.7, activation_last=None) -
         levels = np.clip(np.round(k / step), -7, 7)
         levels[rng.random(k.shape) < zero_fraction] = 0
         layer.set_weights([(levels * step).astype(np.float32), rng.normal(0, 0.1, b.shape).astype(np.float32)])
+    from firmware_export.tflm.convert import convert_full_int8
+
     rep = rng.normal(size=(200, sizes[0])).astype(np.float32)
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([r[None]] for r in rep)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    return conv.convert()
+    return convert_full_int8(tf.lite.TFLiteConverter.from_keras_model(model), rep)
 
 
 def tflm_outputs(model_bytes: bytes, x: np.ndarray) -> np.ndarray:

@@ -54,6 +54,7 @@ import numpy as np
 from . import flatbuffer as fb
 
 __all__ = [
+    "convert_full_int8",
     "SUPPORTED_LAYERS",
     "ALLOWED_OPS",
     "WeightStep",
@@ -605,8 +606,6 @@ def _quiet_tf() -> Iterator[None]:
 
 
 def _convert_graph(steps, ranges, input_shape, representative: np.ndarray) -> bytes:
-    import warnings
-
     import tensorflow as tf
 
     spec = tf.TensorSpec((1,) + tuple(input_shape), tf.float32, name="input")
@@ -614,9 +613,20 @@ def _convert_graph(steps, ranges, input_shape, representative: np.ndarray) -> by
     holder = tf.Module()
     holder.fn = fn
     concrete = fn.get_concrete_function()
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
+    return convert_full_int8(tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder), representative)
+
+
+def convert_full_int8(conv, representative: np.ndarray) -> bytes:
+    """Run a ``tf.lite.TFLiteConverter`` as a full-integer conversion: int8 builtins only, int8
+    input and output, activation ranges calibrated on the first ``CONVERTER_SAMPLES`` rows of
+    ``representative`` (one sample per step). Weight FakeQuant ops with <= 4 bits give INT4
+    weights (TF 2.14)."""
+    import warnings
+
+    import tensorflow as tf
+
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    rep = representative[:CONVERTER_SAMPLES].astype(np.float32)
+    rep = np.asarray(representative)[:CONVERTER_SAMPLES].astype(np.float32)
     conv.representative_dataset = lambda: ([rep[i : i + 1]] for i in range(len(rep)))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
