@@ -39,6 +39,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="fine-tuning seeds (default: --seed)")
     ap.add_argument("--lr-schedule", nargs="+", default=["constant"], choices=["constant", "cosine"],
                     help="learning-rate schedules to run (default constant)")
+    ap.add_argument("--p", type=float, default=0.1, help="ECQx sparsity band p (default 0.1)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    ap.add_argument("--gradient", default="ste", choices=["ste", "ec2t"], help="shadow-weight gradient (default ste)")
     ap.add_argument("--lambda-reduce", nargs="+", default=["min"], choices=["min", "max"],
                     help="lambda_max reductions to run (default min, the thesis; max = the authors' code)")
     ap.add_argument("--out", default=str(ROOT / "results" / "ecq_evidence.json"))
@@ -75,7 +78,7 @@ def main(argv=None) -> int:
         ft = quantize_and_train(
             fl.model, data.x_train, data.y_train, data.x_test, data.y_test, bits=bits, method=method,
             Lambda=lam, epochs=args.epochs, refresh_every=k, seed=seed, lr_schedule=sched,
-            lambda_reduce=reduce,
+            lambda_reduce=reduce, p=args.p, lr=args.lr, gradient=args.gradient,
         )
         tot = ft.stats[-1]
         stored = model_coded_bytes(quantization_info(ft.qmodel))
