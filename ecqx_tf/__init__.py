@@ -2,6 +2,8 @@
 (Becking et al., "ECQx: Explainability-Driven Quantization for Low-Bit and Sparse DNNs", 2021)
 for tf.keras (Keras 2), trained with tfmot quantization-aware training.
 
+Supported layers: one registry, ``ecqx_tf.layers`` (``docs/layers.md``).
+
 Pipeline: ``make_grid`` / ``ecq_assign`` / ``ecqx_assign`` (pure NumPy) -> ``quantize(model)`` +
 ``model.fit(..., callbacks=[ECQxCallback()])`` -> ``strip`` / ``quantization_info`` -> the
 exporters in ``firmware_export``.
@@ -16,6 +18,7 @@ from .keras import (
     ECQxCallback,
     METHODS,
     custom_objects,
+    fold_batchnorm,
     layer_stats,
     load_model,
     quantization_info,
@@ -39,6 +42,7 @@ __all__ = [
     "custom_objects",
     "ecq_assign",
     "ecqx_assign",
+    "fold_batchnorm",
     "layer_lambda",
     "layer_stats",
     "load_model",

@@ -3,7 +3,8 @@ steps it recomputes (ECQx) the LRP weight relevances and re-assigns every quanti
 
 1. (ECQx) the relevance mirror, a plain Keras copy of the model whose kernels are the current
    centroids, is synced; the LRP weight relevance of one batch of ``relevance_data`` is computed
-   (spec section 4) and folded into the per-layer exponential moving average
+   (from the labelled class, or without labels from the predicted class / the whole output, see
+   :func:`ecqx_tf.quantize`) and folded into the per-kernel exponential moving average
    :math:`R \leftarrow (1-\alpha) R_{batch} + \alpha R`, reset at each epoch;
 2. for every quantized layer, :math:`\lambda_l` is recomputed from the current float shadow
    kernel and the kernel is assigned with ECQ or ECQx (spec sections 2 and 3);
@@ -22,7 +23,7 @@ import tensorflow as tf
 
 from ..assign import ecq_assign, ecqx_assign, layer_lambda
 from ..config import validate_positive_int, validate_unit_interval
-from .api import _copy_weights, ecq_layers, relevance_data_of, strip
+from .api import RelevanceData, _check_relevance_data, _copy_weights, ecq_layers, relevance_data_of, strip
 
 __all__ = ["ECQxCallback"]
 
@@ -33,7 +34,10 @@ class ECQxCallback(tf.keras.callbacks.Callback):
     """Refresh relevances and assignments during ``fit``.
 
     Args:
-        relevance_data: ``(x, y)`` for LRP; defaults to what :func:`ecqx_tf.quantize` was given.
+        relevance_data: ``x`` alone or a tuple ``(x, y)`` for LRP (see :func:`ecqx_tf.quantize`);
+            defaults to what :func:`ecqx_tf.quantize` was given.
+        relevance_target: where relevance starts (``"auto"``, ``"label"``, ``"predicted"``,
+            ``"output"``) for ``relevance_data`` given here; default the one of ``quantize``.
         refresh_every: re-assign after every k-th optimizer step (1 = every step, as the paper).
         relevance_batch_size: samples per LRP batch (cycled through ``relevance_data``).
         alpha: EMA factor of the relevance (spec: 0.1).
@@ -44,16 +48,18 @@ class ECQxCallback(tf.keras.callbacks.Callback):
 
     def __init__(
         self,
-        relevance_data: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+        relevance_data=None,
         refresh_every: int = 1,
         relevance_batch_size: int = 64,
         alpha: float = 0.1,
         backend: str = "native",
         composite: str = "epsilon_plus_flat",
         seed: int = 0,
+        relevance_target: str = "auto",
     ):
         super().__init__()
         self.relevance_data = relevance_data
+        self.relevance_target = relevance_target
         self.refresh_every = validate_positive_int("refresh_every", refresh_every)
         self.relevance_batch_size = validate_positive_int("relevance_batch_size", relevance_batch_size)
         self.alpha = validate_unit_interval("alpha", alpha)
@@ -71,6 +77,7 @@ class ECQxCallback(tf.keras.callbacks.Callback):
             "backend": self.backend,
             "composite": self.composite,
             "seed": self.seed,
+            "relevance_target": self.relevance_target,
         }
 
     # -- Keras hooks -------------------------------------------------------------------------
@@ -82,14 +89,17 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         self._needs_relevance = any(s.config.method == "ecqx" for s in self._slots)
         self._mirror = None
         if self._needs_relevance:
-            data = self.relevance_data if self.relevance_data is not None else relevance_data_of(self.model)
+            self._mirror = strip(self.model)
+            if self.relevance_data is not None:
+                data = _check_relevance_data(self._mirror, self.relevance_data, self.relevance_target)
+            else:
+                data = relevance_data_of(self.model)
             if data is None:
-                raise ValueError("ECQxCallback: method 'ecqx' needs relevance_data=(x, y) (here or in quantize())")
-            self._x, self._y = np.asarray(data[0], np.float32), np.asarray(data[1]).astype(np.int64)
+                raise ValueError("ECQxCallback: method 'ecqx' needs relevance_data: x alone or (x, y) (here or in quantize())")
+            self._x, self._y, self._mode = data.x, data.y, data.mode
             self._rng = np.random.default_rng(self.seed)
             self._order = self._rng.permutation(len(self._x))
             self._cursor = 0
-            self._mirror = strip(self.model)
         self._ema: Dict[str, np.ndarray] = {}
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -113,15 +123,16 @@ class ECQxCallback(tf.keras.callbacks.Callback):
             self._cursor = 0
         sel = self._order[self._cursor : self._cursor + b]
         self._cursor += b
-        return self._x[sel], self._y[sel]
+        return self._x[sel], (None if self._y is None else self._y[sel])
 
     def _relevances(self) -> Dict[str, np.ndarray]:
         from ..relevance import weight_relevance
 
         _copy_weights(self.model, self._mirror)
         xb, yb = self._next_batch()
-        names = [s.name for s in self._slots if s.config.method == "ecqx"]
-        batch_r = weight_relevance(self._mirror, xb, yb, layers=names, backend=self.backend, composite=self.composite)
+        names = [s.name for s in self._slots if s.config.method == "ecqx"]  # kernel keys
+        batch_r = weight_relevance(self._mirror, xb, yb, layers=names, backend=self.backend, composite=self.composite,
+                                   target=self._mode)
         for name, r in batch_r.items():
             prev = self._ema.get(name)
             self._ema[name] = r if prev is None else (1.0 - self.alpha) * r + self.alpha * prev
