@@ -46,6 +46,8 @@ __all__ = [
     "kernel_types",
     "kernel_keys",
     "kernel_key",
+    "model_kernels",
+    "output_kernel_key",
     "layer_problems",
     "markdown",
 ]
@@ -275,6 +277,20 @@ def kernel_keys(layer: Any) -> List[Tuple[str, str]]:
     if spec is None or not spec.kernels:
         return []
     return [(kernel_key(layer.name, a, len(spec.kernels)), a) for a in spec.kernels]
+
+
+def model_kernels(model: Any) -> List[Tuple[str, Any, str]]:
+    """``[(kernel key, layer, attr), ...]`` of every quantizable kernel of a plain Keras model, in
+    layer order."""
+    return [(key, layer, attr) for layer in model.layers for key, attr in kernel_keys(layer)]
+
+
+def output_kernel_key(layer: Any) -> str:
+    """Key of the kernel that produces the layer's output units (the last one)."""
+    keys = kernel_keys(layer)
+    if not keys:
+        raise ValueError(f"layer {getattr(layer, 'name', '?')!r} has no quantizable kernel")
+    return keys[-1][0]
 
 
 def _activation_name(fn: Any) -> str:

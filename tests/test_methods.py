@@ -176,7 +176,7 @@ def test_pruning_errors():
         prune_units(m, {"out": [0, 1]})
     with pytest.raises(ValueError, match="pruning would leave layer 'c2' with no units"):
         prune_units(m, {"c2": []})
-    with pytest.raises(ValueError, match="layer 'bn' is not a prunable Dense/Conv2D layer.*prunable layers"):
+    with pytest.raises(ValueError, match="layer 'bn' is not a prunable Dense/Conv1D/Conv2D layer.*prunable layers"):
         prune_units(m, {"bn": [0]})
     with pytest.raises(ValueError, match=r"unit indices outside \[0, 5\]: \[6\]"):
         prune_units(m, {"d1": [0, 6]})
@@ -188,11 +188,12 @@ def test_pruning_errors():
     h = L.Conv2D(3, 1, name="c")(inp)
     h = L.Reshape((48 // 3 * 3,))(h)
     bad = tf.keras.Model(inp, L.Dense(2, name="o")(h))
-    with pytest.raises(ValueError, match="cannot prune through layer 'reshape.*' \\(Reshape\\)"):
+    with pytest.raises(ValueError, match="structured pruning does not support layers 'reshape.*' \\(Reshape\\)"):
         prune_units(bad, {"c": [0, 1]})
     a = tf.keras.Input((4,))
-    branchy = tf.keras.Model(a, L.Add()([L.Dense(3, name="u")(a), L.Dense(3, name="v")(a)]))
-    with pytest.raises(ValueError, match="pruning needs a chain of layers"):
+    branchy = tf.keras.Model(a, L.Add(name="merge")([L.Dense(3, name="u")(a), L.Dense(3, name="v")(a)]))
+    with pytest.raises(ValueError, match="only in single-chain models; model .* has merge layers 'merge' \\(Add\\).*"
+                                         "Use unstructured relevance pruning"):
         prune_units(branchy, {"u": [0]})
 
 
