@@ -486,7 +486,7 @@ class DeepLIFT:
             y_spec = tf.TensorSpec((None,), tf.int32)
             s_spec = tf.TensorSpec((), tf.float32)
             body = self._explain if kind == "explain" else self._weights
-            fn = tf.function(lambda x, r, y, s: body(x, r, y, s, mode), input_signature=[x_spec, r_spec, y_spec, s_spec])
+            fn = tf.function(lambda x, r, y, s: body(x, r, y, s, mode), input_signature=[x_spec, r_spec, y_spec, s_spec], autograph=False)
             self._fns[key] = fn
         return fn
 

@@ -249,7 +249,7 @@ class NativeLRP:
         self._fns: Dict[Tuple[str, str], Any] = {}
         x_spec = tf.TensorSpec((None,) + self.input_shape[1:], tf.float32)
         r_specs = tuple(tf.TensorSpec((None,) + tuple(self.output_shapes[n][1:]), tf.float32) for n in self.layer_names)
-        self._weights_from_fn = tf.function(self._weights_from, input_signature=[x_spec, r_specs])
+        self._weights_from_fn = tf.function(self._weights_from, input_signature=[x_spec, r_specs], autograph=False)
 
     @property
     def num_classes(self) -> Optional[int]:
@@ -307,7 +307,7 @@ class NativeLRP:
             y_spec = tf.TensorSpec((None,), tf.int32)
             s_spec = tf.TensorSpec((), tf.float32)
             body = self._explain if kind == "explain" else self._weights
-            fn = tf.function(lambda x, y, s: body(x, y, s, mode), input_signature=[x_spec, y_spec, s_spec])
+            fn = tf.function(lambda x, y, s: body(x, y, s, mode), input_signature=[x_spec, y_spec, s_spec], autograph=False)
             self._fns[key] = fn
         return fn
 
