@@ -494,6 +494,33 @@ def _make_analyzer(model: Any, composite_cfg: Dict[str, Any], keep: Sequence[str
     )
 
 
+_PREFIX = "ecqx__"
+
+
+def _prefixed_model_json(model_json: str) -> str:
+    """The model JSON with every layer name prefixed: iNNvestigate adds unnamed Keras layers (e.g.
+    ``Add``) to the graph, whose default names ("add", "concatenate", ...) would collide with a user
+    layer of that name; the prefix keeps the weight order and the structure unchanged."""
+    cfg = json.loads(model_json)
+    conf = cfg["config"]
+
+    def rename_entry(entry: Dict[str, Any]) -> None:
+        if "name" in entry:
+            entry["name"] = _PREFIX + entry["name"]
+        entry["config"]["name"] = _PREFIX + entry["config"]["name"]
+        for node in entry.get("inbound_nodes") or []:
+            for item in node:
+                item[0] = _PREFIX + item[0]
+
+    for entry in conf["layers"]:
+        rename_entry(entry)
+    for key in ("input_layers", "output_layers"):
+        if key in conf:
+            for item in conf[key]:
+                item[0] = _PREFIX + item[0]
+    return json.dumps(cfg)
+
+
 class _WorkerState:
     def __init__(self) -> None:
         self.key: Optional[Tuple[str, str, Tuple[str, ...], str]] = None
@@ -509,9 +536,9 @@ class _WorkerState:
         if key != self.key:
             self.key, self.model, self.analyzer = None, None, None
             tf.compat.v1.keras.backend.clear_session()
-            model = tf.keras.models.model_from_json(p["model_json"])
+            model = tf.keras.models.model_from_json(_prefixed_model_json(p["model_json"]))
             model.set_weights(p["weights"])
-            self.analyzer = _make_analyzer(model, p["composite"], p["layers"], mode)
+            self.analyzer = _make_analyzer(model, p["composite"], [_PREFIX + n for n in p["layers"]], mode)
             self.model, self.key = model, key
             self.builds += 1
         else:
@@ -523,7 +550,7 @@ class _WorkerState:
         kept = self.analyzer.kept
         return {
             "input": np.asarray(r_in),
-            "layers": {n: np.asarray(kept[n]) for n in p["layers"]},
+            "layers": {n: np.asarray(kept[_PREFIX + n]) for n in p["layers"]},
             "builds": self.builds,
         }
 
