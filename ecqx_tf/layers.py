@@ -164,11 +164,11 @@ _register(_kernel("SeparableConv2D", ("depthwise_kernel", "pointwise_kernel"), F
 _register(LayerSpec("Add", "merge", lrp=(("epsilon_plus_flat", "epsilon"), ("epsilon", "epsilon")),
                     lrp_allowed=("epsilon", "z"), deeplift="gradient", deeplift_allowed=("gradient",),
                     tflm_ops=("ADD",), methods=_GRAPH_METHODS,
-                    note="relevance split in proportion to each input (zennit's Norm rule)"))
+                    note="relevance split in proportion to each input, epsilon-stabilized (zennit's Norm rule)"))
 _register(LayerSpec("Concatenate", "merge", lrp=(("epsilon_plus_flat", "gradient"), ("epsilon", "gradient")),
                     lrp_allowed=("gradient",), deeplift="gradient", deeplift_allowed=("gradient",),
                     tflm_ops=("CONCATENATION",), methods=_GRAPH_METHODS,
-                    note="relevance sliced back to each input (each output has one contributor)"))
+                    note="over the last axis; relevance sliced back to each input (each output has one contributor)"))
 
 _GRADIENT = dict(lrp=(("epsilon_plus_flat", "gradient"), ("epsilon", "gradient")), lrp_allowed=("gradient",),
                  deeplift="gradient", deeplift_allowed=("gradient",))

@@ -112,6 +112,9 @@ def topology(model: tf.keras.Model) -> Topology:
             continue
         nodes = e.get("inbound_nodes") or []
         layer = model.get_layer(name)
+        if isinstance(layer, tf.keras.Model):
+            problems.append(f"{_describe(layer)} is a nested model (build one flat model instead)")
+            continue
         if len(nodes) != 1:
             problems.append(f"{_describe(layer)} is called {len(nodes)} times (shared layers are not supported)")
             continue

@@ -204,7 +204,7 @@ def _annotate_function(configs: Dict[str, ECQQuantizeConfig]):
 
 
 def _separable_8bit_config():
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_configs import (
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry import (
         Default8BitQuantizeConfig,
     )
 
@@ -463,7 +463,9 @@ def _copy_weights(qmodel, plain) -> None:
             continue
         inner = layer.layer if isinstance(layer, _QuantizeWrapper) else layer
         target = plain.get_layer(inner.name)
-        weights = {_short_name(v.name): v for v in inner.weights}
+        # the wrapper's weights: tfmot replaces a quantized kernel attribute of the inner layer by a
+        # tensor, so only the wrapper still lists every original variable (plus its quantizer's)
+        weights = {_short_name(v.name): v for v in layer.weights}
         values = []
         for v in target.weights:
             key = _short_name(v.name)
