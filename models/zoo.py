@@ -274,26 +274,27 @@ def _conv_bn_relu(x, seeds: _Seeds, filters: int, idx: int, strides: int = 1):
 
 
 @register_model("vgg_small")
-def vgg_small(input_shape: Tuple[int, ...], num_classes: int, seed: Optional[int] = None) -> tf.keras.Model:
+def vgg_small(input_shape: Tuple[int, ...], num_classes: int, seed: Optional[int] = None, *,
+              stages: Tuple[int, ...] = VGG_SMALL_STAGES, dense: int = VGG_SMALL_DENSE) -> tf.keras.Model:
     """A small VGG-style CNN (in the spirit of Simonyan & Zisserman 2015; not a published net).
 
     3 stages of 32/64/128 filters; each stage is 2 x (conv 3x3 'same', no bias -> BN -> ReLU) then
     max-pool 2x2; then flatten -> dense_1 128 + ReLU -> dense_2 logits. 551,018 trainable
     parameters (551,914 with the BN moving statistics) on (32, 32, 3) with 10 classes. Needs
-    inputs of at least 8x8.
+    inputs of at least 8x8. Size options: ``stages`` (filters per stage) and ``dense``.
     """
     _require_image("vgg_small", input_shape, 8)
     seeds = _Seeds(seed)
     L = tf.keras.layers
     inputs = tf.keras.Input(shape=input_shape, name="input")
     x, idx = inputs, 0
-    for stage, filters in enumerate(VGG_SMALL_STAGES, start=1):
+    for stage, filters in enumerate(stages, start=1):
         for _ in range(2):
             idx += 1
             x = _conv_bn_relu(x, seeds, filters, idx)
         x = L.MaxPooling2D(2, name=f"pool_{stage}")(x)
     x = L.Flatten(name="flatten")(x)
-    x = _dense(seeds, VGG_SMALL_DENSE, "dense_1", relu=True)(x)
+    x = _dense(seeds, dense, "dense_1", relu=True)(x)
     logits = _dense(seeds, num_classes, "dense_2", relu=False)(x)
     return tf.keras.Model(inputs, logits, name="vgg_small")
 
@@ -406,7 +407,7 @@ def ds_cnn(input_shape: Tuple[int, ...], num_classes: int, seed: Optional[int] =
 
 @register_model("mobilenet_v1_025")
 def mobilenet_v1_025(input_shape: Tuple[int, ...], num_classes: int, seed: Optional[int] = None, *,
-                     alpha: float = 0.25) -> tf.keras.Model:
+                     alpha: float = 0.25, blocks: int = 13) -> tf.keras.Model:
     """MLPerf Tiny visual wake words MobileNetV1 (Howard et al., arXiv 1704.04861) at width ``alpha``.
 
     conv_1 (32 alpha)@3x3 stride 2 + bn_1 + relu_1, then 13 depthwise-separable blocks
@@ -414,6 +415,7 @@ def mobilenet_v1_025(input_shape: Tuple[int, ...], num_classes: int, seed: Optio
     256, 512 x 6, 1024, 1024 (times ``alpha``) and stride 2 in blocks 2, 4, 6 and 12, then pool
     (average over the whole map) -> flatten -> dense_1 logits; every convolution has a bias (the
     reference model's). On (96, 96, 3) with 2 classes and alpha 0.25: 221,794 parameters.
+    Size options: ``alpha`` and ``blocks`` (13; a smaller value keeps the first blocks only).
     """
     _require_image("mobilenet_v1_025", input_shape, 1)
     seeds = _Seeds(seed)
@@ -424,7 +426,7 @@ def mobilenet_v1_025(input_shape: Tuple[int, ...], num_classes: int, seed: Optio
     x = L.BatchNormalization(name="bn_1")(x)
     x = L.ReLU(name="relu_1")(x)
     plan = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
-    for b, (filters, stride) in enumerate(plan, start=1):
+    for b, (filters, stride) in enumerate(plan[:blocks], start=1):
         x = _ds_block(x, seeds, f(filters), stride, f"block{b}")
     x = L.AveragePooling2D(pool_size=tuple(int(d) for d in x.shape[1:3]), name="pool")(x)
     x = L.Flatten(name="flatten")(x)
