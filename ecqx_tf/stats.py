@@ -1,4 +1,4 @@
-"""Per-kernel measurements of a quantized assignment (spec section 6), pure NumPy.
+"""Per-kernel measurements of a quantized assignment (see docs/algorithm.md), pure NumPy.
 
 All functions take int centroid indices (any shape) as produced by ``ecqx_tf.assign``.
 """

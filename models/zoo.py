@@ -235,7 +235,7 @@ def mnist_mlp(input_shape: Tuple[int, ...], num_classes: int, seed: Optional[int
     """Flatten -> Dense 256 + ReLU -> Dense 128 + ReLU -> Dense(num_classes) logits.
 
     On (28, 28, 1) with 10 classes: 784-256-128-10, exactly 235,146 parameters (the benchmark
-    MLP of ``/work/shared/spec/reference-results.md``). Any input rank is accepted.
+    MLP of the ECQ/ECQx reference results). Any input rank is accepted.
     """
     return _mlp("mnist_mlp", input_shape, num_classes, seed, MNIST_MLP_HIDDEN)
 

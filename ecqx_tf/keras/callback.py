@@ -7,7 +7,7 @@ steps it recomputes (ECQx) the LRP weight relevances and re-assigns every quanti
    :func:`ecqx_tf.quantize`) and folded into the per-kernel exponential moving average
    :math:`R \leftarrow (1-\alpha) R_{batch} + \alpha R`, reset at each epoch;
 2. for every quantized layer, :math:`\lambda_l` is recomputed from the current float shadow
-   kernel and the kernel is assigned with ECQ or ECQx (spec sections 2 and 3);
+   kernel and the kernel is assigned with ECQ or ECQx (docs/algorithm.md, sections 2 and 3);
 3. the index (and relevance) variables are written; the next forward pass uses them.
 
 Under ``tf.distribute`` strategies the callback runs in the cross-replica context, so the same
@@ -40,7 +40,7 @@ class ECQxCallback(tf.keras.callbacks.Callback):
             ``"output"``) for ``relevance_data`` given here; default the one of ``quantize``.
         refresh_every: re-assign after every k-th optimizer step (1 = every step, as the paper).
         relevance_batch_size: samples per LRP batch (cycled through ``relevance_data``).
-        alpha: EMA factor of the relevance (spec: 0.1).
+        alpha: EMA factor of the relevance (0.1, as the authors' train.py).
         backend: LRP backend for training, ``"native"`` (default) or ``"innvestigate"``.
         composite: LRP composite name (``ecqx_tf.relevance.COMPOSITES``).
         seed: order in which relevance batches are drawn.

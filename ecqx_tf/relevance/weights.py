@@ -1,4 +1,4 @@
-r"""Weight relevance for ECQx (Becking et al. 2021; ECQx spec section 4) and its running average.
+r"""Weight relevance for ECQx (Becking et al. 2021) and its running average.
 
 For a kernel layer (Dense, Conv1D, Conv2D, DepthwiseConv2D, each half of a SeparableConv2D) :math:`z_j = \sum_i a_i w_{ij} + b_j` with relevance :math:`R_j` at its
 output (from LRP with a composite, see :mod:`ecqx_tf.relevance.composites`):
@@ -51,7 +51,7 @@ __all__ = [
     "EMA_ALPHA",
 ]
 
-#: Weight of the previous average in the spec's EMA ``R <- (1 - alpha) R_batch + alpha R``.
+#: Weight of the previous average in the EMA ``R <- (1 - alpha) R_batch + alpha R``.
 EMA_ALPHA = 0.1
 
 BatchFn = Callable[[np.ndarray, np.ndarray, float, str], Dict[str, np.ndarray]]
@@ -151,7 +151,7 @@ def layer_relevance(
 
 
 class RelevanceAccumulator:
-    """Exponential moving average of weight relevance over batches (ECQx spec section 4):
+    """Exponential moving average of weight relevance over batches (as the authors' ``train.py``):
     ``R <- (1 - alpha) * R_batch + alpha * R``; the first update after construction or
     :meth:`reset` sets ``R = R_batch`` (as the authors' ``train.py`` does).
 
