@@ -67,10 +67,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCOPES = ("global", "layer")
+_STRUCTURED = [n for n in _layers.kernel_types() if "structured_pruning" in _layers.get(n).methods]
+#: Kernel layers whose channels follow their kept inputs (a depthwise kernel: not pruned itself).
+_FOLLOWS = tuple(n for n in _STRUCTURED if _layers.get(n).kernels == ("depthwise_kernel",))
 #: Kernel layers whose output units/filters structured pruning removes.
-_KERNEL = ("Dense", "Conv1D", "Conv2D")
-#: Kernel layers whose channels follow their kept inputs (not pruned themselves).
-_FOLLOWS = ("DepthwiseConv2D",)
+_KERNEL = tuple(n for n in _STRUCTURED if n not in _FOLLOWS)
 #: Layers that act per channel and need no change when channels are removed (from the registry).
 PASS_THROUGH = tuple(
     n for n in _layers._ordered()
@@ -243,13 +244,13 @@ def _new_weights(p: _Plan) -> List[np.ndarray]:
 
 
 def prune_units(model: tf.keras.Model, keep: Mapping[str, Sequence[int]]) -> tf.keras.Model:
-    """A new, smaller model in which layer ``name`` keeps only the units (Dense) or filters (Conv2D)
+    """A new, smaller model in which layer ``name`` keeps only the units (Dense) or filters (Conv1D/Conv2D)
     ``keep[name]`` (in ascending order); the following kernel layer's input weights and any
     BatchNormalization in between are sliced to match. Layers not in ``keep`` keep all units.
     ``model`` is not modified.
 
     Raises:
-        ValueError: ``keep`` names the output layer, a layer that is not a prunable Dense/Conv2D
+        ValueError: ``keep`` names the output layer, a layer that is not a prunable Dense/Conv1D/Conv2D
             layer, would leave a layer empty, has out-of-range or repeated indices; the model is
             not a chain or has a layer that channels cannot be removed across (named).
         TypeError: ``keep`` is not a mapping of integer index sequences.
@@ -562,7 +563,7 @@ def prune_unstructured(
     criterion_options: Optional[Dict[str, Any]] = None,
 ) -> PruneResult:
     """Zero the weights with the lowest score (``|R_ij|``, or ``|w|`` for ``"magnitude"``) in every
-    Dense/Conv2D kernel (the same share per layer, as ``prune_low_magnitude`` does), cubic
+    quantizable kernel (the same share per kernel, as ``prune_low_magnitude`` does), cubic
     schedule, masks kept during fine-tuning. Masks only grow: a pruned weight scores ``-inf``.
     ``model`` is not modified. Errors as :func:`prune_structured`."""
     import time
@@ -611,7 +612,7 @@ def prune_tfmot_magnitude(
     lr: float = 1e-3,
     seed: int = 0,
 ) -> PruneResult:
-    """Baseline: ``tfmot.sparsity.keras.prune_low_magnitude`` on every Dense/Conv2D kernel with
+    """Baseline: ``tfmot.sparsity.keras.prune_low_magnitude`` on every kernel layer with
     ``PolynomialDecay(0 -> sparsity, power 3)`` ending after ``rounds - 1`` of the ``rounds *
     epochs_per_round`` epochs (the last ``epochs_per_round`` fine-tune at the final sparsity, as in
     the relevance methods), mask updates ``rounds`` times per ramp; then ``strip_pruning``.

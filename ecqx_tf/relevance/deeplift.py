@@ -159,7 +159,7 @@ _SUPPORTED = tuple(DEEPLIFT_ALLOWED_RULES) + ("InputLayer",)
 @dataclasses.dataclass(frozen=True)
 class DeepLiftComposite:
     """Layer type -> DeepLIFT rule (the ``Activation`` entry also covers the activations fused
-    into Dense/Conv2D).
+    into kernel layers).
 
     Raises:
         TypeError: a rule is not a :class:`Rule`.

@@ -11,14 +11,17 @@ worker process started with the ``spawn`` context, which
    composite, and keeps it while the architecture/composite/layers stay the same; later calls
    only ``set_weights`` (the analyzer graph reads the model's variables);
 3. returns NumPy arrays: the relevance at the model input and at the OUTPUT of every requested
-   Dense/Conv2D layer (captured from iNNvestigate's reversed-tensor dictionary, the data behind
+   kernel layer (captured from iNNvestigate's reversed-tensor dictionary, the data behind
    its ``reverse_keep_tensors`` option).
 
 Worker exceptions come back as :class:`InnvestigateWorkerError` with the worker's traceback. A
 worker is a context manager; the shared :func:`default_worker` is shut down at exit.
 
-Composite -> iNNvestigate mapping (built in the worker, :func:`_make_analyzer`): Dense/Conv2D rules
-via conditions ``[(is Dense, rule), (is Conv2D, rule)]``; ``Epsilon(e)`` -> ``EpsilonRule(epsilon=e,
+Composite -> iNNvestigate mapping (built in the worker, :func:`_make_analyzer`): kernel-layer rules
+via conditions ``[(is Dense, rule), (is Conv1D, rule), (is Conv2D, rule), (is DepthwiseConv2D,
+rule)]`` (SeparableConv2D is refused: iNNvestigate treats its two halves as one layer); Add and
+average pooling: iNNvestigate's z-rule mappings, or for ``Epsilon`` the same with the epsilon
+stabilizer; ``Epsilon(e)`` -> ``EpsilonRule(epsilon=e,
 bias=True)``, ``ZPlus`` -> ``ZPlusRule``, ``Flat`` -> ``FlatRule``, ``Z`` -> ``ZRule``; the first-layer
 rule -> ``input_layer_rule``; BatchNormalization ``Z`` -> ``bn_layer_rule=None`` (iNNvestigate's own
 BN rule), ``Pass`` -> an identity rule. All other layer types use iNNvestigate's fixed handling,
