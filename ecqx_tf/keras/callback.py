@@ -63,6 +63,10 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         self.refresh_every = validate_positive_int("refresh_every", refresh_every)
         self.relevance_batch_size = validate_positive_int("relevance_batch_size", relevance_batch_size)
         self.alpha = validate_unit_interval("alpha", alpha)
+        from ..relevance import BACKENDS, get_composite
+
+        BACKENDS.get(backend)  # unknown names fail here, not inside fit
+        get_composite(composite)
         self.backend = backend
         self.composite = composite
         self.seed = int(seed)
@@ -90,6 +94,7 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         self._mirror = None
         if self._needs_relevance:
             self._mirror = strip(self.model)
+            self._check_engine()
             if self.relevance_data is not None:
                 data = _check_relevance_data(self._mirror, self.relevance_data, self.relevance_target)
             else:
@@ -113,6 +118,17 @@ class ECQxCallback(tf.keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._steps % self.refresh_every != 0:
             self.refresh()
+
+    def _check_engine(self) -> None:
+        """Build the relevance engine of the mirror now, so an unsupported model or backend fails
+        before the first training step."""
+        from ..relevance import native_engine
+        from ..relevance.innvestigate_backend import check_innvestigate_support
+
+        names = [s.name for s in self._slots if s.config.method == "ecqx"]
+        engine = native_engine(self._mirror, self.composite, names)
+        if self.backend == "innvestigate":
+            check_innvestigate_support(engine)
 
     # -- the work ----------------------------------------------------------------------------
     def _next_batch(self):
