@@ -11,8 +11,9 @@ Per model it prints and stores: the layers (count by type, float model), paramet
 (``count_params``), quantized kernels, ``quantize()`` seconds (BN folding, tfmot, initial
 assignment), the first step (tf.function tracing of the training step and of the LRP engine
 included), the median seconds per later step (optimizer step + LRP relevance + ECQx re-assignment
-of every kernel, i.e. the callback's work included), the share of zero weights reached (ECQx,
-over all quantized kernels), and whether the saved .h5 reloads to identical predictions.
+of every kernel, i.e. the callback's work included) and of its two callback parts (relevance of one
+batch; re-assignment of every kernel), the share of zero weights reached (ECQx, over all quantized
+kernels), and whether the saved .h5 reloads to identical predictions.
 
 Usage: nice -n 10 python bench/architectures_train.py [--steps 6] [--batch-size 32] [--bits 4]
        [--Lambda 0.1] [--models ds_cnn,...] [--out bench/results/architectures_train.json]
@@ -69,6 +70,26 @@ class StepTimer(tf.keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._t)
 
 
+class TimedECQxCallback(ecqx_tf.ECQxCallback):
+    """``ECQxCallback`` that records the seconds of every refresh and of its relevance part."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.refresh_seconds: List[float] = []
+        self.relevance_seconds: List[float] = []
+
+    def _relevances(self):
+        t = time.perf_counter()
+        out = super()._relevances()
+        self.relevance_seconds.append(time.perf_counter() - t)
+        return out
+
+    def refresh(self) -> None:
+        t = time.perf_counter()
+        super().refresh()
+        self.refresh_seconds.append(time.perf_counter() - t)
+
+
 def layer_counts(model: tf.keras.Model) -> Dict[str, int]:
     counts = collections.Counter(type(l).__name__ for l in model.layers if type(l).__name__ != "InputLayer")
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
@@ -92,7 +113,7 @@ def run_model(name: str, steps: int, batch_size: int, bits: int, Lambda: float, 
     t_quantize = time.perf_counter() - t0
     qmodel.compile(tf.keras.optimizers.Adam(1e-3), loss)
     timer = StepTimer()
-    cb = ecqx_tf.ECQxCallback(relevance_batch_size=batch_size, seed=seed)
+    cb = TimedECQxCallback(relevance_batch_size=batch_size, seed=seed)
     t0 = time.perf_counter()
     qmodel.fit(x, y, epochs=1, batch_size=batch_size, shuffle=False, verbose=0, callbacks=[cb, timer])
     t_fit = time.perf_counter() - t0
@@ -119,6 +140,9 @@ def run_model(name: str, steps: int, batch_size: int, bits: int, Lambda: float, 
         "first_step_seconds": timer.seconds[0],
         "step_seconds_median": statistics.median(later) if later else float("nan"),
         "step_seconds": timer.seconds,
+        "relevance_seconds_median": statistics.median(cb.relevance_seconds[1:]) if later else float("nan"),
+        "assignment_seconds_median": statistics.median(
+            [a - b for a, b in zip(cb.refresh_seconds[1:], cb.relevance_seconds[1:])]) if later else float("nan"),
         "fit_seconds": t_fit,
         "refreshes": cb.refreshes,
         "ecqx_zeros": float(stats[-1]["sparsity"]),
@@ -134,12 +158,14 @@ def _fmt_layers(counts: Dict[str, int]) -> str:
 
 
 def print_table(rows: List[Dict[str, Any]]) -> None:
-    head = f"{'model':<17} {'params':>8} {'kernels':>7} {'quantize s':>10} {'1st step s':>10} {'s/step':>7} {'ECQx zeros':>10} {'reload':>6}"
+    head = (f"{'model':<17} {'params':>8} {'kernels':>7} {'quantize s':>10} {'1st step s':>10} {'s/step':>7} "
+            f"{'LRP s':>6} {'assign s':>8} {'ECQx zeros':>10} {'reload':>6}")
     print(head)
     print("-" * len(head))
     for r in rows:
         print(f"{r['model']:<17} {r['params']:>8,} {r['quantized_kernels']:>7} {r['quantize_seconds']:>10.1f} "
-              f"{r['first_step_seconds']:>10.1f} {r['step_seconds_median']:>7.2f} {100 * r['ecqx_zeros']:>9.1f}% "
+              f"{r['first_step_seconds']:>10.1f} {r['step_seconds_median']:>7.2f} {r['relevance_seconds_median']:>6.2f} "
+              f"{r['assignment_seconds_median']:>8.2f} {100 * r['ecqx_zeros']:>9.1f}% "
               f"{'same' if r['reload_identical'] else 'DIFF':>6}")
     print()
     for r in rows:
