@@ -51,6 +51,7 @@ from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 
+from . import assign as ref
 from .assign import (
     RELEVANCE_EPS,
     EcqxInfo,
@@ -67,11 +68,14 @@ from .assign import (
     _zero_index,
 )
 from .grid import _as_real_array
+from .registry import Registry
 
 __all__ = [
+    "ASSIGNMENTS",
     "CHUNK",
     "LayerAssignment",
     "assign_layer",
+    "assign_layer_reference",
     "ecq_assign_fast",
     "ecqx_assign_fast",
     "layer_lambda_fast",
@@ -573,13 +577,14 @@ class LayerAssignment:
     Attributes:
         indices: int32 centroid index per weight (shape of the kernel).
         lam: the layer's :math:`\\lambda_l` used.
-        counts: int64 ``[K]`` nearest-neighbour cluster counts (the basis of :math:`P_c`).
+        counts: int64 ``[K]`` nearest-neighbour cluster counts (the basis of :math:`P_c`); None
+            from :func:`assign_layer_reference`, which does not return them.
         info: :class:`~ecqx_tf.assign.EcqxInfo` for ECQx, else None.
     """
 
     indices: np.ndarray
     lam: float
-    counts: np.ndarray
+    counts: Optional[np.ndarray]
     info: Optional[EcqxInfo] = None
 
 
@@ -724,3 +729,41 @@ def assign_layer(
         _nonzero_pass(x, c, e, lam, z, xmin, xmax, j)
         info = _ecqx_search(x, c, e, lam, z, j, r, p, max_iter, xmin, xmax, out)
     return LayerAssignment(indices=out.reshape(shape), lam=float(lam), counts=counts, info=info)
+
+
+def assign_layer_reference(
+    w: Any,
+    centroids: Any,
+    Lambda: float,
+    n_largest: int,
+    *,
+    method: str = "ecq",
+    relevance: Any = None,
+    p: float = 0.1,
+    s: float = 0.05,
+    reduce: str = "min",
+    max_iter: int = 50,
+) -> LayerAssignment:
+    """:func:`assign_layer` computed with the reference functions of :mod:`ecqx_tf.assign`
+    (``layer_lambda`` then ``ecq_assign`` / ``ecqx_assign``: two ``[K, N]`` float64 cost matrices).
+    Same result; kept to verify the fast path and to measure it against the old code."""
+    if method not in ("ecq", "ecqx"):
+        raise ValueError(f"unknown method {method!r}; accepted: ecq, ecqx")
+    c = _centroids(centroids)
+    n = int(np.size(w))
+    lam = ref.layer_lambda(w, c, Lambda, n, n_largest, s=s, reduce=reduce)
+    info = None
+    if method == "ecq":
+        idx = ref.ecq_assign(w, c, lam)
+    else:
+        if relevance is None:
+            raise ValueError("method 'ecqx' needs relevance (an array of w's shape)")
+        idx, info = ref.ecqx_assign(w, c, lam, relevance, p=p, max_iter=max_iter, return_info=True)
+    return LayerAssignment(indices=idx, lam=float(lam), counts=None, info=info)
+
+
+#: How a refresh assigns one kernel: ``"fast"`` (:func:`assign_layer`, default) or
+#: ``"reference"`` (:func:`assign_layer_reference`); both give identical results.
+ASSIGNMENTS: Registry = Registry("assignment implementation")
+ASSIGNMENTS.register("fast")(assign_layer)
+ASSIGNMENTS.register("reference")(assign_layer_reference)
