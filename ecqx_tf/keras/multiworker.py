@@ -109,7 +109,8 @@ class WorkerSync:
 
             @tf.function(autograph=False)
             def fn(v):
-                return tf.distribute.get_replica_context().all_gather(v, axis=0)
+                # the identity places the value on this replica's device (all_gather needs one)
+                return tf.distribute.get_replica_context().all_gather(tf.identity(v), axis=0)
 
             self._gather_fn = fn
         v = tf.constant(np.asarray(values, dtype=np.int64)[None, :])
