@@ -47,6 +47,7 @@ thresholds and the float64 relevance).
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
@@ -389,8 +390,8 @@ def _ecqx_thresholds(parts: _EcqxParts):
     bounded for all weights by :data:`_T_REL` and :data:`_T_ABS` since :math:`\\ell \\ge`
     :data:`LOG_BASE_MIN`. Exact in every round: :math:`\\ell <` :data:`LOG_BASE_MIN` (relevance
     close to the maximum) and :math:`m` below the float's normal range (incl. :math:`m = 0`).
-    :math:`q \\ge 10^{30}` (incl. :math:`C_0 = 0`, :math:`C_0` underflowing and :math:`m = +\\infty`)
-    is zero at every :math:`\\beta \\ge 0`, which the clipped :math:`q` still gives.
+    :math:`q = +\\infty` (:math:`C_0 = 0` or underflowing, :math:`m = +\\infty`) gives
+    :math:`t = -\\infty`: zero at every beta, the reference's decision there.
     """
     x, c, e, lam, z, j, rn = parts.x, parts.c, parts.e, parts.lam, parts.z, parts.j, parts.rn
     ew = e if lam > 0 else np.zeros_like(e)
@@ -409,11 +410,11 @@ def _ecqx_thresholds(parts: _EcqxParts):
     has_e = lam > 0
     ez = eww[z]
     t_all = np.empty(n, dtype=x.dtype)
+    hist = np.zeros(_NKEYS, dtype=np.int64)
     zero_ecq = 0
     exact: List[np.ndarray] = []
     q_hi, q_lo = dt(1 + 8e-6), dt(1 - 8e-6)
     ln2 = dt(np.log(2.0))
-    q_max = dt(1e30)
     lb_max = dt(-LOG_BASE_MIN)
     eps = dt(RELEVANCE_EPS)
     nb = min(n, CHUNK)
@@ -445,11 +446,13 @@ def _ecqx_thresholds(parts: _EcqxParts):
             np.copyto(lbc, rn[a:b], casting="same_kind")
             lbc += eps
             np.log(lbc, out=lbc)
-            np.less(mc, m_tiny, out=bc)
-            np.greater(lbc, lb_max, out=bc2)
-            bc |= bc2
+            bad_idx = _EMPTY
+            if mc.min() < m_tiny or lbc.max() > lb_max:  # rare: test per weight only then
+                np.less(mc, m_tiny, out=bc)
+                np.greater(lbc, lb_max, out=bc2)
+                bc |= bc2
+                bad_idx = np.flatnonzero(bc)
             q = np.divide(mc, c0c, out=mc)  # m / C_0
-            bad_idx = np.flatnonzero(bc) if bc.any() else _EMPTY
             if bad_idx.size:
                 q[bad_idx] = np.nan  # decided exactly, not counted here
                 zero_ecq += int(np.count_nonzero(parts.zero_ecq(bad_idx + a)))
@@ -460,15 +463,54 @@ def _ecqx_thresholds(parts: _EcqxParts):
             if int(np.count_nonzero(q >= q_lo)) > sure:
                 uns = np.flatnonzero((q >= q_lo) & (q <= q_hi))
                 zero_ecq += int(np.count_nonzero(parts.zero_ecq(uns + a)))
-            # t = -L / ell = (ln q - ln 2) / ln b
-            np.minimum(q, q_max, out=q)
+            # t = -L / ell = (ln q - ln 2) / ln b; q = inf (C_0 = 0 or m = inf) gives t = -inf:
+            # zero at every beta, the reference's decision there
             L = np.log(q, out=q)
             L -= ln2
             np.divide(L, lbc, out=t_all[a:b])
             if bad_idx.size:
                 t_all[a:b][bad_idx] = np.inf
+            hist += np.bincount(_keys(t_all[a:b]), minlength=_NKEYS)
     ex = np.concatenate(exact) if exact else _EMPTY
-    return t_all, zero_ecq, ex
+    return t_all, zero_ecq, ex, hist
+
+
+_NKEYS = 1 << 16
+_NEG_KEY = 1 << 15
+
+
+def _keys(t: np.ndarray) -> np.ndarray:
+    """The top 16 bits of the float bit pattern of every ``t``: for ``t >= 0`` a key increasing
+    with ``t`` (2^7 keys per octave in float32, 2^4 in float64); negative ``t`` get keys
+    ``>= 2^15``."""
+    if t.dtype == np.float32 and sys.byteorder == "little":
+        return t.view(np.uint16)[1::2]
+    bits = t.view(np.uint32 if t.dtype == np.float32 else np.uint64)
+    return (bits >> np.uint64(8 * t.dtype.itemsize - 16)).astype(np.uint16)
+
+
+def _key_of(v: Any, dtype) -> int:
+    return int(_keys(np.array([v], dtype=dtype))[0])
+
+
+class _Histogram:
+    """Counts of the switching betas ``t`` by key: bounds of the zero count at any beta > 0."""
+
+    def __init__(self, hist: np.ndarray, dtype):
+        self.dtype = dtype
+        self.cum = np.concatenate([[0], np.cumsum(hist[:_NEG_KEY])])
+        self.neg = int(hist[_NEG_KEY:].sum())
+
+    def bounds(self, beta: float) -> Optional[Tuple[int, int]]:
+        """``(lo, hi)`` with lo <= #{weights outside the exact set that are zero at beta} <= hi,
+        or None where the keys cannot tell (beta so small that the band reaches 0)."""
+        t_dn, t_up = _beta_band(beta, self.dtype)
+        if not (t_dn > 0 and np.isfinite(t_up)):
+            return None
+        k_dn, k_up = _key_of(t_dn, self.dtype), _key_of(t_up, self.dtype)
+        sure = self.neg + int(self.cum[k_dn])  # every key below t_dn's: t < t_dn
+        unsure = int(self.cum[k_up + 1] - self.cum[k_dn])
+        return sure, sure + unsure
 
 
 def _beta_band(beta: float, dtype) -> Tuple[Any, Any]:
@@ -530,34 +572,51 @@ def _final_indices(parts: _EcqxParts, ev: _Evaluation, out: np.ndarray) -> None:
 
 
 def _ecqx_search(x, c, e, lam, z, j, r, p: float, max_iter: int, xmin: float, xmax: float, out: np.ndarray) -> EcqxInfo:
-    """The reference's beta search (same betas, same stopping rule), counting with thresholds."""
+    """The reference's beta search (same betas, same stopping rule, same result).
+
+    Each round needs only whether the zero share lies below, inside or above the band
+    ``[S_ecq - p, S_ecq]``. A histogram of the switching betas bounds the zero count at any beta
+    in :math:`O(1)`; only when the bounds straddle a band edge is the exact count taken (one pass
+    over the thresholds, the reference formula for the weights near beta). The last evaluated
+    beta is always counted exactly (it gives the indices and the reported sparsity).
+    """
     n = x.size
     rn = r.astype(np.float64)  # the reference's float64 |R| / (max|R| + 1e-12), in place
     np.abs(rn, out=rn)
     np.divide(rn, rn.max() + RELEVANCE_EPS, out=rn)
     parts = _EcqxParts(x, c, e, lam, z, j, rn, xmin, xmax)
-    t_all, zero_ecq, exact = _ecqx_thresholds(parts)
+    t_all, zero_ecq, exact, hist = _ecqx_thresholds(parts)
+    histogram = _Histogram(hist, t_all.dtype)
     s_ecq = zero_ecq / n
     lo_band = s_ecq - p
     beta0 = _initial_beta(float(np.mean(rn)))
 
     ev = _Evaluation(n)
+    ev_beta: Optional[float] = None  # the beta whose exact decisions ``ev`` holds
     beta = beta0
     evaluated_beta = None
-    s_x = s_ecq
+    s_lo = s_hi = s_ecq  # bounds of the zero share at evaluated_beta (equal when exact)
     converged = False
     iterations = 0
     for t in range(1, max_iter + 1):
         iterations = t
         if beta != evaluated_beta:
-            s_x = _evaluate(parts, t_all, exact, beta, ev) / n
             evaluated_beta = beta
-        if lo_band <= s_x <= s_ecq:
+            b = histogram.bounds(beta)
+            if b is not None:
+                ex = int(np.count_nonzero(parts.zero_ecqx(exact, beta))) if exact.size else 0
+                s_lo, s_hi = (b[0] + ex) / n, (b[1] + ex) / n
+            if b is None or not (s_hi < lo_band or s_lo > s_ecq or (lo_band <= s_lo and s_hi <= s_ecq)):
+                s_lo = s_hi = _evaluate(parts, t_all, exact, beta, ev) / n
+                ev_beta = beta
+        if lo_band <= s_lo and s_hi <= s_ecq:
             converged = True
             break
         if t < max_iter:
-            sign = 1.0 if s_ecq - s_x > 0 else -1.0
+            sign = 1.0 if s_ecq - s_hi > 0 else -1.0  # s_hi < lo_band <= s_ecq, or s_lo > s_ecq
             beta = min(1.0, beta * (1.0 + _beta_step(t) * sign))
+    if ev_beta != evaluated_beta:
+        s_lo = s_hi = _evaluate(parts, t_all, exact, evaluated_beta, ev) / n
     _final_indices(parts, ev, out)
     return EcqxInfo(
         beta=float(evaluated_beta),
@@ -565,7 +624,7 @@ def _ecqx_search(x, c, e, lam, z, j, r, p: float, max_iter: int, xmin: float, xm
         iterations=iterations,
         converged=converged,
         sparsity_ecq=float(s_ecq),
-        sparsity_ecqx=float(s_x),
+        sparsity_ecqx=float(s_lo),
     )
 
 
