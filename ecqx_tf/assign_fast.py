@@ -32,13 +32,16 @@ comparisons.
 **ECQx.** Only the zero cluster's cost changes, so per weight the reference needs the best
 non-zero cluster :math:`j` (envelope of the non-zero clusters), its cost :math:`m`, and the zero
 cost :math:`C_0`. Zero is chosen at :math:`\beta` iff :math:`2 C_0 b^\beta < m` (ties: lowest
-index), :math:`b = R_n + 10^{-12}`; for :math:`b < 1` this is :math:`\beta > t = -\ln(m / 2C_0) /
-\ln b`. Each weight gets a small interval :math:`[t_{lo}, t_{hi}]` around :math:`t` (the float32
-error bounds of the logarithms, widened); every round of the beta search then counts
-:math:`t_{hi} < \beta` with one comparison per weight and evaluates the reference formula
-(``np.power``) only for the weights whose interval contains :math:`\beta`. Weights where the
-logarithmic form is not reliable (relevance within 0.1 % of the maximum, underflowing costs,
-:math:`m = \infty`) are evaluated with the reference formula in every round.
+index), :math:`b = R_n + 10^{-12}`; for :math:`b < 1` this is :math:`\beta > t = \ln(m / 2C_0) /
+\ln b`. Each weight's switching point :math:`t` is computed once in float32, within a proven error
+bound of the reference's (:func:`_ecqx_thresholds`), and a histogram of :math:`t` (the top 16 bits
+of its float pattern) bounds the zero count at any :math:`\beta` in :math:`O(1)`. A round of the
+beta search is decided from these bounds unless they straddle an edge of the band
+:math:`[S_{ecq} - p, S_{ecq}]`; then, and for the final beta, the count is exact: one comparison
+per weight, and the reference formula (``np.power``) for the weights whose :math:`t` lies within
+the error bound of :math:`\beta`. Weights where the logarithmic form is not reliable (relevance
+within 2 % of the maximum, :math:`m` below the normal float range) are evaluated with the
+reference formula in every round.
 
 Memory is :math:`O(N)`: the work runs over chunks of :data:`CHUNK` weights in the kernel's own
 dtype (float32 for Keras kernels), plus a few length-N arrays (indices, and for ECQx the
@@ -97,20 +100,20 @@ LOG_BASE_MIN: float = 0.02
 
 
 # ----------------------------------------------------------------------------------- inputs
-def _work_array(w: Any) -> Tuple[np.ndarray, Tuple[int, ...]]:
+def _work_array(w: Any) -> Tuple[np.ndarray, Tuple[int, ...], float, float]:
     """Flat C-order weights in float32 (if given as float32) or float64, validated like the
-    reference (real dtype, non-empty, finite)."""
+    reference (real dtype, non-empty, finite), with their minimum and maximum."""
     a = np.asarray(w)
     if a.dtype == np.float32 or a.dtype == np.float64:
         if a.size == 0:
             raise ValueError(f"w must not be empty, got shape {a.shape}")
         x = np.ascontiguousarray(a).reshape(-1)
-        lo, hi = np.min(x), np.max(x)
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            _as_real_array(a, "w")  # raises the reference's message
-        return x, a.shape
-    x = _as_real_array(a, "w")  # other dtypes: converted to float64 exactly as the reference
-    return x.reshape(-1), x.shape
+    else:
+        x = _as_real_array(a, "w").reshape(-1)  # other dtypes: float64 exactly as the reference
+    lo, hi = np.min(x), np.max(x)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        _as_real_array(a, "w")  # raises the reference's message
+    return x, a.shape, float(lo), float(hi)
 
 
 def _for_dtype(x: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -647,11 +650,34 @@ class LayerAssignment:
     info: Optional[EcqxInfo] = None
 
 
+#: Weights, centroids or entropy terms beyond this magnitude (float64 squares near overflow):
+#: the reference functions are used instead.
+_EXTREME: float = 1e150
+
+
 def _setup(w: Any, centroids: Any):
     c = _centroids(centroids)
-    x, shape = _work_array(w)
-    x = _for_dtype(x, c)
-    return x, shape, c, float(np.min(x)), float(np.max(x))
+    x, shape, lo, hi = _work_array(w)
+    return _for_dtype(x, c), shape, c, lo, hi
+
+
+def _assign(x, c, xmin, xmax, z, lam, counts, method, r, p, max_iter) -> Tuple[np.ndarray, Optional[EcqxInfo]]:
+    """Flat int32 ECQ / ECQx indices of the work array ``x`` given the nearest counts."""
+    e = _entropy(lam, counts, z)
+    finite_e = e[np.isfinite(e)]
+    big = max(abs(xmin), abs(xmax), float(np.max(np.abs(c))), float(finite_e.max()) if finite_e.size else 0.0)
+    if big > _EXTREME:  # float64 costs may overflow: the reference's own arithmetic decides
+        if method == "ecq":
+            return ref.ecq_assign(x, c, lam).astype(np.int32).reshape(-1), None
+        idx, info = ref.ecqx_assign(x, c, lam, r, p=p, max_iter=max_iter, return_info=True)
+        return idx.astype(np.int32).reshape(-1), info
+    out = np.empty(x.size, dtype=np.int32)
+    if method == "ecq":
+        _ecq_pass(x, c, e, lam, xmin, xmax, out)
+        return out, None
+    j = np.empty(x.size, dtype=np.int32)
+    _nonzero_pass(x, c, e, lam, z, xmin, xmax, j)
+    return out, _ecqx_search(x, c, e, lam, z, j, r, p, max_iter, xmin, xmax, out)
 
 
 def nearest_counts(w: Any, centroids: Any) -> np.ndarray:
@@ -690,8 +716,7 @@ def ecq_assign_fast(w: Any, centroids: Any, lam: float) -> np.ndarray:
     x, shape, c, xmin, xmax = _setup(w, centroids)
     z = _zero_index(c)
     counts = _nearest_pass(x, c, xmin, xmax)
-    out = np.empty(x.size, dtype=np.int32)
-    _ecq_pass(x, c, _entropy(lam, counts, z), lam, xmin, xmax, out)
+    out, _ = _assign(x, c, xmin, xmax, z, lam, counts, "ecq", None, 0.0, 1)
     return out.reshape(shape)
 
 
@@ -731,11 +756,7 @@ def ecqx_assign_fast(
     r = _relevance_array(relevance, shape)
     z = _zero_index(c)
     counts = _nearest_pass(x, c, xmin, xmax)
-    e = _entropy(lam, counts, z)
-    j = np.empty(x.size, dtype=np.int32)
-    _nonzero_pass(x, c, e, lam, z, xmin, xmax, j)
-    out = np.empty(x.size, dtype=np.int32)
-    info = _ecqx_search(x, c, e, lam, z, j, r, p, max_iter, xmin, xmax, out)
+    out, info = _assign(x, c, xmin, xmax, z, lam, counts, "ecqx", r, p, max_iter)
     idx = out.reshape(shape)
     return (idx, info) if return_info else idx
 
@@ -776,17 +797,11 @@ def assign_layer(
             raise ValueError("method 'ecqx' needs relevance (an array of w's shape)")
         p, max_iter = _ecqx_args(p, max_iter)
         r = _relevance_array(relevance, shape)
+    else:
+        r = None
     counts = _nearest_pass(x, c, xmin, xmax)
     lam = _lambda_from_counts(counts, c, z, xmin, xmax, Lam, n_weights, n_largest, s, reduce)
-    e = _entropy(lam, counts, z)
-    out = np.empty(x.size, dtype=np.int32)
-    info = None
-    if method == "ecq":
-        _ecq_pass(x, c, e, lam, xmin, xmax, out)
-    else:
-        j = np.empty(x.size, dtype=np.int32)
-        _nonzero_pass(x, c, e, lam, z, xmin, xmax, j)
-        info = _ecqx_search(x, c, e, lam, z, j, r, p, max_iter, xmin, xmax, out)
+    out, info = _assign(x, c, xmin, xmax, z, lam, counts, method, r, p, max_iter)
     return LayerAssignment(indices=out.reshape(shape), lam=float(lam), counts=counts, info=info)
 
 

@@ -341,6 +341,20 @@ def test_degenerate_tensors(kind):
                 assert ia == ib
 
 
+def test_float64_overflowing_magnitudes_follow_the_reference():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal(60) * 1e200  # squares overflow float64: the reference's own arithmetic
+    c = np.arange(-7, 8) * 3e199
+    for lam in (0.0, 1e280, 1e300):
+        np.testing.assert_array_equal(fast.ecq_assign_fast(w, c, lam), ref.ecq_assign(w, c, lam))
+        r = rng.random(w.shape)
+        a, ia = ref.ecqx_assign(w, c, lam, r, return_info=True)
+        b, ib = fast.ecqx_assign_fast(w, c, lam, r, return_info=True)
+        np.testing.assert_array_equal(a, b)
+        assert ia == ib
+    np.testing.assert_array_equal(fast.nearest_assign_fast(w, c), ref.nearest_assign(w, c))
+
+
 def test_only_zero_centroid_and_unselectable_clusters():
     w = np.array([0.5, -0.5, 0.0], np.float32)
     assert fast.ecq_assign_fast(w, [0.0], 1.0).tolist() == [0, 0, 0]
