@@ -473,23 +473,27 @@ def _ecqx_thresholds(parts: _EcqxParts):
             np.divide(L, lbc, out=t_all[a:b])
             if bad_idx.size:
                 t_all[a:b][bad_idx] = np.inf
-            hist += np.bincount(_keys(t_all[a:b]), minlength=_NKEYS)
+    for a, b in _chunks(n, _HIST_BLOCK):  # one bincount per large block: its 2^16 counters are
+        hist += np.bincount(_keys(t_all[a:b]), minlength=_NKEYS)  # costly per small chunk
     ex = np.concatenate(exact) if exact else _EMPTY
     return t_all, zero_ecq, ex, hist
 
 
-_NKEYS = 1 << 16
-_NEG_KEY = 1 << 15
+#: Bits of the float pattern of t used as histogram key (sign, exponent, leading mantissa bits).
+_KEY_BITS = 16
+_NKEYS = 1 << _KEY_BITS
+_NEG_KEY = 1 << (_KEY_BITS - 1)
+_HIST_BLOCK = 1 << 20
 
 
 def _keys(t: np.ndarray) -> np.ndarray:
-    """The top 16 bits of the float bit pattern of every ``t``: for ``t >= 0`` a key increasing
-    with ``t`` (2^7 keys per octave in float32, 2^4 in float64); negative ``t`` get keys
-    ``>= 2^15``."""
-    if t.dtype == np.float32 and sys.byteorder == "little":
+    """The top :data:`_KEY_BITS` bits of the float bit pattern of every ``t``: for ``t >= 0`` a
+    key increasing with ``t`` (2^(_KEY_BITS - 9) keys per octave in float32); negative ``t`` get
+    keys ``>= 2^(_KEY_BITS - 1)``."""
+    if _KEY_BITS == 16 and t.dtype == np.float32 and sys.byteorder == "little":
         return t.view(np.uint16)[1::2]
     bits = t.view(np.uint32 if t.dtype == np.float32 else np.uint64)
-    return (bits >> np.uint64(8 * t.dtype.itemsize - 16)).astype(np.uint16)
+    return (bits >> bits.dtype.type(8 * t.dtype.itemsize - _KEY_BITS)).astype(np.uint16)
 
 
 def _key_of(v: Any, dtype) -> int:
