@@ -302,8 +302,10 @@ def ecq_layers(qmodel) -> List[_ECQSlot]:
 
 
 def initialize_assignment(qmodel) -> None:
-    """Grid from each float kernel, then one ECQ assignment (no relevance)."""
-    from ..assign import ecq_assign, layer_lambda
+    """Grid from each float kernel, then one ECQ assignment (no relevance), in one linear pass
+    per kernel (:func:`ecqx_tf.assign_fast.assign_layer`, equal to ``layer_lambda`` then
+    ``ecq_assign``)."""
+    from ..assign_fast import assign_layer
 
     slots = ecq_layers(qmodel)
     if not slots:
@@ -312,11 +314,10 @@ def initialize_assignment(qmodel) -> None:
     for s in slots:
         w = s.kernel.numpy()
         g = make_grid(w, s.config.bits, s.config.grid)
-        lam = layer_lambda(w, g.centroids, s.config.Lambda, w.size, n_largest, reduce=s.config.lambda_reduce)
-        idx = ecq_assign(w, g.centroids, lam)
+        res = assign_layer(w, g.centroids, s.config.Lambda, n_largest, method="ecq", reduce=s.config.lambda_reduce)
         s.centroids.assign(g.centroids)
         s.step.assign(np.float32(g.step))
-        s.indices.assign(idx.astype(np.int32))
+        s.indices.assign(res.indices)
 
 
 def quantization_info(qmodel) -> Dict[str, QuantizedKernel]:

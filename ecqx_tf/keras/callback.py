@@ -10,8 +10,15 @@ steps it recomputes (ECQx) the LRP weight relevances and re-assigns every quanti
    kernel and the kernel is assigned with ECQ or ECQx (docs/algorithm.md, sections 2 and 3);
 3. the index (and relevance) variables are written; the next forward pass uses them.
 
+Each kernel is assigned in one linear pass (:func:`ecqx_tf.assign_fast.assign_layer`, equal to
+the reference functions of :mod:`ecqx_tf.assign`; ``assignment="reference"`` uses those).
+
 Under ``tf.distribute`` strategies the callback runs in the cross-replica context, so the same
-indices and relevances are written to every replica (replica-consistent by construction).
+indices and relevances are written to every replica (replica-consistent by construction). Under
+``MultiWorkerMirroredStrategy`` every worker runs its own callback; they take the chief's seed
+for the relevance batches and compare fingerprints of their state at the start of training and
+after every refresh, raising :class:`~ecqx_tf.keras.multiworker.WorkersDisagreeError` on all
+workers if they differ (:mod:`ecqx_tf.keras.multiworker`).
 """
 from __future__ import annotations
 
@@ -21,9 +28,10 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from ..assign import ecq_assign, ecqx_assign, layer_lambda
+from ..assign_fast import ASSIGNMENTS
 from ..config import validate_positive_int, validate_unit_interval
 from .api import RelevanceData, _check_relevance_data, _copy_weights, ecq_layers, relevance_data_of, strip
+from .multiworker import WorkerSync
 
 __all__ = ["ECQxCallback"]
 
@@ -43,7 +51,9 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         alpha: EMA factor of the relevance (0.1, as the authors' train.py).
         backend: LRP backend for training, ``"native"`` (default) or ``"innvestigate"``.
         composite: LRP composite name (``ecqx_tf.relevance.COMPOSITES``).
-        seed: order in which relevance batches are drawn.
+        seed: order in which relevance batches are drawn (multi-worker: the chief's is used).
+        assignment: ``"fast"`` (default, linear in the weights) or ``"reference"`` (the
+            reference functions; identical results, for verification and benchmarks).
     """
 
     def __init__(
@@ -56,8 +66,11 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         composite: str = "epsilon_plus_flat",
         seed: int = 0,
         relevance_target: str = "auto",
+        assignment: str = "fast",
     ):
         super().__init__()
+        ASSIGNMENTS.get(assignment)  # unknown name -> ValueError listing the accepted ones
+        self.assignment = assignment
         self.relevance_data = relevance_data
         self.relevance_target = relevance_target
         self.refresh_every = validate_positive_int("refresh_every", refresh_every)
@@ -82,6 +95,7 @@ class ECQxCallback(tf.keras.callbacks.Callback):
             "composite": self.composite,
             "seed": self.seed,
             "relevance_target": self.relevance_target,
+            "assignment": self.assignment,
         }
 
     # -- Keras hooks -------------------------------------------------------------------------
@@ -106,6 +120,21 @@ class ECQxCallback(tf.keras.callbacks.Callback):
             self._order = self._rng.permutation(len(self._x))
             self._cursor = 0
         self._ema: Dict[str, np.ndarray] = {}
+        self._start_workers()
+
+    def _start_workers(self) -> None:
+        """Multi-worker: every worker draws relevance batches with the chief's seed, and the
+        workers' relevance data, layer configurations, grids and settings must agree."""
+        self._sync = WorkerSync.for_model(self.model)
+        if self._sync is None:
+            return
+        seed = self._sync.chief_seed(self.seed)
+        data = (self._x, getattr(self, "_y", None)) if self._needs_relevance else ()
+        self._sync.check_start(self._slots, self.get_config(), data)
+        if self._needs_relevance and seed != self.seed:
+            self._rng = np.random.default_rng(seed)
+            self._order = self._rng.permutation(len(self._x))
+            self._cursor = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._ema = {}
@@ -157,15 +186,23 @@ class ECQxCallback(tf.keras.callbacks.Callback):
     def refresh(self) -> None:
         """Recompute relevances (ECQx) and re-assign every quantized kernel now."""
         relevances = self._relevances() if self._needs_relevance else {}
+        assign_layer = ASSIGNMENTS.get(self.assignment)
+        used: Dict[str, np.ndarray] = {}
+        assigned: Dict[str, np.ndarray] = {}
         for s in self._slots:
             w = s.kernel.numpy()
             c = s.centroids.numpy()
-            lam = layer_lambda(w, c, s.config.Lambda, w.size, self._n_largest, reduce=s.config.lambda_reduce)
+            r = None
             if s.config.method == "ecqx":
-                r = relevances[s.name]
-                idx = ecqx_assign(w, c, lam, r, p=s.config.p)
-                s.relevance.assign(r.astype(np.float32))
-            else:
-                idx = ecq_assign(w, c, lam)
-            s.indices.assign(np.asarray(idx, dtype=np.int32))
+                r = used[s.name] = np.asarray(relevances[s.name], dtype=np.float32)  # stored = used
+            res = assign_layer(
+                w, c, s.config.Lambda, self._n_largest, method=s.config.method, relevance=r,
+                p=s.config.p, reduce=s.config.lambda_reduce,
+            )
+            if r is not None:
+                s.relevance.assign(r)
+            s.indices.assign(res.indices)
+            assigned[s.name] = res.indices
         self.refreshes += 1
+        if getattr(self, "_sync", None) is not None:
+            self._sync.check_refresh(assigned, used, self.refreshes)
