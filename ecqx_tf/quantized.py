@@ -28,6 +28,8 @@ class QuantizedKernel:
         step: the grid step (float32 value), centroid c is ``levels[c] * step``.
         levels: int32, ascending grid levels k (contains 0).
         indices: int32 centroid index per weight, same shape as the Keras kernel.
+        kernel: the Keras attribute of the quantized kernel: ``"kernel"``, ``"depthwise_kernel"`` or
+            ``"pointwise_kernel"`` (SeparableConv2D has two, keyed ``"<layer>/<kernel>"``).
     """
 
     layer: str
@@ -36,6 +38,7 @@ class QuantizedKernel:
     step: float
     levels: np.ndarray
     indices: np.ndarray
+    kernel: str = "kernel"
 
     def integers(self) -> np.ndarray:
         """int32 grid level k of every weight (kernel shape)."""
@@ -61,6 +64,7 @@ class QuantizedKernel:
             "levels": [int(v) for v in self.levels],
             "shape": [int(d) for d in np.shape(self.indices)],
             "indices": np.asarray(self.indices, dtype=np.int32).ravel().tolist(),
+            "kernel": str(self.kernel),
         }
 
     @classmethod
@@ -72,6 +76,7 @@ class QuantizedKernel:
             step=float(np.float32(d["step"])),
             levels=np.asarray(d["levels"], dtype=np.int32),
             indices=np.asarray(d["indices"], dtype=np.int32).reshape(d["shape"]),
+            kernel=str(d.get("kernel", "kernel")),
         )
 
     def __eq__(self, other: object) -> bool:

@@ -195,7 +195,7 @@ class FantastIC4Target(ExportTarget):
         if model_bytes is None:
             from firmware_export.tflm.convert import to_tflite
 
-            model_bytes = to_tflite(request)
+            model_bytes = to_tflite(request, drop_softmax=True)  # the FantastIC4 runtime outputs logits
         model_bytes = bytes(model_bytes)
         net = IntegerMLP.from_tflite(model_bytes)
         blob = f4format.write_blob(net, layout)
