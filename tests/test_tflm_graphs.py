@@ -219,3 +219,33 @@ def test_autoencoder_golden_vectors_without_labels(tmp_path):
     g = S.read_golden(out / "ae_golden.npz")
     assert np.all(g["labels"] == -1) and g["y_int8"].shape == (32, 640)
     assert "g_ae_golden_labels" in (out / "ae_golden.h").read_text()
+
+
+@pytest.mark.slow
+def test_fc_autoencoder_exports_to_fantastic4(tmp_path):
+    """Issue 13 item 4: the FC autoencoder (640 in and out, Dense+BN+ReLU blocks) after BatchNorm
+    folding is a plain Dense chain: --target fantastic4 exports it, a linear 640-wide last layer
+    and a non-classifier output included, with C == simulator == TFLM on every golden vector."""
+    import shutil
+
+    from tflm_helpers import fold_dense_batchnorm
+
+    from firmware_export.fantastic4.target import FantastIC4Target
+    from firmware_export.registry import ExportRequest
+
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not found")
+    model = fold_dense_batchnorm(fc_autoencoder_like(width=32, bottleneck=8, n_in=640))
+    assert not any(isinstance(l, L.BatchNormalization) for l in model.layers)
+    model, quant = snap_model_for_tests(model, 4)
+    assert model.layers[-1].units == 640 and model.layers[-1].get_config()["activation"] == "linear"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(72, 640)).astype(np.float32)
+    req = ExportRequest(model=model, quant=quant, name="ae", representative=x[:48], x_test=x[48:], y_test=x[48:])
+    target = FantastIC4Target()
+    out = tmp_path / "f4"
+    out.mkdir()
+    summary = target.export(req, out)
+    assert summary.get("python_equals_tflm", True) is True
+    result = target.simulate(out)
+    assert result["ok"], result

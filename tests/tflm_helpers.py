@@ -19,7 +19,7 @@ from ecqx_tf.quantized import QuantizedKernel  # noqa: E402
 
 __all__ = ["snap_model_for_tests", "mlp", "cnn", "cnn_bn", "toy_data", "request_for", "GRAPH_MODELS",
            "ds_cnn_like", "mobilenet_like", "resnet_like", "fc_autoencoder_like", "conv1d_like", "concat_like",
-           "sigmoid_like", "softmax_like", "randomize_batchnorm", "KERNEL_ATTRS"]
+           "sigmoid_like", "softmax_like", "randomize_batchnorm", "KERNEL_ATTRS", "fold_dense_batchnorm"]
 
 
 def toy_data(shape: Tuple[int, ...], n: int = 96, classes: int = 4, seed: int = 0):
@@ -336,3 +336,36 @@ GRAPH_MODELS = {
     "sigmoid_like": sigmoid_like,
     "softmax_like": softmax_like,
 }
+
+
+def fold_dense_batchnorm(model):
+    """A Sequential copy of a chain model with every Dense -> BatchNormalization pair folded into
+    one Dense (``ecqx_tf.fold_batchnorm`` when that exists; this stand-in covers Dense chains)."""
+    try:
+        from ecqx_tf import fold_batchnorm  # the package's own, once it is on main
+
+        return fold_batchnorm(model)
+    except ImportError:
+        pass
+    layers = [l for l in model.layers if not isinstance(l, tf.keras.layers.InputLayer)]
+    out = [tf.keras.Input(tuple(model.input_shape[1:]))]
+    weights = []
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        if isinstance(layer, tf.keras.layers.Dense) and isinstance(nxt, tf.keras.layers.BatchNormalization):
+            k, b = layer.get_weights() if layer.use_bias else (layer.get_weights()[0], np.zeros(layer.units))
+            gamma, beta, mean, var = [w.astype(np.float64) for w in nxt.get_weights()]
+            f = gamma / np.sqrt(var + nxt.epsilon)
+            out.append(tf.keras.layers.Dense(layer.units, name=layer.name))
+            weights.append((len(out) - 1, [(k * f).astype(np.float32), ((b - mean) * f + beta).astype(np.float32)]))
+            i += 2
+            continue
+        out.append(type(layer).from_config(layer.get_config()))
+        weights.append((len(out) - 1, layer.get_weights()))
+        i += 1
+    folded = tf.keras.Sequential(out, name=model.name + "_folded")
+    for idx, w in weights:
+        folded.layers[idx - 1].set_weights(w)
+    return folded
