@@ -5,10 +5,10 @@ Random models per op (every op the TFLM exporter emits, plus chains of them): sc
 several decades, random zero points, INT8 and INT4 weights, per-tensor and per-channel, with and
 without bias, every fused activation; FULLY_CONNECTED layers whose accumulators sit where the
 two candidate requantization multipliers (double vs float32 product of the scales) disagree.
-Runs until at least ``--min-values`` tensor values were compared (default one million), prints a
+Runs until at least ``--min-values`` tensor values were compared (default five million), prints a
 table per op and writes ``bench/results/tflm_differential.json``.
 
-    python bench/tflm_differential.py [--seed 0] [--min-values 1000000] [--samples 32]
+    python bench/tflm_differential.py [--seed 0] [--min-values 5000000] [--samples 32]
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def targeted_check(seed: int, cases: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--min-values", type=int, default=1_000_000, help="compare at least this many values")
+    ap.add_argument("--min-values", type=int, default=5_000_000, help="compare at least this many values (default 5 million)")
     ap.add_argument("--samples", type=int, default=32, help="random inputs per model")
     ap.add_argument("--targeted", type=int, default=40, help="targeted FULLY_CONNECTED layers per bias setting")
     ap.add_argument("--out", default=str(OUT))
