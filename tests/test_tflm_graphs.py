@@ -249,3 +249,40 @@ def test_fc_autoencoder_exports_to_fantastic4(tmp_path):
     assert summary.get("python_equals_tflm", True) is True
     result = target.simulate(out)
     assert result["ok"], result
+
+
+@pytest.mark.slow
+def test_activations_after_other_ops():
+    """ReLU after a concatenation (RELU op), after a pool (the converter fuses it into the pool,
+    which keeps its input scale), ReLU6 after a global average pool, sigmoid inside a Conv1D model
+    with 1-D average and global max pooling and a softmax output: TFLM == simulator on every
+    tensor, close to Keras."""
+    tf.keras.utils.set_random_seed(0)
+    models = []
+    inp = tf.keras.Input((8, 8, 2))
+    x = L.ReLU()(L.Concatenate()([L.Conv2D(3, 1)(inp), L.Conv2D(3, 1)(inp)]))
+    models.append(tf.keras.Model(inp, L.Dense(2)(L.Flatten()(x))))
+    inp = tf.keras.Input((8, 8, 2))
+    x = L.ReLU()(L.MaxPooling2D(2)(L.Conv2D(3, 3)(inp)))
+    models.append(tf.keras.Model(inp, L.Dense(2)(L.Flatten()(x))))
+    inp = tf.keras.Input((8, 8, 2))
+    x = L.Activation("relu6")(L.GlobalAveragePooling2D()(L.Conv2D(3, 3)(inp)))
+    models.append(tf.keras.Model(inp, L.Dense(2)(x)))
+    inp = tf.keras.Input((12, 3))
+    x = L.AveragePooling1D(3)(L.Conv1D(4, 3, padding="same", activation="sigmoid")(inp))
+    models.append(tf.keras.Model(inp, L.Dense(2, activation="softmax")(L.GlobalMaxPooling1D()(x))))
+    expected_ops = [{"CONCATENATION", "RELU"}, {"MAX_POOL_2D"}, {"MEAN", "RELU6"}, {"LOGISTIC", "AVERAGE_POOL_2D", "SOFTMAX"}]
+    for model, ops in zip(models, expected_ops):
+        req = request_for(model, {})
+        res = C.convert(req)
+        assert ops <= set(res.ops), res.ops
+        parsed = fb.read_model(res.model_bytes)
+        x8 = C.quantize_input(parsed, req.x_test)
+        mine = S.simulate_tensors(parsed, x8)
+        theirs = S.run_tflm_tensors(res.model_bytes, x8, tensors=[i for i in mine if i != parsed.inputs[0]])
+        for i, v in theirs.items():
+            assert np.array_equal(mine[i].reshape(v.shape), v), (parsed.producer(i).name, i)
+        keras = model.predict(req.x_test, verbose=0)
+        deq = C.dequantize_output(parsed, theirs[parsed.outputs[0]])
+        out_scale = parsed.tensors[parsed.outputs[0]].quantization.scale[0]
+        assert np.abs(deq - keras).max() < 0.1 * np.ptp(keras) + 6 * out_scale

@@ -84,8 +84,10 @@ log = logging.getLogger(__name__)
 # Builtin (and custom) ops an export may contain; everything else means the plan went wrong.
 ALLOWED_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "ADD",
                "CONCATENATION", "PAD", "MEAN", "LOGISTIC", "SOFTMAX", "RELU", "RELU6", "RESHAPE", fb.DECODE_OP)
-# Ops whose int8 output has the scale and zero point of their input(s) (TFLM copies or compares).
-SAME_SCALE_OPS = ("MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "PAD", "CONCATENATION", "RELU6")
+# Ops whose int8 output has the scale and zero point of their input(s): TFLM copies or compares
+# the values (RELU requantizes, but its range is the input's: the converter fuses a ReLU into a
+# preceding pool, which must then keep its input's scale).
+SAME_SCALE_OPS = ("MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "PAD", "CONCATENATION", "RELU", "RELU6")
 # Ops whose int8 output has a fixed quantization (scale 1/256, zero point -128).
 FIXED_SCALE_OPS = ("LOGISTIC", "SOFTMAX")
 
@@ -848,8 +850,8 @@ def _fq_weight(tf, step: WeightStep):
 
 
 def _requantizing(step: Step) -> bool:
-    """Steps whose output gets its own calibrated scale (a FakeQuant point)."""
-    return isinstance(step, WeightStep) or step.op in ("ADD", "MEAN", "RELU")
+    """Steps whose output gets a FakeQuant point (own calibrated range; RELU/RELU6: their input's)."""
+    return isinstance(step, WeightStep) or step.op in ("ADD", "MEAN", "RELU", "RELU6")
 
 
 def _groups(plan: _Plan) -> Tuple[Dict[int, int], set, set]:
@@ -871,7 +873,7 @@ def _groups(plan: _Plan) -> Tuple[Dict[int, int], set, set]:
         if isinstance(s, OpStep) and s.op in SAME_SCALE_OPS:
             for v in s.inputs:
                 parent[find(v)] = find(s.output)
-        elif isinstance(s, OpStep) and s.op in FIXED_SCALE_OPS:
+        if isinstance(s, OpStep) and s.op in FIXED_SCALE_OPS:
             fixed.add(s.output)
         elif _requantizing(s):
             points.add(s.output)
