@@ -517,7 +517,7 @@ class _Planner:
         if len(shapes) != 1:
             raise _layer_error(layer, f"inputs of different shapes {sorted(shapes)} (broadcasting is not supported)")
         acc = ins[0]
-        for k, v in enumerate(ins[1:]):
+        for v in ins[1:]:
             out = self.new_value(out_shape)
             acc = self.add(OpStep("ADD", [layer.name], [acc, v], out))
         return acc
@@ -733,7 +733,6 @@ def plan_model(model, quant: Optional[Mapping[str, Any]] = None, drop_softmax: b
         raise ValueError("the model has no Dense/Conv1D/Conv2D/DepthwiseConv2D/SeparableConv2D layer to export")
     for i, s in enumerate(weights):
         s.index = i
-    out_shape = tuple(int(d) for d in model.output_shape[1:])
     return _Plan(planner.steps, in_shape, planner.shapes[output_value], planner.notes, 0, output_value,
                  dict(planner.shapes))
 
