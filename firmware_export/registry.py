@@ -34,6 +34,9 @@ class ExportRequest:
         x_test, y_test: optional evaluation split (float inputs, int labels) for golden vectors
             and the accuracy report.
         options: target-specific options from the CLI (e.g. ``compress``).
+        data_description: what the calibration and evaluation data are (e.g. ``{"calibration":
+            "calib.npy, 256 samples", "source": "--calib-data"}``); targets copy it into their
+            report as ``data`` so that an export says which data calibrated it. ``None``: not given.
     """
 
     model: Any
@@ -43,6 +46,7 @@ class ExportRequest:
     x_test: Optional[np.ndarray] = None
     y_test: Optional[np.ndarray] = None
     options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    data_description: Optional[Dict[str, Any]] = None
 
 
 class ExportTarget:

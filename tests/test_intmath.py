@@ -120,7 +120,16 @@ def test_multiply_by_quantized_multiplier_scalar_and_accuracy():
     assert int(im.multiply_by_quantized_multiplier(-10000, q, s)) == -123
 
 
-def test_conv_multiplier_uses_float32_product():
+def test_conv_multiplier_is_the_double_product_of_the_float32_scales():
+    """M = double(s_in) * double(s_w) / double(s_out): the product of two float32 values is exact in
+    double, the quotient correctly rounded (Fraction reference); the float32 product differs."""
+    rng = np.random.default_rng(3)
+    for _ in range(2000):
+        s_in, s_w, s_out = (float(np.float32(10 ** rng.uniform(-5, 1))) for _ in range(3))
+        exact = Fraction(np.float32(s_in).item()) * Fraction(np.float32(s_w).item()) / Fraction(np.float32(s_out).item())
+        assert im.conv_multiplier(s_in, s_w, s_out) == float(exact)
+    # the issue's case: the float32 product gives another multiplier
     s_in, s_w, s_out = 0.003921568859368563, 0.05000000074505806, 0.015686275437474251
     prod32 = np.float32(s_in) * np.float32(s_w)
-    assert im.conv_multiplier(s_in, s_w, s_out) == float(np.float64(prod32) / np.float64(np.float32(s_out)))
+    old = float(np.float64(prod32) / np.float64(np.float32(s_out)))
+    assert im.conv_multiplier(s_in, s_w, s_out) != old

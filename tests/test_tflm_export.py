@@ -207,16 +207,36 @@ def test_batchnorm_paper_8bit_sign_overflow_is_refused(models):
 
 
 def test_dense_batchnorm():
+    """A quantized Dense followed by a BatchNorm that was not folded before quantization: a
+    per-channel INT8 FULLY_CONNECTED (scales step*|f_c|, integers sign(f_c)*k); float Dense + BN:
+    folded, int8 per-tensor."""
     tf.keras.utils.set_random_seed(1)
     m = tf.keras.Sequential([tf.keras.Input((6,)), tf.keras.layers.Dense(5), tf.keras.layers.BatchNormalization(),
                              tf.keras.layers.ReLU(), tf.keras.layers.Dense(3)])
+    from tflm_helpers import randomize_batchnorm
+
+    randomize_batchnorm(m)
     sm, quant = snap_model_for_tests(m, 4)
-    with pytest.raises(ValueError, match="per-tensor"):
-        C.convert(request_for(sm, quant))
-    # a float Dense + BN is folded (int8 PTQ) and stays bit-exact
+    req = request_for(sm, quant)
+    res = C.convert(req)
+    model = fb.read_model(res.model_bytes)
+    (op, t), (op2, t2) = fb.weight_tensors(model)
+    f = _bn_factors(sm)[sm.layers[0].name]
+    qk = quant[sm.layers[0].name]
+    assert t.dtype == "INT8" and t.quantization.scale.size == 5 and t.quantization.axis == 0
+    assert np.array_equal(t.values(), (np.sign(f).astype(np.int64)[:, None] * qk.integers().T).astype(np.int8))
+    assert np.array_equal(t.quantization.scale, (np.float32(qk.step) * np.abs(f)).astype(np.float32))
+    assert t2.dtype == "INT4" and t2.quantization.scale.size == 1
+    assert res.layers[0]["per_channel"] and res.layers[0]["bn_folded"] and "refuses INT4" in res.layers[0]["scheme"]
+    hc = S.host_check(res.model_bytes, req.x_test, float_outputs=res.reference_outputs(req.x_test))
+    assert hc.mismatches_simulator == 0
+    keras = sm.predict(req.x_test, verbose=0)
+    out_scale = model.tensors[model.outputs[0]].quantization.scale[0]
+    assert np.max(np.abs(C.dequantize_output(res.model_bytes, hc.y_tflm) - keras)) < 0.1 * np.ptp(keras) + 4 * out_scale
+    # a float Dense + BN is folded (int8 PTQ per tensor) and stays bit-exact
     req = request_for(m, {})
     res = C.convert(req)
-    assert res.layers[0]["bn_folded"]
+    assert res.layers[0]["bn_folded"] and not res.layers[0]["per_channel"]
     assert S.host_check(res.model_bytes, req.x_test).mismatches_simulator == 0
 
 
@@ -343,26 +363,41 @@ def test_set_tensor_scales_changes_only_those_bytes(models):
         fb.set_tensor_scales(res.model_bytes, t.index, [1.0, 2.0])
 
 
-@pytest.mark.parametrize("bad", ["lstm", "conv1d", "sigmoid", "branch"])
+@pytest.mark.parametrize("bad", ["lstm", "tanh", "shared", "nested", "multiply", "two_inputs", "bn_before_quantized"])
 def test_unsupported_models_are_refused_by_name(bad):
     L = tf.keras.layers
+    quant = {}
     if bad == "lstm":
         m = tf.keras.Sequential([tf.keras.Input((5, 3)), L.LSTM(4, name="my_lstm"), L.Dense(2)])
         match = r"'my_lstm' \(LSTM\).*supported: .*Conv2D.*Dense"
-    elif bad == "conv1d":
-        m = tf.keras.Sequential([tf.keras.Input((8, 2)), L.Conv1D(3, 3, name="c1"), L.Flatten(), L.Dense(2)])
-        match = r"'c1' \(Conv1D\).*not supported.*supported:"
-    elif bad == "sigmoid":
-        m = tf.keras.Sequential([tf.keras.Input((4,)), L.Dense(3, activation="sigmoid", name="d"), L.Dense(2)])
-        match = r"'d'.*activation 'sigmoid' is not supported"
-    else:
+    elif bad == "tanh":
+        m = tf.keras.Sequential([tf.keras.Input((4,)), L.Dense(3, activation="tanh", name="d"), L.Dense(2)])
+        match = r"'d'.*activation 'tanh' is not supported.*sigmoid, softmax"
+    elif bad == "shared":
         inp = tf.keras.Input((4,))
-        a = L.Dense(3)(inp)
-        m = tf.keras.Model(inp, L.Add(name="add")([a, L.Dense(3)(inp)]))
-        match = r"(Add|chains)"
-    req = request_for(m, {})
+        d = L.Dense(4, name="twice")
+        m = tf.keras.Model(inp, d(d(inp)))
+        match = r"'twice'.*used 2 times.*shared layers are not supported"
+    elif bad == "nested":
+        inner = tf.keras.Sequential([tf.keras.Input((4,)), L.Dense(3)], name="inner")
+        inp = tf.keras.Input((4,))
+        m = tf.keras.Model(inp, L.Dense(2)(inner(inp)))
+        match = r"'inner' \(Sequential: a nested model, flatten it\)"
+    elif bad == "multiply":
+        inp = tf.keras.Input((4,))
+        m = tf.keras.Model(inp, L.Multiply(name="mul")([L.Dense(3)(inp), L.Dense(3)(inp)]))
+        match = r"'mul' \(Multiply\)"
+    elif bad == "two_inputs":
+        a, b = tf.keras.Input((4,)), tf.keras.Input((4,))
+        m = tf.keras.Model([a, b], L.Add()([a, b]))
+        match = r"single-input single-output.*2 inputs"
+    else:  # a BatchNorm in front of a quantized Dense would change its integers per input channel
+        m = tf.keras.Sequential([tf.keras.Input((4,)), L.BatchNormalization(name="bn0"), L.Dense(3, name="q")])
+        m, quant = snap_model_for_tests(m, 4)
+        match = r"'bn0'.*follows no Dense/Conv layer.*float"
+    req = request_for(m, quant) if bad != "two_inputs" else None
     with pytest.raises(ValueError, match=match):
-        C.convert(req)
+        C.convert(req) if req is not None else C.plan_model(m)
 
 
 def test_bad_quantization_info_is_refused(models):
@@ -379,15 +414,24 @@ def test_bad_quantization_info_is_refused(models):
         C.convert(req)
 
 
-def test_final_softmax_is_dropped():
+def test_final_softmax_is_exported_or_dropped():
     m = mlp(train=False, softmax=True)
     sm, quant = snap_model_for_tests(m, 4)
     req = request_for(sm, quant)
     res = C.convert(req)
-    assert any("softmax dropped" in n for n in res.notes)
-    assert "SOFTMAX" not in res.ops
+    assert "SOFTMAX" in res.ops and res.operators[-1] == "SOFTMAX"
+    model = fb.read_model(res.model_bytes)
+    out = model.tensors[model.outputs[0]].quantization
+    assert out.scale[0] == np.float32(1 / 256) and out.zero_point[0] == -128
     probs = sm.predict(req.x_test, verbose=0)
-    logits = res.reference_outputs(req.x_test)
+    assert np.allclose(res.reference_outputs(req.x_test), probs, atol=1e-5)
+    hc = S.host_check(res.model_bytes, req.x_test, float_outputs=probs)
+    assert hc.mismatches_simulator == 0 and hc.max_abs_error < 0.05
+    # drop_softmax: the logits, same argmax
+    res2 = C.convert(request_for(sm, quant, drop_softmax=True))
+    assert any("softmax dropped" in n for n in res2.notes)
+    assert "SOFTMAX" not in res2.ops
+    logits = res2.reference_outputs(req.x_test)
     assert np.allclose(tf.nn.softmax(logits).numpy(), probs, atol=1e-5)
 
 

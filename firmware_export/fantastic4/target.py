@@ -195,7 +195,7 @@ class FantastIC4Target(ExportTarget):
         if model_bytes is None:
             from firmware_export.tflm.convert import to_tflite
 
-            model_bytes = to_tflite(request)
+            model_bytes = to_tflite(request, drop_softmax=True)  # the FantastIC4 runtime outputs logits
         model_bytes = bytes(model_bytes)
         net = IntegerMLP.from_tflite(model_bytes)
         blob = f4format.write_blob(net, layout)
@@ -258,7 +258,9 @@ class FantastIC4Target(ExportTarget):
             "energy_figures_pj": dict(f4sim.ENERGY_PJ),
             "energy_source": "M. Horowitz, Computing's energy problem, ISSCC 2014 (45 nm)",
         }
-        if request.y_test is not None and request.x_test is not None and len(request.y_test) == len(x):
+        labels = None if request.y_test is None else np.asarray(request.y_test)
+        if (labels is not None and request.x_test is not None and len(labels) == len(x) and labels.ndim == 1
+                and np.issubdtype(labels.dtype, np.integer)):  # class labels (not an autoencoder's targets)
             manifest["accuracy"] = float(np.mean(np.argmax(y, axis=1) == np.asarray(request.y_test).reshape(-1)))
         manifest["files"] = sorted(p.name for p in out.iterdir() if p.is_file()) + [MANIFEST]
         atomic_write_json(out / MANIFEST, manifest)

@@ -4,4 +4,5 @@ with a reference-kernel simulator and a host check against the real TFLM interpr
 Submodules are imported lazily by their users (TensorFlow is heavy); the target registers itself
 from ``firmware_export.targets``.
 """
-__all__ = ["convert", "flatbuffer", "compress", "arena", "c_arrays", "simulate", "target"]
+__all__ = ["convert", "flatbuffer", "fbwrite", "compress", "arena", "c_arrays", "simulate", "fixedpoint", "differential",
+           "target"]

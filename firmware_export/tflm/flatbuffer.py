@@ -239,6 +239,9 @@ _OPTION_FIELDS = {
     "asymmetricQuantizeInputs": ("asymmetric_quantize_inputs", None),
     "newShape": ("new_shape", None),
     "beta": ("beta", None),
+    "axis": ("axis", None),
+    "keepDims": ("keep_dims", None),
+    "squeezeDims": ("squeeze_dims", None),
 }
 
 

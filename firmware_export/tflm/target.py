@@ -44,6 +44,17 @@ def _fmt_acc(v: Optional[float]) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
+def _class_labels(y, n: int) -> Optional[np.ndarray]:
+    """``y`` as one integer class label per sample, or None when it is not that (no labels, or the
+    targets of a regression/autoencoder model)."""
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) < n or not np.issubdtype(y.dtype, np.integer):
+        return None
+    return y
+
+
 @register_target("tflm")
 class TFLMTarget(ExportTarget):
     name = "tflm"
@@ -57,6 +68,9 @@ class TFLMTarget(ExportTarget):
         parser.add_argument("--int8-weights", dest="int8_weights", action="store_true",
                             help="store <= 4-bit grids as INT8 (same integers) instead of packed INT4, e.g. to "
                                  "compare TFLM's int8 and INT4 kernels")
+        parser.add_argument("--drop-softmax", dest="drop_softmax", action="store_true",
+                            help="export the logits of a model that ends in a softmax (default: the softmax is "
+                                 "exported as a SOFTMAX op)")
         parser.add_argument("--golden-header", dest="golden_header", type=int, default=DEFAULT_GOLDEN_HEADER,
                             metavar="N", help=f"samples in <name>_golden.h (default {DEFAULT_GOLDEN_HEADER})")
 
@@ -90,7 +104,7 @@ class TFLMTarget(ExportTarget):
 
         if request.x_test is not None and len(request.x_test):
             x_eval = np.asarray(request.x_test, np.float32)
-            y_eval = None if request.y_test is None else np.asarray(request.y_test).reshape(-1)
+            y_eval = _class_labels(request.y_test, len(x_eval))
             source = "x_test"
         else:
             x_eval, y_eval, source = np.asarray(request.representative, np.float32), None, "representative"
@@ -100,7 +114,9 @@ class TFLMTarget(ExportTarget):
 
         log.info("host check on %d samples (TFLM interpreter vs simulator vs BUILTIN_REF)", len(x_eval))
         float_out = res.reference_outputs(x_eval)
-        hc = host_check(model_bytes, x_eval, y_eval, float_outputs=float_out, arena_size=arena)
+        classifier = y_eval is not None or res.operators[-1] in ("SOFTMAX", "LOGISTIC")
+        hc = host_check(model_bytes, x_eval, y_eval, float_outputs=float_out, arena_size=arena,
+                        argmax=classifier)
 
         inp = model.tensors[model.inputs[0]]
         outp = model.tensors[model.outputs[0]]
@@ -149,8 +165,13 @@ class TFLMTarget(ExportTarget):
             "weight_bytes": weight_bytes,
             "compressed": summary["compressed"],
             "ops": res.ops,
+            "operators": res.operators,
+            "data": request.data_description if request.data_description is not None else {
+                "calibration": f"{len(request.representative)} samples given in ExportRequest.representative "
+                               "(not described by the caller)"},
             "arena": {"minimum": arena_min, "recommended": arena, "margin": arena_mod.ARENA_MARGIN,
-                      "align": arena_mod.ARENA_ALIGN},
+                      "align": arena_mod.ARENA_ALIGN, "kernels": "TFLM reference kernels (host-measured; they "
+                      "unpack INT4 filters into the arena, see docs/export-tflm.md)"},
             "layers": summary["layers"],
             "notes": summary["notes"],
             "host_check": hc.to_dict(),
