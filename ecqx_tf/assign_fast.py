@@ -175,7 +175,8 @@ def _envelope(c: np.ndarray, e: np.ndarray, allowed: np.ndarray, xmin: float, xm
     cs = c[ks]
     s_min = float(np.min(np.diff(cs)))
     # U >= the envelope's cost anywhere in [xmin, xmax]
-    U = float(np.min(np.maximum((xmin - cs) ** 2, (xmax - cs) ** 2) + e[ks]))
+    with np.errstate(over="ignore"):  # an infinite U only widens the windows (exact everywhere)
+        U = float(np.min(np.maximum((xmin - cs) ** 2, (xmax - cs) ** 2) + e[ks]))
     a, b = c[members[:-1]], c[members[1:]]
     ea, eb = e[members[:-1]], e[members[1:]]
     scale = U / s_min + np.abs(a) + np.abs(b) + np.abs(eb - ea) / (b - a) + np.abs(bounds)
@@ -262,10 +263,11 @@ def _exact_argmin(xs: np.ndarray, c: np.ndarray, e: Optional[np.ndarray], skip: 
     """The reference's argmin for a few weights: float64 ``d * d (+ e)``, lowest index on ties;
     ``skip``: the zero cluster excluded as in ``_ecq_parts`` (all excluded -> first other)."""
     x = xs.astype(np.float64)
-    d = x[:, None] - c[None, :]
-    cost = d * d
-    if e is not None:
-        cost += e[None, :]
+    with np.errstate(over="ignore", invalid="ignore"):  # the reference's arithmetic, overflow included
+        d = x[:, None] - c[None, :]
+        cost = d * d
+        if e is not None:
+            cost += e[None, :]
     if skip is None:
         return np.argmin(cost, axis=1)
     cost[:, skip] = np.inf
