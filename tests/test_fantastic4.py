@@ -949,3 +949,68 @@ def test_cli_layout_choices_include_csc():
     FantastIC4Target().add_arguments(parser)
     assert parser.parse_args(["--f4-layout", "csc"]).f4_layout == "csc"
     assert set(LAYOUT_CHOICES) == {"smallest", *F.LAYOUT_IDS}
+
+
+# ---------------------------------------------------------------------------------------------
+# int32 overflow outside the accumulators: y + output_zero_point, the requantization's left shift
+
+
+def _edge_layer(w: int, bias: int, multiplier: int, shift: int, zp_out: int, in_features: int = 1,
+                zp_in: int = 0) -> IntegerDense:
+    return IntegerDense("edge", np.full((1, in_features), w, np.int8), np.array([bias]), zp_in, zp_out,
+                        multiplier, shift, -128, 127)
+
+
+@pytest.mark.parametrize("layout", LAYOUT_NAMES)
+def test_output_zero_point_does_not_overflow(f4_host, tmp_path, layout):
+    """Issue 11 item 4: one layer, weight -128, bias at the limit F4_ERR_BIAS allows, multiplier
+    2^31 - 1, shift 0, output zero point 127, input -128: acc = 2^31 - 1, the requantized value is
+    2^31 - 2, and y + output_zero_point leaves int32 (UBSan: signed overflow; -O2 gave -128, the
+    simulator 127). Both readers accept the blob; C (-O2 and ASan/UBSan) == simulator == the slow
+    reference, which computes y + output_zero_point exactly (127), and the mirror case at the
+    negative end (-128)."""
+    limit = F.bias_limit(layout, 1, 0)
+    cases = [
+        (_edge_layer(-128, limit, 2**31 - 1, 0, 127), -128, 127),
+        (_edge_layer(-128, -limit, 2**31 - 1, 0, -128), 127, -128),
+        (_edge_layer(-128, limit, 2**31 - 1, 0, -128), -128, 127),  # y + zp fits: saturates at 127
+    ]
+    for layer, x0, want in cases:
+        blob = F.write_blob(IntegerMLP([layer]), layout)
+        assert py_status(blob) == "F4_OK"
+        x = np.full((1, 1), x0, np.int8)
+        got = S.run(blob, x)
+        assert got.tolist() == [[want]] and np.array_equal(reference_forward(IntegerMLP([layer]), x), got)
+        for build in BUILDS:
+            assert fuzz_statuses(f4_host[build], tmp_path, [blob]) == ["F4_OK"]
+            assert np.array_equal(run_host(f4_host[build], tmp_path, blob, x, 1), got), (layout, build, x0)
+
+
+@pytest.mark.parametrize("layout", LAYOUT_NAMES)
+def test_extreme_accumulators_and_left_shift(f4_host, tmp_path, layout):
+    """The other int32 edges of the datapath on blobs both readers accept, C == simulator on every
+    input: the accumulator (row layouts: partial sums S[k] and codebook[k] * S[k]; CSC: acc[r])
+    at +-(2^31 - 1) with 300 inputs at the bias limit, and positive output shifts (the
+    requantization's x * 2^shift wraps modulo 2^32 as in TFLite's int32 code and intmath.py)
+    with the output zero point at both ends."""
+    rng = np.random.default_rng(31)
+    n = 300
+    limit = F.bias_limit(layout, n, 0)
+    layers = [
+        _edge_layer(-128, limit, 2**31 - 1, 0, 127, n),
+        _edge_layer(-128, -limit, 2**31 - 1, 0, -128, n),
+        _edge_layer(-128, limit, 1 << 30, 30, 127, n),
+        _edge_layer(-128, -limit, (1 << 31) - 1, 30, -128, n),
+        _edge_layer(-128, 12345, 1518500250, 17, 5, n),
+    ]
+    x = rng.integers(-128, 128, size=(64, n)).astype(np.int8)
+    x[0], x[1], x[2] = -128, 127, 0
+    for layer in layers:
+        blob = F.write_blob(IntegerMLP([layer]), layout)
+        assert py_status(blob) == "F4_OK"
+        want = reference_forward(IntegerMLP([layer]), x)
+        assert np.array_equal(S.run(blob, x), want)
+        for build in BUILDS:
+            assert np.array_equal(run_host(f4_host[build], tmp_path, blob, x, 1), want), (layout, build, layer)
+    acc = limit + 128 * 128 * n  # x = -128, w = -128 everywhere
+    assert acc == 2**31 - 1

@@ -37,13 +37,18 @@ static inline int32_t f4_combine_partial_sums(const f4_layer* layer, uint32_t r,
   return acc;
 }
 
-/* clamp(MultiplyByQuantizedMultiplier(acc) + output_zero_point, activation_min, activation_max). */
+/* clamp(MultiplyByQuantizedMultiplier(acc) + output_zero_point, activation_min, activation_max),
+ * with the addition exact (as in a wider type; FORMAT.md section 5): y is clamped to
+ * [activation_min - output_zero_point, activation_max - output_zero_point] (both within +-255)
+ * before the zero point is added, so y + output_zero_point never leaves int32 even when the
+ * requantized value is near +-2^31. */
 static inline int8_t f4_requantize(const f4_layer* layer, int32_t acc) {
+  const int32_t lo = (int32_t)layer->activation_min - layer->output_zero_point;
+  const int32_t hi = (int32_t)layer->activation_max - layer->output_zero_point;
   int32_t y = f4_multiply_by_quantized_multiplier(acc, layer->output_multiplier, layer->output_shift);
-  y += layer->output_zero_point;
-  if (y < layer->activation_min) y = layer->activation_min;
-  if (y > layer->activation_max) y = layer->activation_max;
-  return (int8_t)y;
+  if (y < lo) y = lo;
+  if (y > hi) y = hi;
+  return (int8_t)(y + layer->output_zero_point);
 }
 
 static inline void f4_clear_partial_sums(int32_t* s) {
