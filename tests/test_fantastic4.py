@@ -792,9 +792,10 @@ def test_index_in_two_groups_rejected(f4_host, tmp_path, net, wide_net, many_gro
 # the export target (Keras + QuantizedKernel -> tflm convert -> blob -> harness)
 
 
-def small_request(name="f4t", n_test=60, **options):
-    """A 64-24-16-4 MLP on (8, 8, 1) inputs, kernels snapped to the 4-bit symmetric grid (so the
-    TFLM converter stores INT4 weights whose integers are the grid levels)."""
+def small_request(name="f4t", n_test=60, hidden=(24, 16), input_shape=(8, 8, 1), **options):
+    """A 64-24-16-4 MLP on (8, 8, 1) inputs (other widths: ``hidden``, ``input_shape``), kernels
+    snapped to the 4-bit symmetric grid (so the TFLM converter stores INT4 weights whose integers
+    are the grid levels)."""
     import tensorflow as tf
 
     from ecqx_tf.quantized import QuantizedKernel
@@ -802,8 +803,8 @@ def small_request(name="f4t", n_test=60, **options):
 
     tf.keras.utils.set_random_seed(0)
     model = tf.keras.Sequential([
-        tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
-        tf.keras.layers.Dense(24, activation="relu"), tf.keras.layers.Dense(16, activation="relu"),
+        tf.keras.Input(input_shape), tf.keras.layers.Flatten(),
+        *[tf.keras.layers.Dense(h, activation="relu") for h in hidden],
         tf.keras.layers.Dense(4),
     ])
     rng = np.random.default_rng(0)
@@ -820,7 +821,7 @@ def small_request(name="f4t", n_test=60, **options):
         qk = QuantizedKernel(layer.name, 4, "symmetric", step, levels, k + 7)
         layer.kernel.assign(qk.values())
         quant[layer.name] = qk
-    x = rng.random((100 + n_test, 8, 8, 1), dtype=np.float32)
+    x = rng.random((100 + n_test, *input_shape), dtype=np.float32)
     y = rng.integers(0, 4, size=100 + n_test)
     return ExportRequest(model=model, quant=quant, name=name, representative=x[:100],
                          x_test=x[100:], y_test=y[100:], options=dict(options))
@@ -1014,3 +1015,19 @@ def test_extreme_accumulators_and_left_shift(f4_host, tmp_path, layout):
             assert np.array_equal(run_host(f4_host[build], tmp_path, blob, x, 1), want), (layout, build, layer)
     acc = limit + 128 * 128 * n  # x = -128, w = -128 everywhere
     assert acc == 2**31 - 1
+
+
+def test_target_large_model_uses_measured_arena(tmp_path):
+    """Issue 11 item 5: a 512-640-4 INT4 MLP (330 k weights): TFLM's reference FULLY_CONNECTED
+    unpacks the 327,680-weight INT4 filter into the arena, more than the 256 KiB the target used
+    to give the interpreter ("failed to allocate tensors"). The export measures the arena and
+    checks the simulator against TFLM; simulate() does too."""
+    from firmware_export.fantastic4.target import FantastIC4Target
+
+    request = small_request(name="big", n_test=6, hidden=(640,), input_shape=(512,))
+    manifest = FantastIC4Target().export(request, tmp_path)
+    assert manifest["tflm_arena"]["minimum"] > 256 * 1024
+    assert manifest["tflm_arena"]["used"] >= manifest["tflm_arena"]["minimum"]
+    assert manifest["ok"] and manifest["python_equals_tflm"]
+    result = FantastIC4Target().simulate(tmp_path)
+    assert result["ok"] and result["samples"] == 6

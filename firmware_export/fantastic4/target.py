@@ -46,7 +46,8 @@ from firmware_export.fantastic4 import simulate as f4sim
 from firmware_export.fantastic4.network import IntegerMLP
 from firmware_export.registry import ExportRequest, ExportTarget, register_target
 
-__all__ = ["FantastIC4Target", "RUNTIME_DIR", "RUNTIME_FILES", "CFLAGS", "layer_report", "c_array_files"]
+__all__ = ["FantastIC4Target", "RUNTIME_DIR", "RUNTIME_FILES", "CFLAGS", "layer_report", "c_array_files", "tflm_arena",
+           "tflm_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,6 @@ RUNTIME_FILES = ("f4_runtime.c", "f4_runtime.h", "f4_format.h", "f4_intmath.h")
 CFLAGS = "-std=c99 -Wall -Wextra -Werror -O2"
 LAYOUT_CHOICES = ("smallest", "dense4", "bitmap", "cer", "csc")
 MANIFEST = "fantastic4.json"
-TFLM_ARENA = 256 * 1024
 
 _MAKEFILE = """\
 # Host harness for the FantastIC4 runtime ({name}). `make check` builds and compares the C
@@ -153,11 +153,25 @@ def _golden_inputs(request: ExportRequest, model_bytes: bytes) -> np.ndarray:
     return q.reshape(len(q), -1)
 
 
-def tflm_reference(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    """TFLM's reference kernels (the ``tflite_micro`` interpreter), one sample at a time."""
+def tflm_arena(model_bytes: bytes) -> Dict[str, int]:
+    """The TFLM reference check's arena: ``firmware_export.tflm.arena``'s measured minimum (the
+    smallest arena the interpreter accepts, found by bisection) and the recommended size used
+    (minimum + margin, 16-aligned). A fixed size would fail on large models: the reference
+    FULLY_CONNECTED unpacks an INT4 filter into the arena (one byte per weight)."""
+    from firmware_export.tflm.arena import arena_sizes
+
+    minimum, recommended = arena_sizes(bytes(model_bytes))
+    return {"minimum": int(minimum), "used": int(recommended)}
+
+
+def tflm_reference(model_bytes: bytes, x: np.ndarray, arena_size: Optional[int] = None) -> np.ndarray:
+    """TFLM's reference kernels (the ``tflite_micro`` interpreter), one sample at a time, in
+    ``arena_size`` bytes (default: the measured arena, :func:`tflm_arena`)."""
     from tflite_micro import runtime
 
-    it = runtime.Interpreter.from_bytes(model_bytes, arena_size=TFLM_ARENA)
+    if arena_size is None:
+        arena_size = tflm_arena(model_bytes)["used"]
+    it = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=int(arena_size))
     shape = tuple(int(d) for d in it.get_input_details(0)["shape"])
     out = []
     for row in x:
@@ -209,7 +223,8 @@ class FantastIC4Target(ExportTarget):
             raise ValueError(f"golden inputs have {x.shape[1]} features, the network takes {net.input_features}")
         y, counts, _ = f4sim.run_with_counts(parsed, x)
         total = sum(counts, f4sim.OpCounts())
-        tflm = tflm_reference(model_bytes, x)
+        arena = tflm_arena(model_bytes)
+        tflm = tflm_reference(model_bytes, x, arena["used"])
         mismatching = int(np.any(y != tflm, axis=1).sum())
 
         atomic_write_bytes(out / f"{name}_f4.bin", blob)
@@ -247,6 +262,7 @@ class FantastIC4Target(ExportTarget):
             "golden": {"inputs": "golden_inputs.bin", "outputs": "golden_outputs.bin", "samples": int(len(x)),
                        "input_features": net.input_features, "output_features": net.output_features},
             "scratch_bytes": parsed.required_scratch(),
+            "tflm_arena": arena,
             "layers": rows,
             "totals": totals,
             "python_equals_tflm": mismatching == 0,
@@ -302,7 +318,7 @@ class FantastIC4Target(ExportTarget):
         model_bytes = (out / manifest["tflite"]).read_bytes()
 
         py = f4sim.run(blob, x)
-        tflm = tflm_reference(model_bytes, x)
+        tflm = tflm_reference(model_bytes, x)  # arena measured again: the manifest is not trusted for it
         cc = cc or shutil.which("gcc") or shutil.which("cc")
         if cc is None or shutil.which("make") is None:
             raise FileNotFoundError("simulate needs gcc (or cc) and make on PATH")
