@@ -53,34 +53,83 @@ log = logging.getLogger(__name__)
 
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 RUNTIME_FILES = ("f4_runtime.c", "f4_runtime.h", "f4_format.h", "f4_intmath.h")
+#: the bare-metal Cortex-M harness (runtime/cortex_m/), copied next to the runtime
+CORTEX_M_DIR = RUNTIME_DIR / "cortex_m"
+CORTEX_M_FILES = ("cortex_m_main.c", "cortex_m_startup.c", "cortex_m_semihost.h", "cortex_m_golden.S",
+                  "mps2_an386.ld", "mps2_an505.ld")
 CFLAGS = "-std=c99 -Wall -Wextra -Werror -O2"
 LAYOUT_CHOICES = ("smallest", "dense4", "bitmap", "cer", "csc")
 MANIFEST = "fantastic4.json"
 
 _MAKEFILE = """\
 # Host harness for the FantastIC4 runtime ({name}). `make check` builds and compares the C
-# runtime's outputs with the golden vectors (exit code 0 = all equal). O= puts the binary elsewhere.
+# runtime's outputs with the golden vectors (exit code 0 = all equal). O= puts the binaries elsewhere.
+#
+# `make cortex-m CPU=m4|m33` cross-builds the bare-metal harness (cortex_m_main.c: every golden
+# vector, outputs and SysTick ticks over semihosting) with arm-none-eabi-gcc for QEMU's
+# mps2-an386 (Cortex-M4) or mps2-an505 (Cortex-M33) memory map: $(O)/f4_cortex_m_$(CPU).elf and
+# its link map. `make run-cortex-m CPU=...` runs it in qemu-system-arm. ARM_OPT=-Os for size.
 CC ?= gcc
 CFLAGS ?= {cflags}
 O ?= .
 
 SRCS = main.c f4_runtime.c {name}_f4.c
+HDRS = f4_runtime.h f4_format.h f4_intmath.h {name}_f4.h f4_model_data.h
 
-$(O)/f4_host: $(SRCS) f4_runtime.h f4_format.h f4_intmath.h {name}_f4.h f4_model_data.h
+$(O)/f4_host: $(SRCS) $(HDRS)
 \t$(CC) $(CFLAGS) -DF4_EMBEDDED_MODEL -I. $(SRCS) -o $@
 
 check: $(O)/f4_host
 \t$(O)/f4_host golden_inputs.bin golden_outputs.bin
 
-clean:
-\trm -f $(O)/f4_host
+CPU ?= m4
+ARM_CC ?= arm-none-eabi-gcc
+ARM_OPT ?= -O2
+MCPU_m4 = cortex-m4
+MCPU_m33 = cortex-m33
+BOARD_m4 = mps2-an386
+BOARD_m33 = mps2-an505
+ifeq ($(MCPU_$(CPU)),)
+$(error CPU must be m4 or m33, got '$(CPU)')
+endif
+ARM_CFLAGS = -mcpu=$(MCPU_$(CPU)) -mthumb -mfloat-abi=soft -std=c99 -Wall -Wextra -Werror $(ARM_OPT) \\
+             -ffunction-sections -fdata-sections
+ARM_LDFLAGS = -T mps2_$(subst mps2-,,$(BOARD_$(CPU))).ld -nostartfiles --specs=nano.specs --specs=nosys.specs \\
+              -Wl,--gc-sections -Wl,-Map=$(O)/f4_cortex_m_$(CPU).map
+ARM_DIR = $(O)/cortex_m_$(CPU)
+ARM_OBJS = $(ARM_DIR)/f4_runtime.o $(ARM_DIR)/{name}_f4.o $(ARM_DIR)/cortex_m_main.o $(ARM_DIR)/cortex_m_startup.o \\
+           $(ARM_DIR)/cortex_m_golden.o
 
-.PHONY: check clean
+$(ARM_DIR)/%.o: %.c $(HDRS) cortex_m_semihost.h
+\t@mkdir -p $(ARM_DIR)
+\t$(ARM_CC) $(ARM_CFLAGS) -I. -c $< -o $@
+
+$(ARM_DIR)/cortex_m_golden.o: cortex_m_golden.S golden_inputs.bin golden_outputs.bin
+\t@mkdir -p $(ARM_DIR)
+\t$(ARM_CC) $(ARM_CFLAGS) -I. -c $< -o $@
+
+$(O)/f4_cortex_m_$(CPU).elf: $(ARM_OBJS) mps2_an386.ld mps2_an505.ld
+\t$(ARM_CC) $(ARM_CFLAGS) $(ARM_OBJS) $(ARM_LDFLAGS) -o $@
+
+cortex-m: $(O)/f4_cortex_m_$(CPU).elf
+
+run-cortex-m: $(O)/f4_cortex_m_$(CPU).elf
+\tqemu-system-arm -M $(BOARD_$(CPU)) -nographic -semihosting-config enable=on,target=native -kernel $<
+
+clean:
+\trm -f $(O)/f4_host $(O)/f4_cortex_m_m4.elf $(O)/f4_cortex_m_m33.elf $(O)/f4_cortex_m_m4.map $(O)/f4_cortex_m_m33.map
+\trm -rf $(O)/cortex_m_m4 $(O)/cortex_m_m33
+
+.PHONY: check cortex-m run-cortex-m clean
 """
 
 
 def c_array_files(name: str, blob: bytes) -> Dict[str, str]:
-    """``<name>_f4.h`` / ``<name>_f4.c`` holding the blob as a 16-byte aligned C99 array."""
+    """``<name>_f4.h`` / ``<name>_f4.c`` holding the blob as a 16-byte aligned C99 array, and
+    ``f4_model_data.h`` mapping the harnesses' ``F4_MODEL_DATA`` to it, with the blob's scratch
+    bytes and input/output features (``F4_MODEL_SCRATCH_BYTES``, ``F4_MODEL_INPUT_FEATURES``,
+    ``F4_MODEL_OUTPUT_FEATURES``) for static buffers."""
+    parsed = f4format.read_blob(blob)
     sym = f"g_{name}_f4_model_data"
     guard = f"{name.upper()}_F4_H_"
     header = (
@@ -106,6 +155,9 @@ def c_array_files(name: str, blob: bytes) -> Dict[str, str]:
     shim = (
         "/* Maps the harness's F4_MODEL_DATA to this export's array (generated). */\n"
         f'#include "{name}_f4.h"\n#define F4_MODEL_DATA {sym}\n#define F4_MODEL_DATA_SIZE {sym}_size\n'
+        f"#define F4_MODEL_SCRATCH_BYTES {parsed.required_scratch()}u\n"
+        f"#define F4_MODEL_INPUT_FEATURES {parsed.layers[0].in_features}u\n"
+        f"#define F4_MODEL_OUTPUT_FEATURES {parsed.layers[-1].out_features}u\n"
     )
     return {f"{name}_f4.h": header, f"{name}_f4.c": source, "f4_model_data.h": shim}
 
@@ -234,6 +286,8 @@ class FantastIC4Target(ExportTarget):
             atomic_write_bytes(out / fname, (RUNTIME_DIR / fname).read_bytes())
         atomic_write_bytes(out / "FORMAT.md", (RUNTIME_DIR.parent / "FORMAT.md").read_bytes())
         atomic_write_bytes(out / "main.c", (RUNTIME_DIR / "f4_host.c").read_bytes())
+        for fname in CORTEX_M_FILES:
+            atomic_write_bytes(out / fname, (CORTEX_M_DIR / fname).read_bytes())
         atomic_write_text(out / "Makefile", _MAKEFILE.format(name=name, cflags=CFLAGS))
         atomic_write_bytes(out / "golden_inputs.bin", x.astype(np.int8).tobytes())
         atomic_write_bytes(out / "golden_outputs.bin", y.astype(np.int8).tobytes())
