@@ -17,7 +17,7 @@ from firmware_export.fantastic4 import simulate as S
 from firmware_export.fantastic4.network import IntegerDense, IntegerMLP, reference_dense, reference_forward
 
 RUNTIME = Path(__file__).resolve().parents[1] / "firmware_export" / "fantastic4" / "runtime"
-LAYOUT_NAMES = ["dense4", "bitmap", "cer", "csc"]
+LAYOUT_NAMES = ["dense4", "bitmap", "cer", "csc", "csci"]
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 BUILDS = {
     "O2": ["-O2"],
@@ -420,15 +420,18 @@ def test_op_counts(net, inputs, layout):
     x = inputs
     for l, c, m in zip(net.layers, counts, mults):
         nz = l.weights != 0
-        if layout == "csc":  # slow count: per active column (x != zp), its non-zeros and its distinct values
+        if layout in ("csc", "csci"):  # slow count: per active column (x != zp), its non-zeros and its distinct values
             active = x != l.input_zero_point
             distinct = np.array([len(np.unique(col[col != 0])) for col in l.weights.T])
+            if layout == "csci":  # one multiply per chunk of at most 15 rows of a value
+                distinct = np.array([sum(-(-int(np.sum(col == v)) // 15) for v in np.unique(col[col != 0]))
+                                     for col in l.weights.T])
             assert c.accumulate_adds == pytest.approx((active * nz.sum(axis=0)).sum() / len(x))
             assert np.array_equal(m, active * distinct[None, :])
             assert c.multiplies == pytest.approx(m.sum() / len(x)) and c.product_adds == 0
             assert c.activation_bytes_read == l.in_features
             assert c.accumulator_bytes == pytest.approx(8 * l.out_features + 8 * c.accumulate_adds)
-            assert c.weight_bytes <= F.layout_sizes(l.codes())["csc"]
+            assert c.weight_bytes <= F.layout_sizes(l.codes())[layout]
         else:
             assert c.accumulate_adds == nz.sum() == c.activation_bytes_read
             distinct = np.array([len(np.unique(row[row != 0])) for row in l.weights])
@@ -633,16 +636,16 @@ def test_csc_bias_range(f4_host, tmp_path):
 
 
 def test_smallest_unchanged_by_csc(net, wide_net):
-    """"smallest" still picks by bytes; on these layers (in >= out) CSC is larger than CER, so the
-    choice and the bytes are what they were before CSC existed."""
+    """"smallest" still picks by bytes; on these layers (in >= out) CSC and CSCI are larger than
+    CER, so the choice and the bytes are what they were before the column layouts existed."""
     for n in (net, wide_net):
         sizes = [F.layout_sizes(l.codes()) for l in n.layers]
-        assert all(s["csc"] > min(s["dense4"], s["bitmap"], s["cer"]) for s in sizes)
+        assert all(min(s["csc"], s["csci"]) > min(s["dense4"], s["bitmap"], s["cer"]) for s in sizes)
         chosen = [min(("dense4", "bitmap", "cer"), key=lambda k: (s[k], F.LAYOUT_IDS[k])) for s in sizes]
         assert F.write_blob(n, "smallest") == F.write_blob(n, chosen)
-    # a layer with many more outputs than inputs: CSC is the smallest and is chosen
+    # a layer with many more outputs than inputs: a column layout is the smallest and is chosen
     tall = IntegerDense("tall", np.eye(200, 3, dtype=np.int8) * 3, np.zeros(200), -128, 0, 1 << 30, 0, -128, 127)
-    assert F.read_blob(F.write_blob(IntegerMLP([tall]), "smallest")).layers[0].layout_name == "csc"
+    assert F.read_blob(F.write_blob(IntegerMLP([tall]), "smallest")).layers[0].layout_name in ("csc", "csci")
 
 
 # ---------------------------------------------------------------------------------------------

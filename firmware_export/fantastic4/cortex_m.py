@@ -211,6 +211,11 @@ class ArmEmulator:
         self._stop = self.addr("Reset_Handler") & ~1
         self._block_counts: Dict[Tuple[int, int], int] = {}
         self.instructions = 0
+        #: instructions per function of the last calls when ``profile`` is set (by symbol ranges)
+        self.profile: Optional[Dict[str, int]] = None
+        self._funcs = sorted((a & ~1, (a & ~1) + max(n, 1), name) for name, (a, n) in self.symbols.items()
+                             if n > 0 and self.flash[0] <= a < self.flash[0] + self.flash[1])
+        self._block_func: Dict[int, str] = {}
         self.uc.hook_add(UC_HOOK_BLOCK, self._on_block)
         self.uc.ctl_flush_tb()  # blocks translated before the hook would not report to it
 
@@ -230,6 +235,15 @@ class ArmEmulator:
             n = thumb_instruction_count(self._code[off: off + size])
             self._block_counts[key] = n
         self.instructions += n
+        if self.profile is not None:
+            f = self._block_func.get(address)
+            if f is None:
+                import bisect
+
+                i = bisect.bisect_right(self._funcs, (address, float("inf"), "")) - 1
+                f = self._funcs[i][2] if i >= 0 and self._funcs[i][0] <= address < self._funcs[i][1] else "?"
+                self._block_func[address] = f
+            self.profile[f] = self.profile.get(f, 0) + n
 
     def read(self, address: int, n: int) -> bytes:
         return bytes(self.uc.mem_read(address, n))

@@ -41,7 +41,7 @@ from typing import Callable, Dict, List, Tuple, Union
 import numpy as np
 
 from firmware_export import intmath
-from firmware_export.fantastic4.format import LAYOUTS, F4Blob, F4Layer, csc_column_bytes, read_blob
+from firmware_export.fantastic4.format import LAYOUTS, F4Blob, F4Layer, csc_column_bytes, csci_column_stats, read_blob
 from firmware_export.fantastic4.network import IntegerMLP
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "init_accumulators",
     "accumulate_columns",
     "dense_layer_csc",
+    "dense_layer_csci",
     "DENSE_LAYER",
     "run",
     "run_with_counts",
@@ -262,12 +263,46 @@ def dense_layer_csc(layer: F4Layer, x: np.ndarray) -> Tuple[np.ndarray, OpCounts
     return y, counts, mults
 
 
+def dense_layer_csci(layer: F4Layer, x: np.ndarray) -> Tuple[np.ndarray, OpCounts, np.ndarray]:
+    """``f4_dense_layer_csci``: the CSC datapath (``init_accumulators``, ``accumulate_columns``,
+    ``requantize``) on the indexed layout: an active column's chunks are found through the column
+    offset table, each chunk multiplies once (a value with more than 15 rows in a column has several
+    chunks) and adds to the rows it lists. The third result is the multiplies per input column."""
+    if x.ndim != 2 or x.shape[1] != layer.in_features:
+        raise ValueError(f"input must be int8 [batch, {layer.in_features}], got shape {x.shape}")
+    acc, adds, _ = accumulate_columns(layer, x, init_accumulators(layer, x.shape[0]))
+    y = requantize(layer, acc)
+    batch = max(1, x.shape[0])
+    chunks, body = csci_column_stats(layer.codes)
+    active = np.asarray(x, np.int64) != layer.input_zero_point
+    mults = active * chunks[None, :]
+    # the header and every column length are read (1, 2 or 4 bytes each: the narrowest that holds
+    # the longest column, FORMAT.md)
+    longest = int(body.max(initial=0))
+    length_bytes = 1 if longest <= 0xFF else 2 if longest <= 0xFFFF else 4
+    a = float(adds.sum()) / batch
+    counts = OpCounts(
+        accumulate_adds=a,
+        multiplies=float(mults.sum()) / batch,
+        product_adds=0.0,
+        requantizations=float(layer.out_features),
+        weight_bytes=float(4 + length_bytes * layer.in_features) + float((active @ body).sum()) / batch,
+        bias_bytes=float(layer.bias_size),
+        codebook_bytes=float(layer.n_values),
+        activation_bytes_read=float(layer.in_features),
+        activation_bytes_written=float(layer.out_features),
+        accumulator_bytes=8.0 * layer.out_features + 8.0 * a,
+    )
+    return y, counts, mults
+
+
 #: layout id -> layer function (the C runtime's ``f4_layouts`` table).
 DENSE_LAYER: Dict[int, Callable[[F4Layer, np.ndarray], Tuple[np.ndarray, OpCounts, np.ndarray]]] = {
     0: dense_layer_dense4,
     1: dense_layer_bitmap,
     2: dense_layer_cer,
     3: dense_layer_csc,
+    4: dense_layer_csci,
 }
 assert set(DENSE_LAYER) == set(LAYOUTS)
 

@@ -58,7 +58,7 @@ CORTEX_M_DIR = RUNTIME_DIR / "cortex_m"
 CORTEX_M_FILES = ("cortex_m_main.c", "cortex_m_startup.c", "cortex_m_semihost.h", "cortex_m_golden.S",
                   "mps2_an386.ld", "mps2_an505.ld")
 CFLAGS = "-std=c99 -Wall -Wextra -Werror -O2"
-LAYOUT_CHOICES = ("smallest", "dense4", "bitmap", "cer", "csc")
+LAYOUT_CHOICES = ("smallest", "dense4", "bitmap", "cer", "csc", "csci")
 MANIFEST = "fantastic4.json"
 
 _MAKEFILE = """\

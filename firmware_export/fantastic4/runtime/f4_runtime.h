@@ -110,6 +110,8 @@ void f4_dense_layer_cer(const f4_layer* layer, const int8_t* x, int8_t* y);
 /* acc: out_features words of workspace; int32 accumulators kept as uint32 (adds are modulo 2^32,
  * so a malformed blob cannot cause signed overflow; for a valid blob no sum leaves int32). */
 void f4_dense_layer_csc(const f4_layer* layer, const int8_t* x, int8_t* y, uint32_t* acc);
+/* CSCI (layout 4): CSC with a column offset table and absolute row indices; same acc workspace. */
+void f4_dense_layer_csci(const f4_layer* layer, const int8_t* x, int8_t* y, uint32_t* acc);
 
 #ifdef __cplusplus
 }
