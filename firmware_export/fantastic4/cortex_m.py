@@ -277,6 +277,38 @@ class ArmEmulator:
         return (r0 - (1 << 32) if r0 >= 1 << 31 else r0), count, used
 
 
+    def run_blob(self, blob: bytes, x: np.ndarray, scratch_bytes: int) -> Tuple[np.ndarray, np.ndarray, int]:
+        """Any blob on the target: it is copied into the RAM above the harness's stack (with the
+        inputs, outputs and scratch), ``f4_prepare`` runs once and ``f4_invoke`` per row of ``x``.
+        Returns (int8 outputs ``[n, out]``, instructions per inference, f4_prepare's status).
+        Used by the tests and the benchmark to run many blobs with one ELF."""
+        x = np.asarray(x, np.int8).reshape(len(x), -1)
+        heap = (self.stack[1] + 15) & ~15
+        blob_at = heap
+        x_at = (blob_at + len(blob) + 15) & ~15
+        y_at = (x_at + x.shape[1] + 15) & ~15
+        scr_at = (y_at + 65536 + 15) & ~15
+        if scr_at + scratch_bytes > self.ram[0] + self.ram[1]:
+            raise ValueError(f"blob of {len(blob)} bytes and {scratch_bytes} bytes of scratch do not fit in the "
+                             f"emulated RAM above the stack ({self.ram[0] + self.ram[1] - heap} bytes)")
+        self.write(blob_at, bytes(blob))
+        model = self.addr("g_f4_harness_model")
+        st, _, _ = self.call("f4_prepare", blob_at, len(blob), model)
+        if st != 0:
+            return np.zeros((0, 0), np.int8), np.zeros(0, np.int64), st
+        n_out = struct.unpack_from("<H", self.read(model + 4, 2))[0]  # f4_model.output_features
+        outputs = np.zeros((len(x), n_out), np.int8)
+        counts = np.zeros(len(x), np.int64)
+        for i, row in enumerate(x):
+            self.write(x_at, row.tobytes())
+            st, n, _ = self.call("f4_invoke", model, x_at, y_at, scr_at, scratch_bytes)
+            if st != 0:
+                raise RuntimeError(f"f4_invoke on the Arm target returned status {st} on input {i}")
+            outputs[i] = np.frombuffer(self.read(y_at, n_out), np.int8)
+            counts[i] = n
+        return outputs, counts, 0
+
+
 # ---------------------------------------------------------------------------------------------
 # sizes from the link map
 
@@ -447,19 +479,20 @@ def qemu_cross_check(elf: Path, cpu: str, timeout: float = 600.0) -> Dict[str, A
     r = subprocess.run([QEMU, "-M", c.board, "-nographic", "-semihosting-config", "enable=on,target=native",
                         "-icount", "shift=6,align=off,sleep=off", "-kernel", str(elf)],
                        capture_output=True, text=True, timeout=timeout)
-    cal = _QEMU_CAL.search(r.stdout)
+    text = r.stdout + r.stderr  # semihosting output goes to stderr when stdout is not a terminal
+    cal = _QEMU_CAL.search(text)
     if cal is None:
-        raise RuntimeError(f"{QEMU} run failed (exit {r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+        raise RuntimeError(f"{QEMU} run failed (exit {r.returncode}):\n{text[-2000:]}")
     t1000, t11000, t_empty = (int(v) for v in cal.groups())
     ratio = (t11000 - t1000) / 20000.0
     ticks, outputs = [], []
-    for line in r.stdout.splitlines():
+    for line in text.splitlines():
         if line.startswith("s "):
             _, _, t, hexout = line.split()
             ticks.append(int(t))
             outputs.append(np.frombuffer(bytes.fromhex(hexout), np.int8))
     ticks_a = np.asarray(ticks, np.float64)
-    done = [l for l in r.stdout.splitlines() if "checked" in l]
+    done = [l for l in text.splitlines() if "checked" in l]
     return {
         "board": c.board, "ticks_per_instruction": ratio, "empty_call_ticks": t_empty,
         "instructions": (ticks_a - t_empty) / ratio,
