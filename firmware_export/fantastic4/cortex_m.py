@@ -58,6 +58,8 @@ __all__ = [
     "run_golden",
     "qemu_cross_check",
     "simulate",
+    "simulate_export",
+    "summary_rows",
     "report_path",
 ]
 
@@ -571,3 +573,46 @@ def simulate(out_dir: Path, cpu: str = "m4", opt: str = "-O2", samples: Optional
         atomic_write_json(report_path(out, cpu), report)
         report["report"] = str(report_path(out, cpu))
     return report
+
+
+def simulate_export(out_dir: Path, cpu: str, target: str, opt: str = "-O2") -> Dict[str, Any]:
+    """``ecqx-simulate DIR --cortex-m CPU``: :func:`simulate` for a fantastic4 export.
+
+    Raises:
+        ValueError: ``target`` (the manifest's) is not ``fantastic4``, or an unknown ``cpu``.
+        FileNotFoundError: the Arm toolchain or the emulator packages are missing (what to install).
+    """
+    if target != "fantastic4":
+        raise ValueError(f"--cortex-m runs the FantastIC4 runtime; {str(out_dir)!r} is a {target!r} export "
+                         "(export with --target fantastic4)")
+    return simulate(out_dir, cpu, opt)
+
+
+def summary_rows(report: Dict[str, Any]) -> List[Tuple[str, str]]:
+    """The report as (label, text) rows for the command line."""
+    ipi = report["instructions_per_inference"]
+    fl, ram = report["flash_bytes"], report["ram_bytes"]
+    mism = report["mismatching_samples"]
+    rows = [
+        ("cortex-m", f"{report['core']} ({report['board_memory_map']} memory map, unicorn), {report['compiler']}"),
+        ("layouts", ", ".join(report["layouts"])),
+        ("arm == python", f"{report['arm_equals_python']} on {report['samples']} golden vectors "
+                          f"({mism['arm_vs_python']} differ); python == tflm: {report['python_equals_tflm']}"),
+        ("instructions", f"{ipi['mean']:,.0f} per inference (mean; min {ipi['min']:,}, max {ipi['max']:,}; "
+                         "instructions, not cycles)"),
+    ]
+    if report.get("instructions_per_addition"):
+        rows.append(("per addition", f"{report['instructions_per_addition']:.2f} instructions per executed addition "
+                                     f"({report['additions_per_inference']:,.0f} additions, "
+                                     f"{report['multiplications_per_inference']:,.0f} multiplications per inference)"))
+    rows += [
+        ("flash", f"runtime code {fl['runtime_code']:,} B + blob {fl['blob']:,} B = {fl['total']:,} B"),
+        ("RAM", f"f4_model {ram['blob_state_f4_model']:,} B + scratch {ram['scratch']:,} B + stack peak "
+                f"{ram['stack_peak_invoke']:,} B = {ram['total_invoke']:,} B"),
+        ("f4_prepare", f"{report['prepare']['instructions']:,} instructions once (CRC and every check), stack "
+                       f"{report['prepare']['stack_bytes']:,} B"),
+    ]
+    if "report" in report:
+        rows.append(("report", report["report"]))
+    rows.append(("ok", str(report["ok"])))
+    return rows
