@@ -952,7 +952,10 @@ def test_cli_layout_choices_include_csc():
     parser = argparse.ArgumentParser()
     FantastIC4Target().add_arguments(parser)
     assert parser.parse_args(["--f4-layout", "csc"]).f4_layout == "csc"
-    assert set(LAYOUT_CHOICES) == {"smallest", *F.LAYOUT_IDS}
+    assert set(LAYOUT_CHOICES) == {"auto", "smallest", *F.LAYOUT_IDS}
+    args = parser.parse_args([])
+    assert args.f4_layout == "auto" and args.f4_objective == "balanced"
+    assert parser.parse_args(["--f4-objective", "size"]).f4_objective == "size"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1034,3 +1037,81 @@ def test_target_large_model_uses_measured_arena(tmp_path):
     assert manifest["ok"] and manifest["python_equals_tflm"]
     result = FantastIC4Target().simulate(tmp_path)
     assert result["ok"] and result["samples"] == 6
+
+
+#: FORMAT.md's CSCI example: the CSC example's weights
+CSCI_EXAMPLE_BYTES = bytes.fromhex("01010000" "02030004" "1202" "230001" "11001204")
+
+
+def test_csci_encoding_matches_spec_example():
+    layer = _csc_example_layer()
+    assert F.encode_csci(layer.codes()) == CSCI_EXAMPLE_BYTES
+    blob = F.write_blob(IntegerMLP([layer]), "csci")
+    assert _one_layer_blob(layer, "csci", CSCI_EXAMPLE_BYTES, 5) == blob
+    assert np.array_equal(F.read_blob(blob).layers[0].weights(), CSC_EXAMPLE_W)
+
+
+def _csci_long_layer() -> IntegerDense:
+    """40 rows x 3 columns: column 0 has 32 rows of one value (chunks of 15, 15, 2), column 1 is
+    empty, column 2 mixes two values."""
+    w = np.zeros((40, 3), np.int8)
+    w[:32, 0] = 3
+    w[[1, 5, 39], 2] = [-2, 3, -2]
+    return IntegerDense("long", w, np.arange(40) - 20, -128, 0, 1 << 30, -5, -128, 127)
+
+
+CSCI_CRAFTED = [  # (name, weights section as hex, nnz, message)
+    ("row_bytes", "02010000" "02030004" "1202" "230001" "11001204", 5, "row_bytes is 2"),
+    ("length_bytes_3", "01030000" "02030004" "1202" "230001" "11001204", 5, "length_bytes 3"),
+    ("length_bytes_wide", "01020000" "0200030000000400" "1202" "230001" "11001204", 5, "length_bytes is 2, must be 1"),
+    ("reserved", "01010100" "02030004" "1202" "230001" "11001204", 5, "reserved"),
+    ("lengths_sum", "01010000" "02030005" "1202" "230001" "11001204", 5, "add up to"),
+    ("count_zero", "01010000" "02030004" "0202" "230001" "11001204", 5, "count >= 1"),
+    ("code_zero", "01010000" "02030004" "1002" "230001" "11001204", 5, "code must be in"),
+    ("code_too_big", "01010000" "02030004" "1402" "230001" "11001204", 5, "code must be in"),
+    ("codes_descend", "01010000" "02030004" "1202" "230001" "12041100", 5, "codes must ascend"),
+    ("row_out_of_range", "01010000" "02030004" "1205" "230001" "11001204", 5, "row 5 >= 5"),
+    ("rows_not_increasing", "01010000" "02030004" "1202" "230100" "11001204", 5, "strictly increase"),
+    ("row_in_two_codes", "01010000" "02030004" "1202" "230001" "11001200", 5, "appears in two groups"),
+    ("chunk_past_column", "01010000" "02030004" "1202" "330001" "11001204", 5, "past the column end"),
+    ("nnz", "01010000" "02030004" "1202" "230001" "11001204", 6, "nnz says 6"),
+    ("short_section", "0101", 5, "shorter than"),
+]
+
+
+@pytest.mark.parametrize("name, hexbytes, nnz, message", CSCI_CRAFTED, ids=[c[0] for c in CSCI_CRAFTED])
+def test_csci_crafted_errors(f4_host, tmp_path, name, hexbytes, nnz, message):
+    blob = _one_layer_blob(_csc_example_layer(), "csci", bytes.fromhex(hexbytes), nnz)
+    with pytest.raises(F.FormatError, match=message) as e:
+        F.read_blob(blob)
+    assert e.value.status == "F4_ERR_WEIGHTS"
+    for build in BUILDS:
+        assert fuzz_statuses(f4_host[build], tmp_path, [blob]) == ["F4_ERR_WEIGHTS"]
+
+
+def test_csci_chunks_of_15(f4_host, tmp_path):
+    """A value with 32 rows in a column: chunks of 15, 15 and 2 with the same code; a split that is
+    not 15-first (chunks of 14 and 18...) is rejected; C == simulator == reference."""
+    layer = _csci_long_layer()
+    section = F.encode_csci(layer.codes())
+    code3 = int(np.flatnonzero(layer.codebook() == 3)[0])
+    assert section[4 + 3:].startswith(bytes([code3 | 15 << 4]) + bytes(range(15)) + bytes([code3 | 15 << 4]))
+    blob = F.write_blob(IntegerMLP([layer]), "csci")
+    x = np.random.default_rng(0).integers(-128, 128, size=(30, 3)).astype(np.int8)
+    want = reference_forward(IntegerMLP([layer]), x)
+    assert np.array_equal(S.run(blob, x), want)
+    for build in BUILDS:
+        assert np.array_equal(run_host(f4_host[build], tmp_path, blob, x, 40), want)
+    # 14 + 18 rows instead of 15 + 15 + 2: same codes and rows, not the canonical split
+    body = bytearray(section)
+    col0 = body[4 + 3: 4 + 3 + section[4]]
+    rows = list(range(32))
+    alt = bytes([code3 | 14 << 4]) + bytes(rows[:14]) + bytes([code3 | 15 << 4]) + bytes(rows[14:29]) + \
+        bytes([code3 | 3 << 4]) + bytes(rows[29:])
+    assert len(alt) == len(col0)
+    bad = bytes(body[: 4 + 3]) + alt + bytes(body[4 + 3 + len(col0):])
+    bad_blob = _one_layer_blob(layer, "csci", bad, int(np.count_nonzero(layer.weights)))
+    with pytest.raises(F.FormatError, match="continues only after a chunk of 15"):
+        F.read_blob(bad_blob)
+    for build in BUILDS:
+        assert fuzz_statuses(f4_host[build], tmp_path, [bad_blob]) == ["F4_ERR_WEIGHTS"]

@@ -213,6 +213,7 @@ class ArmEmulator:
         self._stop = self.addr("Reset_Handler") & ~1
         self._block_counts: Dict[Tuple[int, int], int] = {}
         self.instructions = 0
+        self.last_stack = 0
         #: instructions per function of the last calls when ``profile`` is set (by symbol ranges)
         self.profile: Optional[Dict[str, int]] = None
         self._funcs = sorted((a & ~1, (a & ~1) + max(n, 1), name) for name, (a, n) in self.symbols.items()
@@ -282,8 +283,9 @@ class ArmEmulator:
     def run_blob(self, blob: bytes, x: np.ndarray, scratch_bytes: int) -> Tuple[np.ndarray, np.ndarray, int]:
         """Any blob on the target: it is copied into the RAM above the harness's stack (with the
         inputs, outputs and scratch), ``f4_prepare`` runs once and ``f4_invoke`` per row of ``x``.
-        Returns (int8 outputs ``[n, out]``, instructions per inference, f4_prepare's status).
-        Used by the tests and the benchmark to run many blobs with one ELF."""
+        Returns (int8 outputs ``[n, out]``, instructions per inference, f4_prepare's status);
+        ``last_stack`` then holds f4_invoke's stack peak (first input). Used by the tests and the
+        benchmark to run many blobs with one ELF."""
         x = np.asarray(x, np.int8).reshape(len(x), -1)
         heap = (self.stack[1] + 15) & ~15
         blob_at = heap
@@ -303,9 +305,11 @@ class ArmEmulator:
         counts = np.zeros(len(x), np.int64)
         for i, row in enumerate(x):
             self.write(x_at, row.tobytes())
-            st, n, _ = self.call("f4_invoke", model, x_at, y_at, scr_at, scratch_bytes)
+            st, n, used = self.call("f4_invoke", model, x_at, y_at, scr_at, scratch_bytes, measure_stack=(i == 0))
             if st != 0:
                 raise RuntimeError(f"f4_invoke on the Arm target returned status {st} on input {i}")
+            if i == 0:
+                self.last_stack = used
             outputs[i] = np.frombuffer(self.read(y_at, n_out), np.int8)
             counts[i] = n
         return outputs, counts, 0

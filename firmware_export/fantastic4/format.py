@@ -40,6 +40,7 @@ __all__ = [
     "bias_section",
     "bias_limit",
     "scratch_layout",
+    "bias_fits",
     "ACC_ALIGN",
     "encode_vu8",
     "crc32",
@@ -597,7 +598,8 @@ def bias_limit(layout: str, in_features: int, input_zero_point: int) -> int:
     return INT32_MAX - acc_per_input(LAYOUTS[LAYOUT_IDS[layout]].folded_bias, input_zero_point) * in_features
 
 
-def _bias_fits(layer: IntegerDense, layout: str) -> bool:
+def bias_fits(layer: IntegerDense, layout: str) -> bool:
+    """True when the bias section of ``layer`` in ``layout`` passes the overflow check (``F4_ERR_BIAS``)."""
     return int(np.abs(bias_section(layer, layout)).max()) <= bias_limit(layout, layer.in_features, layer.input_zero_point)
 
 
@@ -634,12 +636,12 @@ def write_blob(net: IntegerMLP, layouts: Union[str, Sequence[str]] = "cer") -> b
         cb = layer.codebook()
         if lname == "smallest":
             sizes = layout_sizes(codes)
-            fits = [k for k in sizes if _bias_fits(layer, k)]
+            fits = [k for k in sizes if bias_fits(layer, k)]
             lname = min(fits or sizes, key=lambda k: (sizes[k], LAYOUT_IDS[k]))
         if lname not in LAYOUT_IDS:
             raise ValueError(f"layer {i}: unknown layout {lname!r}; accepted: {', '.join(LAYOUT_IDS)}, smallest")
         fb = bias_section(layer, lname)
-        if not _bias_fits(layer, lname):
+        if not bias_fits(layer, lname):
             what = "folded bias" if LAYOUTS[LAYOUT_IDS[lname]].folded_bias else "bias"
             raise ValueError(f"layer {i} {layer.name!r}: {what} {int(np.abs(fb).max())} exceeds the overflow-safe "
                              f"{bias_limit(lname, layer.in_features, layer.input_zero_point)} of layout {lname}")

@@ -17,6 +17,12 @@ FantastIC4 blob for the portable C99 runtime, with a host harness and golden vec
 ``FORMAT.md``
 ``main.c``, ``Makefile``   host harness: ``make check`` builds with ``gcc -std=c99 -Wall
                            -Wextra -Werror -O2`` and compares with the golden vectors
+``cortex_m_main.c``,       bare-metal harness: ``make cortex-m CPU=m4|m33`` cross-builds it with
+``cortex_m_startup.c``,    arm-none-eabi-gcc (``-Wall -Wextra -Werror``) for QEMU's mps2-an386
+``cortex_m_semihost.h``,   (Cortex-M4) / mps2-an505 (Cortex-M33) memory map, the golden vectors
+``cortex_m_golden.S``,     embedded with ``.incbin``; ``make run-cortex-m`` runs it in
+``mps2_an386.ld``,         qemu-system-arm; ``ecqx-simulate DIR --cortex-m m4`` counts its
+``mps2_an505.ld``          instructions (``cortex_m.py``)
 ``golden_inputs.bin``      int8 ``[n, in]`` (the quantized ``x_test``, else ``representative``)
 ``golden_outputs.bin``     int8 ``[n, out]`` from the Python simulator
 ``<name>.tflite``          the int8 model the blob was made from
@@ -58,7 +64,7 @@ CORTEX_M_DIR = RUNTIME_DIR / "cortex_m"
 CORTEX_M_FILES = ("cortex_m_main.c", "cortex_m_startup.c", "cortex_m_semihost.h", "cortex_m_golden.S",
                   "mps2_an386.ld", "mps2_an505.ld")
 CFLAGS = "-std=c99 -Wall -Wextra -Werror -O2"
-LAYOUT_CHOICES = ("smallest", "dense4", "bitmap", "cer", "csc", "csci")
+LAYOUT_CHOICES = ("auto", "smallest", *f4format.LAYOUT_IDS)
 MANIFEST = "fantastic4.json"
 
 _MAKEFILE = """\
@@ -239,10 +245,18 @@ class FantastIC4Target(ExportTarget):
     help = "FantastIC4-style 4-bit sparse MLP: blob + portable C99 runtime + host harness (same integers as tflm)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from firmware_export.fantastic4.cost import OBJECTIVES
+
         parser.add_argument(
-            "--f4-layout", dest="f4_layout", choices=LAYOUT_CHOICES, default="smallest",
-            help="FantastIC4 weight layout (default: the smallest per layer; csc skips zero-point inputs "
-                 "and is usually the fastest; FORMAT.md section 4)",
+            "--f4-layout", dest="f4_layout", choices=LAYOUT_CHOICES, default="auto",
+            help="FantastIC4 weight layout of every layer (default: auto, chosen per layer by --f4-objective; "
+                 "smallest = --f4-objective size; FORMAT.md section 4)",
+        )
+        parser.add_argument(
+            "--f4-objective", dest="f4_objective", choices=OBJECTIVES, default="balanced",
+            help="with --f4-layout auto: per layer the fewest bytes (size), the fewest Cortex-M instructions "
+                 "(speed, a cost model fitted to instructions counted on Cortex-M4), or the least "
+                 "instructions/I + bytes/B with I, B the network's figures at full speed (balanced, default)",
         )
 
     def export(self, request: ExportRequest, out_dir: Path) -> Dict[str, Any]:
@@ -252,11 +266,19 @@ class FantastIC4Target(ExportTarget):
             ValueError: an unknown ``f4_layout``; a model the FantastIC4 runtime cannot run (not
                 a chain of FULLY_CONNECTED, more than 16 distinct weight values in a layer, ...).
         """
+        from firmware_export.fantastic4.cost import OBJECTIVES, choose_layouts
+
         out = Path(out_dir)
         opts = dict(request.options or {})
-        layout = opts.get("f4_layout") or "smallest"
+        layout = opts.get("f4_layout") or "auto"
+        objective = opts.get("f4_objective") or "balanced"
         if layout not in LAYOUT_CHOICES:
             raise ValueError(f"f4_layout {layout!r} is not one of {', '.join(LAYOUT_CHOICES)}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"f4_objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
+        from firmware_export.tflm.c_arrays import check_identifier
+
+        name = check_identifier(request.name)
         model_bytes = opts.get("tflite_bytes")
         if model_bytes is None:
             from firmware_export.tflm.convert import to_tflite
@@ -264,15 +286,19 @@ class FantastIC4Target(ExportTarget):
             model_bytes = to_tflite(request)
         model_bytes = bytes(model_bytes)
         net = IntegerMLP.from_tflite(model_bytes)
-        blob = f4format.write_blob(net, layout)
-        parsed = f4format.read_blob(blob)
-        from firmware_export.tflm.c_arrays import check_identifier
-
-        name = check_identifier(request.name)
-
         x = _golden_inputs(request, model_bytes)
         if x.shape[1] != net.input_features:
             raise ValueError(f"golden inputs have {x.shape[1]} features, the network takes {net.input_features}")
+        if layout in ("auto", "smallest"):
+            if layout == "smallest":
+                objective = "size"
+            layouts, layout_costs = choose_layouts(net, x, objective)
+        else:
+            layouts, layout_costs = [layout] * len(net.layers), choose_layouts(net, x, "size")[1]
+            for row in layout_costs:
+                row["chosen"] = layout
+        blob = f4format.write_blob(net, layouts)
+        parsed = f4format.read_blob(blob)
         y, counts, _ = f4sim.run_with_counts(parsed, x)
         total = sum(counts, f4sim.OpCounts())
         arena = tflm_arena(model_bytes)
@@ -299,7 +325,7 @@ class FantastIC4Target(ExportTarget):
             "weights": n_weights,
             "blob_bytes": len(blob),
             "bytes_per_weight": {
-                k: sum(r["bytes"][k] for r in rows) / n_weights for k in ("dense4", "bitmap", "cer", "csc")
+                k: sum(r["bytes"][k] for r in rows) / n_weights for k in f4format.LAYOUT_IDS
             },
         }
         totals["bytes_per_weight"]["chosen"] = sum(l.weights_size for l in parsed.layers) / n_weights
@@ -311,6 +337,11 @@ class FantastIC4Target(ExportTarget):
             "name": name,
             "format_version": f4format.VERSION,
             "layout": layout,
+            "objective": objective if layout in ("auto", "smallest") else None,
+            "layouts": layouts,
+            "layout_costs": layout_costs,
+            "layout_cost_model": "firmware_export.fantastic4.cost (instructions estimated for Cortex-M4 -O2; "
+                                 "instructions, not cycles)",
             "blob": f"{name}_f4.bin",
             "tflite": f"{name}.tflite",
             "golden": {"inputs": "golden_inputs.bin", "outputs": "golden_outputs.bin", "samples": int(len(x)),
@@ -335,9 +366,11 @@ class FantastIC4Target(ExportTarget):
         bpw = totals["bytes_per_weight"]
         ops = total.as_dict()
         table = [
-            ["blob", f"{name}_f4.bin, {len(blob)} bytes, layout {layout}"],
-            ["bytes/weight", f"chosen {bpw['chosen']:.3f}; dense4 {bpw['dense4']:.3f}, bitmap {bpw['bitmap']:.3f}, "
-                             f"cer {bpw['cer']:.3f}, csc {bpw['csc']:.3f}; entropy bound {bpw['entropy_bound']:.3f}; int8 1.0"],
+            ["blob", f"{name}_f4.bin, {len(blob)} bytes, layouts {'/'.join(layouts)}"
+                     + (f" (objective {objective})" if layout in ("auto", "smallest") else "")],
+            ["bytes/weight", f"chosen {bpw['chosen']:.3f}; "
+                             + ", ".join(f"{k} {bpw[k]:.3f}" for k in f4format.LAYOUT_IDS)
+                             + f"; entropy bound {bpw['entropy_bound']:.3f}; int8 1.0"],
             ["RAM", f"scratch {manifest['scratch_bytes']} bytes (+ f4_model on the stack)"],
             ["per inference", f"{ops['accumulate_adds']:.0f} adds, {ops['multiplies']:.1f} multiplies, "
                               f"~{ops['energy_pj']['total'] / 1000:.1f} nJ (45 nm estimate)"],
@@ -346,6 +379,8 @@ class FantastIC4Target(ExportTarget):
         if "accuracy" in manifest:
             table.append(["accuracy (int8)", f"{manifest['accuracy']:.4f}"])
         table.append(["host check", "ecqx-simulate OUT_DIR  (C == simulator == TFLM; or: make -C OUT_DIR check)"])
+        table.append(["cortex-m", "ecqx-simulate OUT_DIR --cortex-m m4  (instructions, flash, RAM on the Arm ISA; "
+                                  "or: make -C OUT_DIR cortex-m CPU=m4)"])
         return {**manifest, "table": table}
 
     def simulate(self, out_dir: Path, cc: Optional[str] = None) -> Dict[str, Any]:

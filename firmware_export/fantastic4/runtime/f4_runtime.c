@@ -468,9 +468,16 @@ void f4_dense_layer_csci(const f4_layer* layer, const int8_t* x, int8_t* y, uint
   for (r = 0; r < out; ++r) acc[r] = f4_load_u32le(layer->bias + 4u * r);
 #if F4_THUMB2_ASM
   if (rb == 1u && lb == 1u) {
-    int8_t by_head[256]; /* by_head[h] = codebook[h & 15] */
-    for (r = 0; r < 16u; ++r) memcpy(by_head + 16u * r, layer->codebook, 16u);
-    job.codebook = by_head;
+    uint32_t by_head[64]; /* as int8: by_head[h] = codebook[h & 15], 16 copies of the 16 bytes */
+    uint32_t cb4[4];
+    memcpy(cb4, layer->codebook, sizeof(cb4));
+    for (r = 0; r < 64u; r += 4u) {
+      by_head[r] = cb4[0];
+      by_head[r + 1u] = cb4[1];
+      by_head[r + 2u] = cb4[2];
+      by_head[r + 3u] = cb4[3];
+    }
+    job.codebook = (const int8_t*)(const void*)by_head;
     f4_csci_columns_t2(&job);
   } else {
     f4_csci_columns_c(&job, rb, lb);
