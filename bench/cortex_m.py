@@ -114,9 +114,13 @@ def table(rows, samples: int) -> str:
 
 
 def random_layer(rng: np.random.Generator, i: int) -> IntegerDense:
+    """Random shapes, densities and codebooks; every 10th layer has 256 outputs and 97% density, so
+    that its CSCI columns exceed 255 bytes (the csci_c8 code path)."""
     n_in = int(rng.choice([16, 48, 100, 200, 400, 784]))
     n_out = int(rng.choice([8, 10, 32, 64, 128, 200, 256, 300, 512]))
     density = float(rng.choice([0.05, 0.1, 0.2, 0.4, 0.6, 0.9]))
+    if i % 10 == 9:
+        n_in, n_out, density = int(rng.choice([16, 48, 100])), 256, 0.97
     k = int(rng.integers(2, 8))
     values = np.array([v for v in range(-k, k + 1) if v != 0], np.int8)
     w = np.where(rng.random((n_out, n_in)) < density, rng.choice(values, size=(n_out, n_in)), 0).astype(np.int8)

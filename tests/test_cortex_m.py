@@ -170,3 +170,49 @@ def test_missing_tools_message(monkeypatch):
     msg = CM.missing_tools(qemu=True)
     assert msg.startswith("missing arm-none-eabi-gcc") and "apt-get install gcc-arm-none-eabi" in msg
     assert "\n" not in msg
+
+
+@pytest.mark.slow
+def test_cli_simulate_cortex_m(export_dir, tmp_path, capsys):
+    """ecqx-simulate DIR --cortex-m m4 on an ecqx-export-style folder (manifest with checksums):
+    exit 0, the counts and the bit-exact agreement printed, the report written."""
+    from firmware_export import cli
+
+    work = tmp_path / "export"
+    shutil.copytree(export_dir, work)
+    for f in work.glob("cortex_m_*.json"):
+        f.unlink()
+    cli.write_manifest(work, {"tool": "ecqx-export", "target": "fantastic4", "name": "cm"})
+    assert cli.simulate_main([str(work), "--cortex-m", "m4"]) == 0
+    out = capsys.readouterr().out
+    assert "arm == python" in out and "True on 60 golden vectors" in out
+    assert "instructions, not cycles" in out and "per addition" in out and "runtime code" in out
+    assert json.loads((work / "cortex_m_m4.json").read_text())["ok"]
+
+
+@pytest.mark.slow
+def test_cost_model_predicts_measured_instructions(emulators):
+    """The cost model (fitted on other layers) against instructions counted on Cortex-M4 -O2 for
+    new random layers: the CSCI assembly loop exactly (its count is linear in the features), the
+    other kernels within 15% (median within 5%)."""
+    from firmware_export.fantastic4 import cost as C
+
+    rng = np.random.default_rng(123)
+    errors = {}
+    for i in range(6):
+        n_in, n_out = int(rng.choice([40, 150, 300])), int(rng.choice([16, 100, 256]))
+        w = np.where(rng.random((n_out, n_in)) < rng.choice([0.1, 0.3, 0.6]),
+                     rng.choice(np.array([-5, -3, -1, 1, 2, 4, 6], np.int8), size=(n_out, n_in)), 0).astype(np.int8)
+        layer = IntegerDense(f"r{i}", w, rng.integers(-999, 999, n_out), -128, -3, 1300000000, -8, -128, 127)
+        x = rng.integers(-127, 128, size=(4, n_in)).astype(np.int8)
+        x[rng.random(x.shape) < 0.5] = -128
+        feats = C.layer_features(layer, x)
+        for layout in LAYOUTS:
+            blob = F.write_blob(IntegerMLP([layer]), layout)
+            _, counts, st = emulators["m4"].run_blob(blob, x, S.required_scratch(blob))
+            model = C.model_name(layer, layout)
+            err = abs(C.predict(feats, model) - counts.mean()) / counts.mean()
+            errors.setdefault(model, []).append(err)
+    assert max(errors["csci"]) < 0.002, errors["csci"]
+    for model, e in errors.items():
+        assert max(e) < 0.15 and np.median(e) < 0.05, (model, e)

@@ -1115,3 +1115,85 @@ def test_csci_chunks_of_15(f4_host, tmp_path):
         F.read_blob(bad_blob)
     for build in BUILDS:
         assert fuzz_statuses(f4_host[build], tmp_path, [bad_blob]) == ["F4_ERR_WEIGHTS"]
+
+
+def test_cli_cortex_m_without_tools(exported, tmp_path, monkeypatch, capsys):
+    """ecqx-simulate DIR --cortex-m m4 where the Arm toolchain is missing: exit 2 and one line
+    saying what to install; a bad CPU name is refused by argparse (exit 2)."""
+    from firmware_export import cli
+    from firmware_export.fantastic4 import cortex_m
+
+    out, _, _ = exported
+    work = tmp_path / "export"
+    shutil.copytree(out, work)
+    cli.write_manifest(work, {"tool": "ecqx-export", "target": "fantastic4", "name": "f4t"})
+    monkeypatch.setattr(cortex_m, "missing_tools", lambda qemu=False: "missing arm-none-eabi-gcc: " + cortex_m.TOOLCHAIN_HINT)
+    assert cli.simulate_main([str(work), "--cortex-m", "m4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ecqx-simulate: error: missing arm-none-eabi-gcc") and "apt-get install" in err[-1]
+    with pytest.raises(SystemExit) as e:
+        cli.simulate_main([str(work), "--cortex-m", "m7"])
+    assert e.value.code == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# layout choice (cost.py)
+
+
+def test_choose_layouts_objectives(net, wide_net, tall_net, inputs):
+    """size = the former "smallest" (bytes); speed = the least estimated instructions; balanced =
+    the least instructions/I + bytes/B with I, B the all-fastest totals; layouts whose bias fails
+    the overflow check are never chosen."""
+    from firmware_export.fantastic4 import cost as C
+
+    rng = np.random.default_rng(0)
+    for n in (net, wide_net, tall_net):
+        x = inputs if n is net else rng.integers(-128, 128, size=(40, n.input_features)).astype(np.int8)
+        size, _ = C.choose_layouts(n, x, "size")
+        assert F.write_blob(n, size) == F.write_blob(n, "smallest")
+        speed, table = C.choose_layouts(n, x, "speed")
+        balanced, _ = C.choose_layouts(n, x, "balanced")
+        feats = C.network_features(n, x)
+        fastest = []
+        for layer, f, row, name in zip(n.layers, feats, table, speed):
+            est = {k: C.predict(f, C.model_name(layer, k)) for k in F.LAYOUT_IDS}
+            assert row["instructions_estimate"] == {k: round(v, 1) for k, v in est.items()}
+            assert name == min(F.LAYOUT_IDS, key=lambda k: (est[k], F.LAYOUT_IDS[k]))
+            fastest.append((est[name], row["bytes"][name]))
+        i_ref, b_ref = sum(i for i, _ in fastest), sum(b for _, b in fastest)
+        for layer, f, row, name in zip(n.layers, feats, table, balanced):
+            score = {k: C.predict(f, C.model_name(layer, k)) / i_ref + row["bytes"][k] / b_ref for k in F.LAYOUT_IDS}
+            assert name == min(F.LAYOUT_IDS, key=lambda k: (score[k], F.LAYOUT_IDS[k]))
+            assert row["bytes"][name] == F.layout_sizes(layer.codes())[name] + 4 * layer.out_features
+    big = IntegerDense("big", np.array([[1, -1, 0, 0]], np.int8), np.array([2**31 - 1 - 4 * 20000]), -128, 0, 1 << 30, 0, -128, 127)
+    for objective in C.OBJECTIVES:
+        names, _ = C.choose_layouts(IntegerMLP([big]), np.zeros((2, 4), np.int8), objective)
+        assert names[0] not in ("csc", "csci")  # their bias limit is exceeded
+    with pytest.raises(ValueError, match="objective must be one of"):
+        C.choose_layouts(net, inputs, "fast")
+
+
+def test_layer_features_slow(net, inputs):
+    """The cost model's features against slow per-sample, per-column loops."""
+    from firmware_export.fantastic4 import cost as C
+
+    layer = net.layers[0]
+    x = inputs[:7].copy()
+    x[:, ::3] = layer.input_zero_point
+    f = C.layer_features(layer, x)
+    codes = layer.codes()
+    adds = groups = chunks = 0
+    for row in x:
+        for j in range(layer.in_features):
+            if row[j] == layer.input_zero_point:
+                continue
+            col = codes[:, j]
+            adds += np.count_nonzero(col)
+            for k in set(col[col != 0].tolist()):
+                groups += 1
+                chunks += -(-int(np.sum(col == k)) // 15)
+    assert f["active"] == pytest.approx(np.sum(x != layer.input_zero_point) / 7)
+    assert f["col_adds"] == pytest.approx(adds / 7) and f["col_groups"] == pytest.approx(groups / 7)
+    assert f["col_chunks"] == pytest.approx(chunks / 7)
+    assert f["row_groups"] == sum(len(set(r[r != 0].tolist())) for r in codes)
+    assert f["nonzeros"] == np.count_nonzero(codes) and f["weights"] == codes.size

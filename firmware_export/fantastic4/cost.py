@@ -59,40 +59,48 @@ __all__ = [
 
 OBJECTIVES = ("balanced", "speed", "size")
 
-#: the features each model uses (the table in the module docstring). One model per layout, and two
-#: for CSCI: ``csci`` (1-byte rows and column lengths: the Thumb-2 assembly loop) and ``csci_c``
-#: (wider rows or lengths: the C loop)
+_CSC = ("one", "inputs", "outputs", "active", "col_adds", "col_groups")
+_CSCI = ("one", "inputs", "outputs", "active", "col_adds", "col_chunks")
+#: the features each model uses (the table in the module docstring). One model per kernel: the
+#: layout, and for the column layouts the code path the runtime takes: ``csc`` (out_features <= 256,
+#: one-byte gaps) / ``csc_wide``; ``csci`` (1-byte rows and column lengths: the Thumb-2 assembly
+#: loop), ``csci_c8`` (1-byte rows, longer columns: the C loop), ``csci_c16`` (2-byte rows)
 FEATURES: Dict[str, Tuple[str, ...]] = {
     "dense4": ("one", "outputs", "weights", "code_bytes", "nonzeros"),
     "bitmap": ("one", "outputs", "weights", "nonzeros"),
     "cer": ("one", "outputs", "nonzeros", "row_groups"),
-    "csc": ("one", "inputs", "outputs", "active", "col_adds", "col_groups"),
-    "csci": ("one", "inputs", "outputs", "active", "col_adds", "col_chunks"),
-    "csci_c": ("one", "inputs", "outputs", "active", "col_adds", "col_chunks"),
+    "csc": _CSC,
+    "csc_wide": _CSC,
+    "csci": _CSCI,
+    "csci_c8": _CSCI,
+    "csci_c16": _CSCI,
 }
-assert set(FEATURES) >= set(f4format.LAYOUT_IDS)
 
 
 def model_name(layer: IntegerDense, layout: str) -> str:
-    """The cost model of ``layout`` for ``layer`` (``csci_c`` for a CSCI layer whose rows or
-    column lengths take more than one byte)."""
+    """The cost model (kernel code path) of ``layout`` for ``layer``."""
+    if layout == "csc":
+        return "csc" if layer.out_features <= 256 else "csc_wide"
     if layout != "csci":
         return layout
+    if f4format.csci_row_bytes(layer.out_features) == 2:
+        return "csci_c16"
     _, body = f4format.csci_column_stats(layer.codes())
-    one_byte = f4format.csci_row_bytes(layer.out_features) == 1 and int(body.max(initial=0)) <= 0xFF
-    return "csci" if one_byte else "csci_c"
+    return "csci" if int(body.max(initial=0)) <= 0xFF else "csci_c8"
 
 #: what the coefficients were fitted on
 COST_TARGET = "Cortex-M4, arm-none-eabi-gcc 12.2 -O2, instructions counted in unicorn (bench/cortex_m.py --fit)"
 
 #: instructions per unit of each feature (bench/cortex_m.py --fit; see docs/fantastic4.md)
 COEFFICIENTS: Dict[str, Dict[str, float]] = {
-    "dense4": {"one": 60.0, "outputs": 80.0, "weights": 2.0, "code_bytes": 5.0, "nonzeros": 3.0},
-    "bitmap": {"one": 60.0, "outputs": 80.0, "weights": 1.5, "nonzeros": 10.0},
-    "cer": {"one": 60.0, "outputs": 40.0, "nonzeros": 6.0, "row_groups": 14.0},
-    "csc": {"one": 60.0, "inputs": 6.0, "outputs": 30.0, "active": 6.0, "col_adds": 9.0, "col_groups": 14.0},
-    "csci": {"one": 60.0, "inputs": 8.0, "outputs": 25.0, "active": 2.0, "col_adds": 4.0, "col_chunks": 6.0},
-    "csci_c": {"one": 60.0, "inputs": 8.0, "outputs": 25.0, "active": 2.0, "col_adds": 5.0, "col_chunks": 12.0},
+    "bitmap": {"nonzeros": 18.395, "one": 832.229, "outputs": 106.254, "weights": 2.383},
+    "cer": {"nonzeros": 11.019, "one": 150.048, "outputs": 32.734, "row_groups": 22.024},
+    "csc": {"active": 3.346, "col_adds": 8.004, "col_groups": 22.931, "inputs": 9.594, "one": 94.374, "outputs": 27.999},
+    "csc_wide": {"active": -16.728, "col_adds": 11.975, "col_groups": 22.186, "inputs": 5.873, "one": 2660.3, "outputs": 22.619},
+    "csci": {"active": 1, "col_adds": 4, "col_chunks": 6, "inputs": 8, "one": 227, "outputs": 27},
+    "csci_c16": {"active": 15.998, "col_adds": 5.998, "col_chunks": 19.029, "inputs": 12.871, "one": 3855.33, "outputs": 20.118},
+    "csci_c8": {"active": 19.965, "col_adds": 4.021, "col_chunks": 12.766, "inputs": 16.951, "one": 0.108, "outputs": 27.532},
+    "dense4": {"code_bytes": 7.729, "nonzeros": 0.124, "one": 507.261, "outputs": 114.133, "weights": 7.517},
 }
 
 
