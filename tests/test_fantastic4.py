@@ -1197,3 +1197,33 @@ def test_layer_features_slow(net, inputs):
     assert f["col_chunks"] == pytest.approx(chunks / 7)
     assert f["row_groups"] == sum(len(set(r[r != 0].tolist())) for r in codes)
     assert f["nonzeros"] == np.count_nonzero(codes) and f["weights"] == codes.size
+
+
+def test_fast_partial_sums_equal_reference():
+    """Issue 15: the BLAS partial sums (float32) and column accumulation (float64) equal the int64
+    specification, including the largest sums a blob allows (65,535 inputs of -128 or 127 under one
+    code) and random layers with every codebook size."""
+    rng = np.random.default_rng(8)
+    cases = []
+    w = np.full((2, 65535), 7, np.int8)
+    w[1, ::2] = -7
+    cases.append((IntegerDense("huge", w, np.zeros(2), 0, 0, 1 << 30, -20, -128, 127),
+                  np.stack([np.full(65535, -128), np.full(65535, 127)]).astype(np.int8)))
+    for i in range(12):
+        n_in, n_out = int(rng.integers(1, 300)), int(rng.integers(1, 200))
+        values = rng.choice(np.array([v for v in range(-60, 61) if v], np.int8), size=int(rng.integers(1, 16)), replace=False)
+        w = np.where(rng.random((n_out, n_in)) < rng.random(), rng.choice(values, size=(n_out, n_in)), 0).astype(np.int8)
+        x = rng.integers(-128, 128, size=(int(rng.integers(1, 20)), n_in)).astype(np.int8)
+        cases.append((IntegerDense(f"r{i}", w, rng.integers(-10**6, 10**6, n_out), int(rng.integers(-128, 128)), 0,
+                                   1 << 30, -10, -128, 127), x))
+    for layer, x in cases:
+        for layout in ("cer", "csc"):
+            parsed = F.read_blob(F.write_blob(IntegerMLP([layer]), layout)).layers[0]
+            if layout == "cer":
+                assert np.array_equal(S.accumulate_partial_sums(parsed, x), S.accumulate_partial_sums_reference(parsed, x))
+            else:
+                acc, _, _ = S.accumulate_columns(parsed, x, S.init_accumulators(parsed, len(x)))
+                d = x.astype(np.int64) - parsed.input_zero_point
+                assert np.array_equal(acc, parsed.bias_section.astype(np.int64)[None, :] + d @ parsed.weights().astype(np.int64).T)
+    assert S.accumulate_partial_sums_reference(F.read_blob(F.write_blob(IntegerMLP([cases[0][0]]), "cer")).layers[0],
+                                               cases[0][1])[0, 1:, 0].min() == -128 * 65535

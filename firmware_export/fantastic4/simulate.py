@@ -50,6 +50,7 @@ __all__ = [
     "prepare",
     "required_scratch",
     "accumulate_partial_sums",
+    "accumulate_partial_sums_reference",
     "combine_partial_sums",
     "requantize",
     "dense_layer_dense4",
@@ -148,14 +149,30 @@ def required_scratch(blob: Union[bytes, F4Blob]) -> int:
     return prepare(blob).required_scratch()
 
 
-def accumulate_partial_sums(layer: F4Layer, x: np.ndarray) -> np.ndarray:
-    """``S[b, k, r]`` = sum of ``x[b, j]`` over the columns j of row r with code k (k = 0 is left
-    0: zero weights are skipped). int64 holding int32 values. In C this is the inner loop of each
-    ``f4_dense_layer_*`` (the layouts differ only in how they find the non-zeros)."""
+def accumulate_partial_sums_reference(layer: F4Layer, x: np.ndarray) -> np.ndarray:
+    """The specification of :func:`accumulate_partial_sums`, in int64 (slow: NumPy has no BLAS
+    for integers)."""
     x = np.asarray(x, np.int64)
     s = np.zeros((x.shape[0], layer.n_values, layer.out_features), np.int64)
     for k in range(1, layer.n_values):
         s[:, k, :] = x @ (layer.codes == k).T.astype(np.int64)
+    return s
+
+
+def accumulate_partial_sums(layer: F4Layer, x: np.ndarray) -> np.ndarray:
+    """``S[b, k, r]`` = sum of ``x[b, j]`` over the columns j of row r with code k (k = 0 is left
+    0: zero weights are skipped). int64 holding int32 values. In C this is the inner loop of each
+    ``f4_dense_layer_*`` (the layouts differ only in how they find the non-zeros).
+
+    Computed with float32 BLAS products, exactly: every partial sum of the products is an integer
+    of magnitude at most ``128 * in_features <= 128 * 65535 < 2^24``, which float32 represents
+    exactly, so the order of the additions does not matter (equal to
+    :func:`accumulate_partial_sums_reference`, tested)."""
+    xf = np.asarray(x, np.float32)
+    s = np.zeros((xf.shape[0], layer.n_values, layer.out_features), np.int64)
+    codes_t = np.ascontiguousarray(layer.codes.T)
+    for k in range(1, layer.n_values):
+        s[:, k, :] = (xf @ (codes_t == k).astype(np.float32)).astype(np.int64)
     return s
 
 
@@ -230,10 +247,14 @@ def accumulate_columns(layer: F4Layer, x: np.ndarray, acc: np.ndarray) -> Tuple[
     """
     d = np.asarray(x, np.int64) - layer.input_zero_point
     active = d != 0
-    acc = acc + d @ layer.weights().astype(np.int64).T
+    # float64 BLAS, exactly: |d * w| <= 255 * 128 and in_features <= 65535, so every partial sum is
+    # an integer below 2^31 < 2^53
+    acc = acc + (d.astype(np.float64) @ layer.weights().astype(np.float64).T).astype(np.int64)
     assert np.all(np.abs(acc) <= intmath.INT32_MAX), "int32 accumulator overflow (ruled out by F4_ERR_BIAS)"
     nnz_col = np.count_nonzero(layer.codes, axis=0)
-    values_col = np.array([len(np.unique(col[col != 0])) for col in layer.codes.T], np.int64)
+    values_col = np.zeros(layer.in_features, np.int64)
+    for k in range(1, layer.n_values):
+        values_col += np.any(layer.codes == k, axis=0)
     return acc, active @ nnz_col, active * values_col[None, :]
 
 
