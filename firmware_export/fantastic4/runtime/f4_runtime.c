@@ -79,11 +79,37 @@ static inline int8_t f4_requantize(const f4_requant* q, int32_t acc) {
   return (int8_t)(y + q->zero_point);
 }
 
-/* y[r] = f4_requantize(acc[r]) for the out_features int32 accumulators of a CSC / CSCI layer. */
+/* Saturation to int16 / int8: the ACLE intrinsic (one SSAT) where the target has it. */
+#if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT && defined(__GNUC__)
+#include <arm_acle.h>
+#define F4_SAT16(v) __ssat((v), 16)
+#define F4_SAT8(v) __ssat((v), 8)
+#else
+static inline int32_t f4_sat(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+#define F4_SAT16(v) f4_sat((v), -32768, 32767)
+#define F4_SAT8(v) f4_sat((v), -128, 127)
+#endif
+
+/* y[r] = f4_requantize(acc[r]) for the out_features int32 accumulators of a CSC / CSCI layer. The
+ * common case (no left shift, activation range the whole int8 range: NONE, and RELU with output
+ * zero point -128) has its own loop: there clamp(y, lo, hi) + zp = clamp(clamp(y, -32768, 32767) +
+ * zp, -128, 127) (|zp| <= 128, so the inner clamp changes nothing the outer one keeps): two SSAT
+ * instructions on Arm. */
 static void f4_requantize_accumulators(const f4_layer* layer, const uint32_t* acc, int8_t* y) {
   const f4_requant q = f4_requant_of(layer);
   const uint32_t out = layer->out_features;
   uint32_t r;
+  if (q.left == 0 && layer->activation_min == -128 && layer->activation_max == 127) {
+    const int32_t multiplier = q.multiplier, zero_point = q.zero_point;
+    const int right = q.right;
+    for (r = 0; r < out; ++r) {
+      const int64_t ab = (int64_t)f4_wrap_int32(acc[r]) * multiplier;
+      const int32_t high = f4_wrap_int32((uint32_t)(((uint64_t)ab + ((uint64_t)1 << 30)) >> 31));
+      const int32_t v = f4_rounding_divide_by_pot(high, right);
+      y[r] = (int8_t)F4_SAT8(F4_SAT16(v) + zero_point);
+    }
+    return;
+  }
   for (r = 0; r < out; ++r) y[r] = f4_requantize(&q, f4_wrap_int32(acc[r]));
 }
 
@@ -203,10 +229,23 @@ void f4_dense_layer_cer(const f4_layer* layer, const int8_t* x, int8_t* y) {
 
 /* CSC (simulate.py init_accumulators, accumulate_columns, dense_layer_csc). */
 
+/* acc[r] = the n little-endian words at bias (four per step). */
+static inline void f4_copy_bias(const uint8_t* bias, uint32_t* acc, uint32_t n) {
+  uint32_t r = 0;
+  for (; r + 4u <= n; r += 4u) {
+    const uint32_t a = f4_load_u32le(bias + 4u * r), b = f4_load_u32le(bias + 4u * r + 4u);
+    const uint32_t c = f4_load_u32le(bias + 4u * r + 8u), d = f4_load_u32le(bias + 4u * r + 12u);
+    acc[r] = a;
+    acc[r + 1u] = b;
+    acc[r + 2u] = c;
+    acc[r + 3u] = d;
+  }
+  for (; r < n; ++r) acc[r] = f4_load_u32le(bias + 4u * r);
+}
+
 /* acc[r] = the bias section, which for CSC holds the TFLite bias (not folded). */
 static inline void f4_init_accumulators(const f4_layer* layer, uint32_t* acc) {
-  uint32_t r;
-  for (r = 0; r < layer->out_features; ++r) acc[r] = f4_load_u32le(layer->bias + 4u * r);
+  f4_copy_bias(layer->bias, acc, layer->out_features);
 }
 
 
@@ -457,7 +496,6 @@ void f4_dense_layer_csci(const f4_layer* layer, const int8_t* x, int8_t* y, uint
   const uint8_t* const w = layer->weights;
   const uint32_t in = layer->in_features, out = layer->out_features, rb = w[0], lb = w[1];
   f4_csci_job job;
-  uint32_t r;
   job.x = x;
   job.x_end = x + in;
   job.lengths = w + F4_CSCI_HEADER;
@@ -465,11 +503,11 @@ void f4_dense_layer_csci(const f4_layer* layer, const int8_t* x, int8_t* y, uint
   job.acc = acc;
   job.codebook = layer->codebook;
   job.zp = layer->input_zero_point;
-  for (r = 0; r < out; ++r) acc[r] = f4_load_u32le(layer->bias + 4u * r);
+  f4_copy_bias(layer->bias, acc, out);
 #if F4_THUMB2_ASM
   if (rb == 1u && lb == 1u) {
     uint32_t by_head[64]; /* as int8: by_head[h] = codebook[h & 15], 16 copies of the 16 bytes */
-    uint32_t cb4[4];
+    uint32_t cb4[4], r;
     memcpy(cb4, layer->codebook, sizeof(cb4));
     for (r = 0; r < 64u; r += 4u) {
       by_head[r] = cb4[0];
