@@ -193,7 +193,8 @@ def test_cli_simulate_cortex_m(export_dir, tmp_path, capsys):
 @pytest.mark.slow
 def test_cost_model_predicts_measured_instructions(emulators):
     """The cost model (fitted on other layers) against instructions counted on Cortex-M4 -O2 for
-    new random layers: the CSCI assembly loop exactly (its count is linear in the features), the
+    new random layers: the CSCI assembly loop within 1% (its count is linear in the features up to
+    the bias copy's remainder loop), the
     other kernels within 15% (median within 5%)."""
     from firmware_export.fantastic4 import cost as C
 
@@ -213,6 +214,6 @@ def test_cost_model_predicts_measured_instructions(emulators):
             model = C.model_name(layer, layout)
             err = abs(C.predict(feats, model) - counts.mean()) / counts.mean()
             errors.setdefault(model, []).append(err)
-    assert max(errors["csci"]) < 0.002, errors["csci"]
+    assert max(errors["csci"]) < 0.01, errors["csci"]
     for model, e in errors.items():
         assert max(e) < 0.15 and np.median(e) < 0.05, (model, e)

@@ -93,14 +93,14 @@ COST_TARGET = "Cortex-M4, arm-none-eabi-gcc 12.2 -O2, instructions counted in un
 
 #: instructions per unit of each feature (bench/cortex_m.py --fit; see docs/fantastic4.md)
 COEFFICIENTS: Dict[str, Dict[str, float]] = {
-    "bitmap": {"nonzeros": 18.395, "one": 832.229, "outputs": 106.254, "weights": 2.383},
-    "cer": {"nonzeros": 11.019, "one": 150.048, "outputs": 32.734, "row_groups": 22.024},
-    "csc": {"active": 3.346, "col_adds": 8.004, "col_groups": 22.931, "inputs": 9.594, "one": 94.374, "outputs": 27.999},
-    "csc_wide": {"active": -16.728, "col_adds": 11.975, "col_groups": 22.186, "inputs": 5.873, "one": 2660.3, "outputs": 22.619},
-    "csci": {"active": 1, "col_adds": 4, "col_chunks": 6, "inputs": 8, "one": 227, "outputs": 27},
-    "csci_c16": {"active": 15.998, "col_adds": 5.998, "col_chunks": 19.029, "inputs": 12.871, "one": 3855.33, "outputs": 20.118},
-    "csci_c8": {"active": 19.965, "col_adds": 4.021, "col_chunks": 12.766, "inputs": 16.951, "one": 0.108, "outputs": 27.532},
-    "dense4": {"code_bytes": 7.729, "nonzeros": 0.124, "one": 507.261, "outputs": 114.133, "weights": 7.517},
+    "dense4": {"one": 507.261, "outputs": 114.133, "weights": 7.517, "code_bytes": 7.729, "nonzeros": 0.124},
+    "bitmap": {"one": 832.229, "outputs": 106.254, "weights": 2.383, "nonzeros": 18.395},
+    "cer": {"one": 150.048, "outputs": 32.734, "nonzeros": 11.019, "row_groups": 22.024},
+    "csc": {"one": 115.911, "inputs": 9.597, "outputs": 22.24, "active": 3.342, "col_adds": 8.004, "col_groups": 22.93},
+    "csc_wide": {"one": 2679.3, "inputs": 5.873, "outputs": 16.869, "active": -16.728, "col_adds": 11.975, "col_groups": 22.186},
+    "csci": {"one": 253.618, "inputs": 8.004, "outputs": 21.238, "active": 0.995, "col_adds": 4, "col_chunks": 6},
+    "csci_c8": {"one": 0.085, "inputs": 16.951, "outputs": 21.872, "active": 13.965, "col_adds": 4.021, "col_chunks": 12.766},
+    "csci_c16": {"one": 3878.33, "inputs": 12.871, "outputs": 14.368, "active": 11.998, "col_adds": 5.998, "col_chunks": 17.029},
 }
 
 
