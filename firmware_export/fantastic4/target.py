@@ -174,14 +174,16 @@ def _entropy_bits(codes: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def layer_report(net: IntegerMLP, parsed: f4format.F4Blob) -> List[Dict[str, Any]]:
-    """Per layer: shape, sparsity, codebook size, bytes of every layout, bytes per weight against
-    the zeroth-order entropy bound of the codes, dense INT4 and int8."""
+def layer_report(net: IntegerMLP, parsed: f4format.F4Blob,
+                 layout_sizes: Optional[List[Dict[str, int]]] = None) -> List[Dict[str, Any]]:
+    """Per layer: shape, sparsity, codebook size, bytes of every layout (``layout_sizes``, per
+    layer, when already computed; else ``format.layout_sizes``), bytes per weight against the
+    zeroth-order entropy bound of the codes, dense INT4 and int8."""
     rows = []
-    for layer, entry in zip(net.layers, parsed.layers):
+    for i, (layer, entry) in enumerate(zip(net.layers, parsed.layers)):
         codes = layer.codes()
         n = codes.size
-        sizes = f4format.layout_sizes(codes)
+        sizes = layout_sizes[i] if layout_sizes is not None else f4format.layout_sizes(codes)
         h = _entropy_bits(codes)
         rows.append({
             "layer": layer.name,
@@ -319,7 +321,8 @@ class FantastIC4Target(ExportTarget):
         atomic_write_bytes(out / "golden_outputs.bin", y.astype(np.int8).tobytes())
         atomic_write_bytes(out / f"{name}.tflite", model_bytes)
 
-        rows = layer_report(net, parsed)
+        sizes = [{k: b - 4 * l.out_features for k, b in row["bytes"].items()} for row, l in zip(layout_costs, net.layers)]
+        rows = layer_report(net, parsed, sizes)
         n_weights = sum(r["weights"] for r in rows)
         totals = {
             "weights": n_weights,
