@@ -342,15 +342,26 @@ def simulate_main(argv: Optional[Sequence[str]] = None) -> int:
                                  description="Re-check an ecqx-export output folder on the host (dispatches by "
                                              "the target named in its manifest.json).")
     ap.add_argument("dir", metavar="DIR", help="an ecqx-export output folder")
+    from firmware_export.fantastic4 import cortex_m
+
+    ap.add_argument("--cortex-m", choices=list(cortex_m.CPUS), metavar="CPU", default=None,
+                    help=f"fantastic4 exports: also cross-build the bare-metal harness for {', '.join(cortex_m.CPUS)} "
+                         "and run every golden vector in an emulator: Arm == simulator == TFLM, instructions per "
+                         "inference, flash, RAM (writes DIR/cortex_m_CPU.json)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    cm = None
     try:
         manifest = verify_manifest(Path(args.dir))
         target = _targets().get(manifest["target"])()
         result = target.simulate(Path(args.dir))
+        if args.cortex_m:
+            cm = cortex_m.simulate_export(Path(args.dir), args.cortex_m, manifest["target"])
     except (ValueError, TypeError, OSError, NotImplementedError, RuntimeError) as e:
         print(f"ecqx-simulate: error: {e}", file=sys.stderr)
         return 2
     print(f"ecqx-simulate: {manifest['target']} export in {args.dir}: checksums ok")
     _print_table([(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in _jsonable(result).items()])
-    return 0 if result.get("ok", False) else 1
+    if cm is not None:
+        _print_table(cortex_m.summary_rows(cm))
+    return 0 if result.get("ok", False) and (cm is None or cm["ok"]) else 1

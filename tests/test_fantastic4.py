@@ -17,7 +17,7 @@ from firmware_export.fantastic4 import simulate as S
 from firmware_export.fantastic4.network import IntegerDense, IntegerMLP, reference_dense, reference_forward
 
 RUNTIME = Path(__file__).resolve().parents[1] / "firmware_export" / "fantastic4" / "runtime"
-LAYOUT_NAMES = ["dense4", "bitmap", "cer", "csc"]
+LAYOUT_NAMES = ["dense4", "bitmap", "cer", "csc", "csci"]
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 BUILDS = {
     "O2": ["-O2"],
@@ -420,15 +420,18 @@ def test_op_counts(net, inputs, layout):
     x = inputs
     for l, c, m in zip(net.layers, counts, mults):
         nz = l.weights != 0
-        if layout == "csc":  # slow count: per active column (x != zp), its non-zeros and its distinct values
+        if layout in ("csc", "csci"):  # slow count: per active column (x != zp), its non-zeros and its distinct values
             active = x != l.input_zero_point
             distinct = np.array([len(np.unique(col[col != 0])) for col in l.weights.T])
+            if layout == "csci":  # one multiply per chunk of at most 15 rows of a value
+                distinct = np.array([sum(-(-int(np.sum(col == v)) // 15) for v in np.unique(col[col != 0]))
+                                     for col in l.weights.T])
             assert c.accumulate_adds == pytest.approx((active * nz.sum(axis=0)).sum() / len(x))
             assert np.array_equal(m, active * distinct[None, :])
             assert c.multiplies == pytest.approx(m.sum() / len(x)) and c.product_adds == 0
             assert c.activation_bytes_read == l.in_features
             assert c.accumulator_bytes == pytest.approx(8 * l.out_features + 8 * c.accumulate_adds)
-            assert c.weight_bytes <= F.layout_sizes(l.codes())["csc"]
+            assert c.weight_bytes <= F.layout_sizes(l.codes())[layout]
         else:
             assert c.accumulate_adds == nz.sum() == c.activation_bytes_read
             distinct = np.array([len(np.unique(row[row != 0])) for row in l.weights])
@@ -633,16 +636,16 @@ def test_csc_bias_range(f4_host, tmp_path):
 
 
 def test_smallest_unchanged_by_csc(net, wide_net):
-    """"smallest" still picks by bytes; on these layers (in >= out) CSC is larger than CER, so the
-    choice and the bytes are what they were before CSC existed."""
+    """"smallest" still picks by bytes; on these layers (in >= out) CSC and CSCI are larger than
+    CER, so the choice and the bytes are what they were before the column layouts existed."""
     for n in (net, wide_net):
         sizes = [F.layout_sizes(l.codes()) for l in n.layers]
-        assert all(s["csc"] > min(s["dense4"], s["bitmap"], s["cer"]) for s in sizes)
+        assert all(min(s["csc"], s["csci"]) > min(s["dense4"], s["bitmap"], s["cer"]) for s in sizes)
         chosen = [min(("dense4", "bitmap", "cer"), key=lambda k: (s[k], F.LAYOUT_IDS[k])) for s in sizes]
         assert F.write_blob(n, "smallest") == F.write_blob(n, chosen)
-    # a layer with many more outputs than inputs: CSC is the smallest and is chosen
+    # a layer with many more outputs than inputs: a column layout is the smallest and is chosen
     tall = IntegerDense("tall", np.eye(200, 3, dtype=np.int8) * 3, np.zeros(200), -128, 0, 1 << 30, 0, -128, 127)
-    assert F.read_blob(F.write_blob(IntegerMLP([tall]), "smallest")).layers[0].layout_name == "csc"
+    assert F.read_blob(F.write_blob(IntegerMLP([tall]), "smallest")).layers[0].layout_name in ("csc", "csci")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -792,9 +795,10 @@ def test_index_in_two_groups_rejected(f4_host, tmp_path, net, wide_net, many_gro
 # the export target (Keras + QuantizedKernel -> tflm convert -> blob -> harness)
 
 
-def small_request(name="f4t", n_test=60, **options):
-    """A 64-24-16-4 MLP on (8, 8, 1) inputs, kernels snapped to the 4-bit symmetric grid (so the
-    TFLM converter stores INT4 weights whose integers are the grid levels)."""
+def small_request(name="f4t", n_test=60, hidden=(24, 16), input_shape=(8, 8, 1), **options):
+    """A 64-24-16-4 MLP on (8, 8, 1) inputs (other widths: ``hidden``, ``input_shape``), kernels
+    snapped to the 4-bit symmetric grid (so the TFLM converter stores INT4 weights whose integers
+    are the grid levels)."""
     import tensorflow as tf
 
     from ecqx_tf.quantized import QuantizedKernel
@@ -802,8 +806,8 @@ def small_request(name="f4t", n_test=60, **options):
 
     tf.keras.utils.set_random_seed(0)
     model = tf.keras.Sequential([
-        tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
-        tf.keras.layers.Dense(24, activation="relu"), tf.keras.layers.Dense(16, activation="relu"),
+        tf.keras.Input(input_shape), tf.keras.layers.Flatten(),
+        *[tf.keras.layers.Dense(h, activation="relu") for h in hidden],
         tf.keras.layers.Dense(4),
     ])
     rng = np.random.default_rng(0)
@@ -820,7 +824,7 @@ def small_request(name="f4t", n_test=60, **options):
         qk = QuantizedKernel(layer.name, 4, "symmetric", step, levels, k + 7)
         layer.kernel.assign(qk.values())
         quant[layer.name] = qk
-    x = rng.random((100 + n_test, 8, 8, 1), dtype=np.float32)
+    x = rng.random((100 + n_test, *input_shape), dtype=np.float32)
     y = rng.integers(0, 4, size=100 + n_test)
     return ExportRequest(model=model, quant=quant, name=name, representative=x[:100],
                          x_test=x[100:], y_test=y[100:], options=dict(options))
@@ -948,4 +952,278 @@ def test_cli_layout_choices_include_csc():
     parser = argparse.ArgumentParser()
     FantastIC4Target().add_arguments(parser)
     assert parser.parse_args(["--f4-layout", "csc"]).f4_layout == "csc"
-    assert set(LAYOUT_CHOICES) == {"smallest", *F.LAYOUT_IDS}
+    assert set(LAYOUT_CHOICES) == {"auto", "smallest", *F.LAYOUT_IDS}
+    args = parser.parse_args([])
+    assert args.f4_layout == "auto" and args.f4_objective == "balanced"
+    assert parser.parse_args(["--f4-objective", "size"]).f4_objective == "size"
+
+
+# ---------------------------------------------------------------------------------------------
+# int32 overflow outside the accumulators: y + output_zero_point, the requantization's left shift
+
+
+def _edge_layer(w: int, bias: int, multiplier: int, shift: int, zp_out: int, in_features: int = 1,
+                zp_in: int = 0) -> IntegerDense:
+    return IntegerDense("edge", np.full((1, in_features), w, np.int8), np.array([bias]), zp_in, zp_out,
+                        multiplier, shift, -128, 127)
+
+
+@pytest.mark.parametrize("layout", LAYOUT_NAMES)
+def test_output_zero_point_does_not_overflow(f4_host, tmp_path, layout):
+    """Issue 11 item 4: one layer, weight -128, bias at the limit F4_ERR_BIAS allows, multiplier
+    2^31 - 1, shift 0, output zero point 127, input -128: acc = 2^31 - 1, the requantized value is
+    2^31 - 2, and y + output_zero_point leaves int32 (UBSan: signed overflow; -O2 gave -128, the
+    simulator 127). Both readers accept the blob; C (-O2 and ASan/UBSan) == simulator == the slow
+    reference, which computes y + output_zero_point exactly (127), and the mirror case at the
+    negative end (-128)."""
+    limit = F.bias_limit(layout, 1, 0)
+    cases = [
+        (_edge_layer(-128, limit, 2**31 - 1, 0, 127), -128, 127),
+        (_edge_layer(-128, -limit, 2**31 - 1, 0, -128), 127, -128),
+        (_edge_layer(-128, limit, 2**31 - 1, 0, -128), -128, 127),  # y + zp fits: saturates at 127
+    ]
+    for layer, x0, want in cases:
+        blob = F.write_blob(IntegerMLP([layer]), layout)
+        assert py_status(blob) == "F4_OK"
+        x = np.full((1, 1), x0, np.int8)
+        got = S.run(blob, x)
+        assert got.tolist() == [[want]] and np.array_equal(reference_forward(IntegerMLP([layer]), x), got)
+        for build in BUILDS:
+            assert fuzz_statuses(f4_host[build], tmp_path, [blob]) == ["F4_OK"]
+            assert np.array_equal(run_host(f4_host[build], tmp_path, blob, x, 1), got), (layout, build, x0)
+
+
+@pytest.mark.parametrize("layout", LAYOUT_NAMES)
+def test_extreme_accumulators_and_left_shift(f4_host, tmp_path, layout):
+    """The other int32 edges of the datapath on blobs both readers accept, C == simulator on every
+    input: the accumulator (row layouts: partial sums S[k] and codebook[k] * S[k]; CSC: acc[r])
+    at +-(2^31 - 1) with 300 inputs at the bias limit, and positive output shifts (the
+    requantization's x * 2^shift wraps modulo 2^32 as in TFLite's int32 code and intmath.py)
+    with the output zero point at both ends."""
+    rng = np.random.default_rng(31)
+    n = 300
+    limit = F.bias_limit(layout, n, 0)
+    layers = [
+        _edge_layer(-128, limit, 2**31 - 1, 0, 127, n),
+        _edge_layer(-128, -limit, 2**31 - 1, 0, -128, n),
+        _edge_layer(-128, limit, 1 << 30, 30, 127, n),
+        _edge_layer(-128, -limit, (1 << 31) - 1, 30, -128, n),
+        _edge_layer(-128, 12345, 1518500250, 17, 5, n),
+    ]
+    x = rng.integers(-128, 128, size=(64, n)).astype(np.int8)
+    x[0], x[1], x[2] = -128, 127, 0
+    for layer in layers:
+        blob = F.write_blob(IntegerMLP([layer]), layout)
+        assert py_status(blob) == "F4_OK"
+        want = reference_forward(IntegerMLP([layer]), x)
+        assert np.array_equal(S.run(blob, x), want)
+        for build in BUILDS:
+            assert np.array_equal(run_host(f4_host[build], tmp_path, blob, x, 1), want), (layout, build, layer)
+    acc = limit + 128 * 128 * n  # x = -128, w = -128 everywhere
+    assert acc == 2**31 - 1
+
+
+def test_target_large_model_uses_measured_arena(tmp_path):
+    """Issue 11 item 5: a 512-640-4 INT4 MLP (330 k weights): TFLM's reference FULLY_CONNECTED
+    unpacks the 327,680-weight INT4 filter into the arena, more than the 256 KiB the target used
+    to give the interpreter ("failed to allocate tensors"). The export measures the arena and
+    checks the simulator against TFLM; simulate() does too."""
+    from firmware_export.fantastic4.target import FantastIC4Target
+
+    request = small_request(name="big", n_test=6, hidden=(640,), input_shape=(512,))
+    manifest = FantastIC4Target().export(request, tmp_path)
+    assert manifest["tflm_arena"]["minimum"] > 256 * 1024
+    assert manifest["tflm_arena"]["used"] >= manifest["tflm_arena"]["minimum"]
+    assert manifest["ok"] and manifest["python_equals_tflm"]
+    result = FantastIC4Target().simulate(tmp_path)
+    assert result["ok"] and result["samples"] == 6
+
+
+#: FORMAT.md's CSCI example: the CSC example's weights
+CSCI_EXAMPLE_BYTES = bytes.fromhex("01010000" "02030004" "1202" "230001" "11001204")
+
+
+def test_csci_encoding_matches_spec_example():
+    layer = _csc_example_layer()
+    assert F.encode_csci(layer.codes()) == CSCI_EXAMPLE_BYTES
+    blob = F.write_blob(IntegerMLP([layer]), "csci")
+    assert _one_layer_blob(layer, "csci", CSCI_EXAMPLE_BYTES, 5) == blob
+    assert np.array_equal(F.read_blob(blob).layers[0].weights(), CSC_EXAMPLE_W)
+
+
+def _csci_long_layer() -> IntegerDense:
+    """40 rows x 3 columns: column 0 has 32 rows of one value (chunks of 15, 15, 2), column 1 is
+    empty, column 2 mixes two values."""
+    w = np.zeros((40, 3), np.int8)
+    w[:32, 0] = 3
+    w[[1, 5, 39], 2] = [-2, 3, -2]
+    return IntegerDense("long", w, np.arange(40) - 20, -128, 0, 1 << 30, -5, -128, 127)
+
+
+CSCI_CRAFTED = [  # (name, weights section as hex, nnz, message)
+    ("row_bytes", "02010000" "02030004" "1202" "230001" "11001204", 5, "row_bytes is 2"),
+    ("length_bytes_3", "01030000" "02030004" "1202" "230001" "11001204", 5, "length_bytes 3"),
+    ("length_bytes_wide", "01020000" "0200030000000400" "1202" "230001" "11001204", 5, "length_bytes is 2, must be 1"),
+    ("reserved", "01010100" "02030004" "1202" "230001" "11001204", 5, "reserved"),
+    ("lengths_sum", "01010000" "02030005" "1202" "230001" "11001204", 5, "add up to"),
+    ("count_zero", "01010000" "02030004" "0202" "230001" "11001204", 5, "count >= 1"),
+    ("code_zero", "01010000" "02030004" "1002" "230001" "11001204", 5, "code must be in"),
+    ("code_too_big", "01010000" "02030004" "1402" "230001" "11001204", 5, "code must be in"),
+    ("codes_descend", "01010000" "02030004" "1202" "230001" "12041100", 5, "codes must ascend"),
+    ("row_out_of_range", "01010000" "02030004" "1205" "230001" "11001204", 5, "row 5 >= 5"),
+    ("rows_not_increasing", "01010000" "02030004" "1202" "230100" "11001204", 5, "strictly increase"),
+    ("row_in_two_codes", "01010000" "02030004" "1202" "230001" "11001200", 5, "appears in two groups"),
+    ("chunk_past_column", "01010000" "02030004" "1202" "330001" "11001204", 5, "past the column end"),
+    ("nnz", "01010000" "02030004" "1202" "230001" "11001204", 6, "nnz says 6"),
+    ("short_section", "0101", 5, "shorter than"),
+]
+
+
+@pytest.mark.parametrize("name, hexbytes, nnz, message", CSCI_CRAFTED, ids=[c[0] for c in CSCI_CRAFTED])
+def test_csci_crafted_errors(f4_host, tmp_path, name, hexbytes, nnz, message):
+    blob = _one_layer_blob(_csc_example_layer(), "csci", bytes.fromhex(hexbytes), nnz)
+    with pytest.raises(F.FormatError, match=message) as e:
+        F.read_blob(blob)
+    assert e.value.status == "F4_ERR_WEIGHTS"
+    for build in BUILDS:
+        assert fuzz_statuses(f4_host[build], tmp_path, [blob]) == ["F4_ERR_WEIGHTS"]
+
+
+def test_csci_chunks_of_15(f4_host, tmp_path):
+    """A value with 32 rows in a column: chunks of 15, 15 and 2 with the same code; a split that is
+    not 15-first (chunks of 14 and 18...) is rejected; C == simulator == reference."""
+    layer = _csci_long_layer()
+    section = F.encode_csci(layer.codes())
+    code3 = int(np.flatnonzero(layer.codebook() == 3)[0])
+    assert section[4 + 3:].startswith(bytes([code3 | 15 << 4]) + bytes(range(15)) + bytes([code3 | 15 << 4]))
+    blob = F.write_blob(IntegerMLP([layer]), "csci")
+    x = np.random.default_rng(0).integers(-128, 128, size=(30, 3)).astype(np.int8)
+    want = reference_forward(IntegerMLP([layer]), x)
+    assert np.array_equal(S.run(blob, x), want)
+    for build in BUILDS:
+        assert np.array_equal(run_host(f4_host[build], tmp_path, blob, x, 40), want)
+    # 14 + 18 rows instead of 15 + 15 + 2: same codes and rows, not the canonical split
+    body = bytearray(section)
+    col0 = body[4 + 3: 4 + 3 + section[4]]
+    rows = list(range(32))
+    alt = bytes([code3 | 14 << 4]) + bytes(rows[:14]) + bytes([code3 | 15 << 4]) + bytes(rows[14:29]) + \
+        bytes([code3 | 3 << 4]) + bytes(rows[29:])
+    assert len(alt) == len(col0)
+    bad = bytes(body[: 4 + 3]) + alt + bytes(body[4 + 3 + len(col0):])
+    bad_blob = _one_layer_blob(layer, "csci", bad, int(np.count_nonzero(layer.weights)))
+    with pytest.raises(F.FormatError, match="continues only after a chunk of 15"):
+        F.read_blob(bad_blob)
+    for build in BUILDS:
+        assert fuzz_statuses(f4_host[build], tmp_path, [bad_blob]) == ["F4_ERR_WEIGHTS"]
+
+
+def test_cli_cortex_m_without_tools(exported, tmp_path, monkeypatch, capsys):
+    """ecqx-simulate DIR --cortex-m m4 where the Arm toolchain is missing: exit 2 and one line
+    saying what to install; a bad CPU name is refused by argparse (exit 2)."""
+    from firmware_export import cli
+    from firmware_export.fantastic4 import cortex_m
+
+    out, _, _ = exported
+    work = tmp_path / "export"
+    shutil.copytree(out, work)
+    cli.write_manifest(work, {"tool": "ecqx-export", "target": "fantastic4", "name": "f4t"})
+    monkeypatch.setattr(cortex_m, "missing_tools", lambda qemu=False: "missing arm-none-eabi-gcc: " + cortex_m.TOOLCHAIN_HINT)
+    assert cli.simulate_main([str(work), "--cortex-m", "m4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ecqx-simulate: error: missing arm-none-eabi-gcc") and "apt-get install" in err[-1]
+    with pytest.raises(SystemExit) as e:
+        cli.simulate_main([str(work), "--cortex-m", "m7"])
+    assert e.value.code == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# layout choice (cost.py)
+
+
+def test_choose_layouts_objectives(net, wide_net, tall_net, inputs):
+    """size = the former "smallest" (bytes); speed = the least estimated instructions; balanced =
+    the least instructions/I + bytes/B with I, B the all-fastest totals; layouts whose bias fails
+    the overflow check are never chosen."""
+    from firmware_export.fantastic4 import cost as C
+
+    rng = np.random.default_rng(0)
+    for n in (net, wide_net, tall_net):
+        x = inputs if n is net else rng.integers(-128, 128, size=(40, n.input_features)).astype(np.int8)
+        size, _ = C.choose_layouts(n, x, "size")
+        assert F.write_blob(n, size) == F.write_blob(n, "smallest")
+        speed, table = C.choose_layouts(n, x, "speed")
+        balanced, _ = C.choose_layouts(n, x, "balanced")
+        feats = C.network_features(n, x)
+        fastest = []
+        for layer, f, row, name in zip(n.layers, feats, table, speed):
+            est = {k: C.predict(f, C.model_name(layer, k)) for k in F.LAYOUT_IDS}
+            assert row["instructions_estimate"] == {k: round(v, 1) for k, v in est.items()}
+            assert name == min(F.LAYOUT_IDS, key=lambda k: (est[k], F.LAYOUT_IDS[k]))
+            fastest.append((est[name], row["bytes"][name]))
+        i_ref, b_ref = sum(i for i, _ in fastest), sum(b for _, b in fastest)
+        for layer, f, row, name in zip(n.layers, feats, table, balanced):
+            score = {k: C.predict(f, C.model_name(layer, k)) / i_ref + row["bytes"][k] / b_ref for k in F.LAYOUT_IDS}
+            assert name == min(F.LAYOUT_IDS, key=lambda k: (score[k], F.LAYOUT_IDS[k]))
+            assert row["bytes"][name] == F.layout_sizes(layer.codes())[name] + 4 * layer.out_features
+    big = IntegerDense("big", np.array([[1, -1, 0, 0]], np.int8), np.array([2**31 - 1 - 4 * 20000]), -128, 0, 1 << 30, 0, -128, 127)
+    for objective in C.OBJECTIVES:
+        names, _ = C.choose_layouts(IntegerMLP([big]), np.zeros((2, 4), np.int8), objective)
+        assert names[0] not in ("csc", "csci")  # their bias limit is exceeded
+    with pytest.raises(ValueError, match="objective must be one of"):
+        C.choose_layouts(net, inputs, "fast")
+
+
+def test_layer_features_slow(net, inputs):
+    """The cost model's features against slow per-sample, per-column loops."""
+    from firmware_export.fantastic4 import cost as C
+
+    layer = net.layers[0]
+    x = inputs[:7].copy()
+    x[:, ::3] = layer.input_zero_point
+    f = C.layer_features(layer, x)
+    codes = layer.codes()
+    adds = groups = chunks = 0
+    for row in x:
+        for j in range(layer.in_features):
+            if row[j] == layer.input_zero_point:
+                continue
+            col = codes[:, j]
+            adds += np.count_nonzero(col)
+            for k in set(col[col != 0].tolist()):
+                groups += 1
+                chunks += -(-int(np.sum(col == k)) // 15)
+    assert f["active"] == pytest.approx(np.sum(x != layer.input_zero_point) / 7)
+    assert f["col_adds"] == pytest.approx(adds / 7) and f["col_groups"] == pytest.approx(groups / 7)
+    assert f["col_chunks"] == pytest.approx(chunks / 7)
+    assert f["row_groups"] == sum(len(set(r[r != 0].tolist())) for r in codes)
+    assert f["nonzeros"] == np.count_nonzero(codes) and f["weights"] == codes.size
+
+
+def test_fast_partial_sums_equal_reference():
+    """Issue 15: the BLAS partial sums (float32) and column accumulation (float64) equal the int64
+    specification, including the largest sums a blob allows (65,535 inputs of -128 or 127 under one
+    code) and random layers with every codebook size."""
+    rng = np.random.default_rng(8)
+    cases = []
+    w = np.full((2, 65535), 7, np.int8)
+    w[1, ::2] = -7
+    cases.append((IntegerDense("huge", w, np.zeros(2), 0, 0, 1 << 30, -20, -128, 127),
+                  np.stack([np.full(65535, -128), np.full(65535, 127)]).astype(np.int8)))
+    for i in range(12):
+        n_in, n_out = int(rng.integers(1, 300)), int(rng.integers(1, 200))
+        values = rng.choice(np.array([v for v in range(-60, 61) if v], np.int8), size=int(rng.integers(1, 16)), replace=False)
+        w = np.where(rng.random((n_out, n_in)) < rng.random(), rng.choice(values, size=(n_out, n_in)), 0).astype(np.int8)
+        x = rng.integers(-128, 128, size=(int(rng.integers(1, 20)), n_in)).astype(np.int8)
+        cases.append((IntegerDense(f"r{i}", w, rng.integers(-10**6, 10**6, n_out), int(rng.integers(-128, 128)), 0,
+                                   1 << 30, -10, -128, 127), x))
+    for layer, x in cases:
+        for layout in ("cer", "csc"):
+            parsed = F.read_blob(F.write_blob(IntegerMLP([layer]), layout)).layers[0]
+            if layout == "cer":
+                assert np.array_equal(S.accumulate_partial_sums(parsed, x), S.accumulate_partial_sums_reference(parsed, x))
+            else:
+                acc, _, _ = S.accumulate_columns(parsed, x, S.init_accumulators(parsed, len(x)))
+                d = x.astype(np.int64) - parsed.input_zero_point
+                assert np.array_equal(acc, parsed.bias_section.astype(np.int64)[None, :] + d @ parsed.weights().astype(np.int64).T)
+    assert S.accumulate_partial_sums_reference(F.read_blob(F.write_blob(IntegerMLP([cases[0][0]]), "cer")).layers[0],
+                                               cases[0][1])[0, 1:, 0].min() == -128 * 65535

@@ -40,9 +40,14 @@ __all__ = [
     "bias_section",
     "bias_limit",
     "scratch_layout",
+    "bias_fits",
     "ACC_ALIGN",
     "encode_vu8",
     "crc32",
+    "encode_csci",
+    "csci_column_stats",
+    "csci_row_bytes",
+    "CSCI_CHUNK",
 ]
 
 MAGIC = b"F4NN"
@@ -335,6 +340,127 @@ def decode_csc(data: bytes, out_f: int, in_f: int, n_values: int, nnz: int, wher
     return np.ascontiguousarray(codes.T)
 
 
+#: CSCI: at most this many rows per chunk (the count is the head byte's high nibble)
+CSCI_CHUNK = 15
+#: CSCI section header: row_bytes, offset_bytes, two reserved zero bytes
+CSCI_HEADER = 4
+
+
+def csci_row_bytes(out_features: int) -> int:
+    """CSCI row index width: 1 byte when ``out_features <= 256``, else 2 (little-endian)."""
+    return 1 if out_features <= 256 else 2
+
+
+def _csci_column(col: np.ndarray, row_bytes: int) -> bytes:
+    """One CSCI column: per present code ascending, its rows in chunks of at most 15, each a
+    head (``code | count << 4``, a zero byte after it when rows are 2 bytes) and the rows."""
+    out = bytearray()
+    dtype = np.uint8 if row_bytes == 1 else np.dtype("<u2")
+    for k in np.unique(col):
+        if k == 0:
+            continue
+        rows = np.flatnonzero(col == k)
+        for i in range(0, len(rows), CSCI_CHUNK):
+            chunk = rows[i: i + CSCI_CHUNK]
+            out.append(int(k) | (len(chunk) << 4))
+            if row_bytes == 2:
+                out.append(0)
+            out += chunk.astype(dtype).tobytes()
+    return bytes(out)
+
+
+def _csci_length_bytes(longest: int) -> int:
+    """The narrowest of 1, 2, 4 bytes that holds the longest column's byte length."""
+    return 1 if longest <= 0xFF else 2 if longest <= 0xFFFF else 4
+
+
+def encode_csci(codes: np.ndarray) -> bytes:
+    """CSCI (FORMAT.md section 4): header, ``in`` column byte lengths, column data."""
+    codes = np.asarray(codes, np.uint8)
+    out_f, in_f = codes.shape
+    rb = csci_row_bytes(out_f)
+    cols = [_csci_column(col, rb) for col in codes.T]
+    lengths = np.array([len(c) for c in cols], np.int64)
+    lb = _csci_length_bytes(int(lengths.max(initial=0)))
+    return bytes([rb, lb, 0, 0]) + lengths.astype({1: "<u1", 2: "<u2", 4: "<u4"}[lb]).tobytes() + b"".join(cols)
+
+
+def csci_column_stats(codes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per input column of a CSCI layer: (chunks, data bytes). A kernel multiplies once per chunk
+    of an active column and reads its data bytes."""
+    codes = np.asarray(codes, np.uint8)
+    rb = csci_row_bytes(codes.shape[0])
+    nz = np.count_nonzero(codes, axis=0)
+    chunks = np.zeros(codes.shape[1], np.int64)
+    for k in range(1, 16):
+        c = np.count_nonzero(codes == k, axis=0)
+        chunks += -(-c // CSCI_CHUNK)
+    return chunks, rb * (chunks + nz)
+
+
+def decode_csci(data: bytes, out_f: int, in_f: int, n_values: int, nnz: int, where: str) -> np.ndarray:
+    if len(data) < CSCI_HEADER:
+        raise FormatError("F4_ERR_WEIGHTS", f"{where}: {len(data)} bytes, shorter than the {CSCI_HEADER}-byte header")
+    rb, lb, r0, r1 = data[0], data[1], data[2], data[3]
+    want_rb = csci_row_bytes(out_f)
+    if rb != want_rb:
+        raise FormatError("F4_ERR_WEIGHTS", f"{where} row_bytes is {rb}, must be {want_rb} for {out_f} rows")
+    if lb not in (1, 2, 4) or r0 or r1:
+        raise FormatError("F4_ERR_WEIGHTS", f"{where} length_bytes {lb} / reserved {r0}, {r1}: need 1, 2 or 4, and 0, 0")
+    table = CSCI_HEADER + in_f * lb
+    if table > len(data):
+        raise FormatError("F4_ERR_WEIGHTS", f"{where}: the {in_f} column lengths end at {table}, past the "
+                          f"{len(data)}-byte section")
+    lengths = np.frombuffer(data[CSCI_HEADER:table], {1: "<u1", 2: "<u2", 4: "<u4"}[lb]).astype(np.int64)
+    if lb != _csci_length_bytes(int(lengths.max(initial=0))):
+        raise FormatError("F4_ERR_WEIGHTS", f"{where} length_bytes is {lb}, must be "
+                          f"{_csci_length_bytes(int(lengths.max(initial=0)))} for a longest column of "
+                          f"{int(lengths.max(initial=0))} bytes")
+    if int(lengths.sum()) != len(data) - table:
+        raise FormatError("F4_ERR_WEIGHTS", f"{where}: the column lengths add up to {int(lengths.sum())}, the "
+                          f"section holds {len(data) - table} bytes of columns")
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    codes = np.zeros((in_f, out_f), np.uint8)  # transposed while decoding
+    body = data[table:]
+    dtype = np.uint8 if rb == 1 else np.dtype("<u2")
+    total = 0
+    for j in range(in_f):
+        pos, end = int(offsets[j]), int(offsets[j + 1])
+        prev_code, prev_count, prev_row = 0, CSCI_CHUNK, -1
+        line = codes[j]
+        while pos < end:
+            head = body[pos]
+            if rb == 2 and (pos + 1 >= end or body[pos + 1] != 0):
+                raise FormatError("F4_ERR_WEIGHTS", f"{where} column {j}: a chunk head's second byte must be 0")
+            k, count = head & 0xF, head >> 4
+            if not 1 <= k < n_values or count == 0:
+                raise FormatError("F4_ERR_WEIGHTS", f"{where} column {j} chunk head 0x{head:02x}: code must be in "
+                                  f"1..{n_values - 1} and the count >= 1")
+            if k < prev_code or (k == prev_code and prev_count != CSCI_CHUNK):
+                raise FormatError("F4_ERR_WEIGHTS", f"{where} column {j} code {k}: codes must ascend, and a code "
+                                  f"continues only after a chunk of {CSCI_CHUNK} rows")
+            if k != prev_code:
+                prev_row = -1
+            pos += rb
+            if pos + count * rb > end:
+                raise FormatError("F4_ERR_WEIGHTS", f"{where} column {j} code {k}: {count} rows run past the column end")
+            rows = np.frombuffer(body[pos: pos + count * rb], dtype).astype(np.int64)
+            pos += count * rb
+            if rows[0] <= prev_row or np.any(np.diff(rows) <= 0):
+                raise FormatError("F4_ERR_WEIGHTS", f"{where} column {j} code {k}: rows must strictly increase")
+            if rows[-1] >= out_f:
+                raise FormatError("F4_ERR_WEIGHTS", f"{where} column {j} code {k}: row {int(rows[-1])} >= {out_f}")
+            if np.any(line[rows]):
+                dup = int(rows[np.flatnonzero(line[rows])[0]])
+                raise FormatError("F4_ERR_WEIGHTS", f"{where} column {j}: row {dup} appears in two groups")
+            line[rows] = k
+            prev_code, prev_count, prev_row = k, count, int(rows[-1])
+            total += count
+    if total != nnz:
+        raise FormatError("F4_ERR_WEIGHTS", f"{where}: counts add up to {total}, nnz says {nnz}")
+    return np.ascontiguousarray(codes.T)
+
+
 def acc_per_input(folded_bias: bool, input_zero_point: int) -> int:
     """The largest ``|contribution|`` of one input to an int32 accumulator (FORMAT.md section 3).
 
@@ -364,6 +490,7 @@ LAYOUTS: Dict[int, Layout] = {
     1: Layout(1, "bitmap", encode_bitmap, decode_bitmap, lambda o, i, nnz: (o * i + 7) // 8 + (nnz + 1) // 2),
     2: Layout(2, "cer", encode_cer, decode_cer, None),
     3: Layout(3, "csc", encode_csc, decode_csc, None, folded_bias=False),
+    4: Layout(4, "csci", encode_csci, decode_csci, None, folded_bias=False),
 }
 LAYOUT_IDS: Dict[str, int] = {l.name: l.id for l in LAYOUTS.values()}
 
@@ -471,7 +598,8 @@ def bias_limit(layout: str, in_features: int, input_zero_point: int) -> int:
     return INT32_MAX - acc_per_input(LAYOUTS[LAYOUT_IDS[layout]].folded_bias, input_zero_point) * in_features
 
 
-def _bias_fits(layer: IntegerDense, layout: str) -> bool:
+def bias_fits(layer: IntegerDense, layout: str) -> bool:
+    """True when the bias section of ``layer`` in ``layout`` passes the overflow check (``F4_ERR_BIAS``)."""
     return int(np.abs(bias_section(layer, layout)).max()) <= bias_limit(layout, layer.in_features, layer.input_zero_point)
 
 
@@ -508,12 +636,12 @@ def write_blob(net: IntegerMLP, layouts: Union[str, Sequence[str]] = "cer") -> b
         cb = layer.codebook()
         if lname == "smallest":
             sizes = layout_sizes(codes)
-            fits = [k for k in sizes if _bias_fits(layer, k)]
+            fits = [k for k in sizes if bias_fits(layer, k)]
             lname = min(fits or sizes, key=lambda k: (sizes[k], LAYOUT_IDS[k]))
         if lname not in LAYOUT_IDS:
             raise ValueError(f"layer {i}: unknown layout {lname!r}; accepted: {', '.join(LAYOUT_IDS)}, smallest")
         fb = bias_section(layer, lname)
-        if not _bias_fits(layer, lname):
+        if not bias_fits(layer, lname):
             what = "folded bias" if LAYOUTS[LAYOUT_IDS[lname]].folded_bias else "bias"
             raise ValueError(f"layer {i} {layer.name!r}: {what} {int(np.abs(fb).max())} exceeds the overflow-safe "
                              f"{bias_limit(lname, layer.in_features, layer.input_zero_point)} of layout {lname}")

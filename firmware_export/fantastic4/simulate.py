@@ -41,7 +41,7 @@ from typing import Callable, Dict, List, Tuple, Union
 import numpy as np
 
 from firmware_export import intmath
-from firmware_export.fantastic4.format import LAYOUTS, F4Blob, F4Layer, csc_column_bytes, read_blob
+from firmware_export.fantastic4.format import LAYOUTS, F4Blob, F4Layer, csc_column_bytes, csci_column_stats, read_blob
 from firmware_export.fantastic4.network import IntegerMLP
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "prepare",
     "required_scratch",
     "accumulate_partial_sums",
+    "accumulate_partial_sums_reference",
     "combine_partial_sums",
     "requantize",
     "dense_layer_dense4",
@@ -58,6 +59,7 @@ __all__ = [
     "init_accumulators",
     "accumulate_columns",
     "dense_layer_csc",
+    "dense_layer_csci",
     "DENSE_LAYER",
     "run",
     "run_with_counts",
@@ -147,14 +149,30 @@ def required_scratch(blob: Union[bytes, F4Blob]) -> int:
     return prepare(blob).required_scratch()
 
 
-def accumulate_partial_sums(layer: F4Layer, x: np.ndarray) -> np.ndarray:
-    """``S[b, k, r]`` = sum of ``x[b, j]`` over the columns j of row r with code k (k = 0 is left
-    0: zero weights are skipped). int64 holding int32 values. In C this is the inner loop of each
-    ``f4_dense_layer_*`` (the layouts differ only in how they find the non-zeros)."""
+def accumulate_partial_sums_reference(layer: F4Layer, x: np.ndarray) -> np.ndarray:
+    """The specification of :func:`accumulate_partial_sums`, in int64 (slow: NumPy has no BLAS
+    for integers)."""
     x = np.asarray(x, np.int64)
     s = np.zeros((x.shape[0], layer.n_values, layer.out_features), np.int64)
     for k in range(1, layer.n_values):
         s[:, k, :] = x @ (layer.codes == k).T.astype(np.int64)
+    return s
+
+
+def accumulate_partial_sums(layer: F4Layer, x: np.ndarray) -> np.ndarray:
+    """``S[b, k, r]`` = sum of ``x[b, j]`` over the columns j of row r with code k (k = 0 is left
+    0: zero weights are skipped). int64 holding int32 values. In C this is the inner loop of each
+    ``f4_dense_layer_*`` (the layouts differ only in how they find the non-zeros).
+
+    Computed with float32 BLAS products, exactly: every partial sum of the products is an integer
+    of magnitude at most ``128 * in_features <= 128 * 65535 < 2^24``, which float32 represents
+    exactly, so the order of the additions does not matter (equal to
+    :func:`accumulate_partial_sums_reference`, tested)."""
+    xf = np.asarray(x, np.float32)
+    s = np.zeros((xf.shape[0], layer.n_values, layer.out_features), np.int64)
+    codes_t = np.ascontiguousarray(layer.codes.T)
+    for k in range(1, layer.n_values):
+        s[:, k, :] = (xf @ (codes_t == k).astype(np.float32)).astype(np.int64)
     return s
 
 
@@ -229,10 +247,14 @@ def accumulate_columns(layer: F4Layer, x: np.ndarray, acc: np.ndarray) -> Tuple[
     """
     d = np.asarray(x, np.int64) - layer.input_zero_point
     active = d != 0
-    acc = acc + d @ layer.weights().astype(np.int64).T
+    # float64 BLAS, exactly: |d * w| <= 255 * 128 and in_features <= 65535, so every partial sum is
+    # an integer below 2^31 < 2^53
+    acc = acc + (d.astype(np.float64) @ layer.weights().astype(np.float64).T).astype(np.int64)
     assert np.all(np.abs(acc) <= intmath.INT32_MAX), "int32 accumulator overflow (ruled out by F4_ERR_BIAS)"
     nnz_col = np.count_nonzero(layer.codes, axis=0)
-    values_col = np.array([len(np.unique(col[col != 0])) for col in layer.codes.T], np.int64)
+    values_col = np.zeros(layer.in_features, np.int64)
+    for k in range(1, layer.n_values):
+        values_col += np.any(layer.codes == k, axis=0)
     return acc, active @ nnz_col, active * values_col[None, :]
 
 
@@ -262,12 +284,46 @@ def dense_layer_csc(layer: F4Layer, x: np.ndarray) -> Tuple[np.ndarray, OpCounts
     return y, counts, mults
 
 
+def dense_layer_csci(layer: F4Layer, x: np.ndarray) -> Tuple[np.ndarray, OpCounts, np.ndarray]:
+    """``f4_dense_layer_csci``: the CSC datapath (``init_accumulators``, ``accumulate_columns``,
+    ``requantize``) on the indexed layout: an active column's chunks are found through the column
+    offset table, each chunk multiplies once (a value with more than 15 rows in a column has several
+    chunks) and adds to the rows it lists. The third result is the multiplies per input column."""
+    if x.ndim != 2 or x.shape[1] != layer.in_features:
+        raise ValueError(f"input must be int8 [batch, {layer.in_features}], got shape {x.shape}")
+    acc, adds, _ = accumulate_columns(layer, x, init_accumulators(layer, x.shape[0]))
+    y = requantize(layer, acc)
+    batch = max(1, x.shape[0])
+    chunks, body = csci_column_stats(layer.codes)
+    active = np.asarray(x, np.int64) != layer.input_zero_point
+    mults = active * chunks[None, :]
+    # the header and every column length are read (1, 2 or 4 bytes each: the narrowest that holds
+    # the longest column, FORMAT.md)
+    longest = int(body.max(initial=0))
+    length_bytes = 1 if longest <= 0xFF else 2 if longest <= 0xFFFF else 4
+    a = float(adds.sum()) / batch
+    counts = OpCounts(
+        accumulate_adds=a,
+        multiplies=float(mults.sum()) / batch,
+        product_adds=0.0,
+        requantizations=float(layer.out_features),
+        weight_bytes=float(4 + length_bytes * layer.in_features) + float((active @ body).sum()) / batch,
+        bias_bytes=float(layer.bias_size),
+        codebook_bytes=float(layer.n_values),
+        activation_bytes_read=float(layer.in_features),
+        activation_bytes_written=float(layer.out_features),
+        accumulator_bytes=8.0 * layer.out_features + 8.0 * a,
+    )
+    return y, counts, mults
+
+
 #: layout id -> layer function (the C runtime's ``f4_layouts`` table).
 DENSE_LAYER: Dict[int, Callable[[F4Layer, np.ndarray], Tuple[np.ndarray, OpCounts, np.ndarray]]] = {
     0: dense_layer_dense4,
     1: dense_layer_bitmap,
     2: dense_layer_cer,
     3: dense_layer_csc,
+    4: dense_layer_csci,
 }
 assert set(DENSE_LAYER) == set(LAYOUTS)
 

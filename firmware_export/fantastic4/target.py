@@ -17,6 +17,12 @@ FantastIC4 blob for the portable C99 runtime, with a host harness and golden vec
 ``FORMAT.md``
 ``main.c``, ``Makefile``   host harness: ``make check`` builds with ``gcc -std=c99 -Wall
                            -Wextra -Werror -O2`` and compares with the golden vectors
+``cortex_m_main.c``,       bare-metal harness: ``make cortex-m CPU=m4|m33`` cross-builds it with
+``cortex_m_startup.c``,    arm-none-eabi-gcc (``-Wall -Wextra -Werror``) for QEMU's mps2-an386
+``cortex_m_semihost.h``,   (Cortex-M4) / mps2-an505 (Cortex-M33) memory map, the golden vectors
+``cortex_m_golden.S``,     embedded with ``.incbin``; ``make run-cortex-m`` runs it in
+``mps2_an386.ld``,         qemu-system-arm; ``ecqx-simulate DIR --cortex-m m4`` counts its
+``mps2_an505.ld``          instructions (``cortex_m.py``)
 ``golden_inputs.bin``      int8 ``[n, in]`` (the quantized ``x_test``, else ``representative``)
 ``golden_outputs.bin``     int8 ``[n, out]`` from the Python simulator
 ``<name>.tflite``          the int8 model the blob was made from
@@ -46,41 +52,90 @@ from firmware_export.fantastic4 import simulate as f4sim
 from firmware_export.fantastic4.network import IntegerMLP
 from firmware_export.registry import ExportRequest, ExportTarget, register_target
 
-__all__ = ["FantastIC4Target", "RUNTIME_DIR", "RUNTIME_FILES", "CFLAGS", "layer_report", "c_array_files"]
+__all__ = ["FantastIC4Target", "RUNTIME_DIR", "RUNTIME_FILES", "CFLAGS", "layer_report", "c_array_files", "tflm_arena",
+           "tflm_reference"]
 
 log = logging.getLogger(__name__)
 
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 RUNTIME_FILES = ("f4_runtime.c", "f4_runtime.h", "f4_format.h", "f4_intmath.h")
+#: the bare-metal Cortex-M harness (runtime/cortex_m/), copied next to the runtime
+CORTEX_M_DIR = RUNTIME_DIR / "cortex_m"
+CORTEX_M_FILES = ("cortex_m_main.c", "cortex_m_startup.c", "cortex_m_semihost.h", "cortex_m_golden.S",
+                  "mps2_an386.ld", "mps2_an505.ld")
 CFLAGS = "-std=c99 -Wall -Wextra -Werror -O2"
-LAYOUT_CHOICES = ("smallest", "dense4", "bitmap", "cer", "csc")
+LAYOUT_CHOICES = ("auto", "smallest", *f4format.LAYOUT_IDS)
 MANIFEST = "fantastic4.json"
-TFLM_ARENA = 256 * 1024
 
 _MAKEFILE = """\
 # Host harness for the FantastIC4 runtime ({name}). `make check` builds and compares the C
-# runtime's outputs with the golden vectors (exit code 0 = all equal). O= puts the binary elsewhere.
+# runtime's outputs with the golden vectors (exit code 0 = all equal). O= puts the binaries elsewhere.
+#
+# `make cortex-m CPU=m4|m33` cross-builds the bare-metal harness (cortex_m_main.c: every golden
+# vector, outputs and SysTick ticks over semihosting) with arm-none-eabi-gcc for QEMU's
+# mps2-an386 (Cortex-M4) or mps2-an505 (Cortex-M33) memory map: $(O)/f4_cortex_m_$(CPU).elf and
+# its link map. `make run-cortex-m CPU=...` runs it in qemu-system-arm. ARM_OPT=-Os for size.
 CC ?= gcc
 CFLAGS ?= {cflags}
 O ?= .
 
 SRCS = main.c f4_runtime.c {name}_f4.c
+HDRS = f4_runtime.h f4_format.h f4_intmath.h {name}_f4.h f4_model_data.h
 
-$(O)/f4_host: $(SRCS) f4_runtime.h f4_format.h f4_intmath.h {name}_f4.h f4_model_data.h
+$(O)/f4_host: $(SRCS) $(HDRS)
 \t$(CC) $(CFLAGS) -DF4_EMBEDDED_MODEL -I. $(SRCS) -o $@
 
 check: $(O)/f4_host
 \t$(O)/f4_host golden_inputs.bin golden_outputs.bin
 
-clean:
-\trm -f $(O)/f4_host
+CPU ?= m4
+ARM_CC ?= arm-none-eabi-gcc
+ARM_OPT ?= -O2
+MCPU_m4 = cortex-m4
+MCPU_m33 = cortex-m33
+BOARD_m4 = mps2-an386
+BOARD_m33 = mps2-an505
+ifeq ($(MCPU_$(CPU)),)
+$(error CPU must be m4 or m33, got '$(CPU)')
+endif
+ARM_CFLAGS = -mcpu=$(MCPU_$(CPU)) -mthumb -mfloat-abi=soft -std=c99 -Wall -Wextra -Werror $(ARM_OPT) \\
+             -ffunction-sections -fdata-sections
+ARM_LDFLAGS = -T mps2_$(subst mps2-,,$(BOARD_$(CPU))).ld -nostartfiles --specs=nano.specs --specs=nosys.specs \\
+              -Wl,--gc-sections -Wl,-Map=$(O)/f4_cortex_m_$(CPU).map
+ARM_DIR = $(O)/cortex_m_$(CPU)
+ARM_OBJS = $(ARM_DIR)/f4_runtime.o $(ARM_DIR)/{name}_f4.o $(ARM_DIR)/cortex_m_main.o $(ARM_DIR)/cortex_m_startup.o \\
+           $(ARM_DIR)/cortex_m_golden.o
 
-.PHONY: check clean
+$(ARM_DIR)/%.o: %.c $(HDRS) cortex_m_semihost.h
+\t@mkdir -p $(ARM_DIR)
+\t$(ARM_CC) $(ARM_CFLAGS) -I. -c $< -o $@
+
+$(ARM_DIR)/cortex_m_golden.o: cortex_m_golden.S golden_inputs.bin golden_outputs.bin
+\t@mkdir -p $(ARM_DIR)
+\t$(ARM_CC) $(ARM_CFLAGS) -I. -c $< -o $@
+
+$(O)/f4_cortex_m_$(CPU).elf: $(ARM_OBJS) mps2_an386.ld mps2_an505.ld
+\t$(ARM_CC) $(ARM_CFLAGS) $(ARM_OBJS) $(ARM_LDFLAGS) -o $@
+
+cortex-m: $(O)/f4_cortex_m_$(CPU).elf
+
+run-cortex-m: $(O)/f4_cortex_m_$(CPU).elf
+\tqemu-system-arm -M $(BOARD_$(CPU)) -nographic -semihosting-config enable=on,target=native -kernel $<
+
+clean:
+\trm -f $(O)/f4_host $(O)/f4_cortex_m_m4.elf $(O)/f4_cortex_m_m33.elf $(O)/f4_cortex_m_m4.map $(O)/f4_cortex_m_m33.map
+\trm -rf $(O)/cortex_m_m4 $(O)/cortex_m_m33
+
+.PHONY: check cortex-m run-cortex-m clean
 """
 
 
 def c_array_files(name: str, blob: bytes) -> Dict[str, str]:
-    """``<name>_f4.h`` / ``<name>_f4.c`` holding the blob as a 16-byte aligned C99 array."""
+    """``<name>_f4.h`` / ``<name>_f4.c`` holding the blob as a 16-byte aligned C99 array, and
+    ``f4_model_data.h`` mapping the harnesses' ``F4_MODEL_DATA`` to it, with the blob's scratch
+    bytes and input/output features (``F4_MODEL_SCRATCH_BYTES``, ``F4_MODEL_INPUT_FEATURES``,
+    ``F4_MODEL_OUTPUT_FEATURES``) for static buffers."""
+    parsed = f4format.read_blob(blob)
     sym = f"g_{name}_f4_model_data"
     guard = f"{name.upper()}_F4_H_"
     header = (
@@ -106,6 +161,9 @@ def c_array_files(name: str, blob: bytes) -> Dict[str, str]:
     shim = (
         "/* Maps the harness's F4_MODEL_DATA to this export's array (generated). */\n"
         f'#include "{name}_f4.h"\n#define F4_MODEL_DATA {sym}\n#define F4_MODEL_DATA_SIZE {sym}_size\n'
+        f"#define F4_MODEL_SCRATCH_BYTES {parsed.required_scratch()}u\n"
+        f"#define F4_MODEL_INPUT_FEATURES {parsed.layers[0].in_features}u\n"
+        f"#define F4_MODEL_OUTPUT_FEATURES {parsed.layers[-1].out_features}u\n"
     )
     return {f"{name}_f4.h": header, f"{name}_f4.c": source, "f4_model_data.h": shim}
 
@@ -116,14 +174,16 @@ def _entropy_bits(codes: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def layer_report(net: IntegerMLP, parsed: f4format.F4Blob) -> List[Dict[str, Any]]:
-    """Per layer: shape, sparsity, codebook size, bytes of every layout, bytes per weight against
-    the zeroth-order entropy bound of the codes, dense INT4 and int8."""
+def layer_report(net: IntegerMLP, parsed: f4format.F4Blob,
+                 layout_sizes: Optional[List[Dict[str, int]]] = None) -> List[Dict[str, Any]]:
+    """Per layer: shape, sparsity, codebook size, bytes of every layout (``layout_sizes``, per
+    layer, when already computed; else ``format.layout_sizes``), bytes per weight against the
+    zeroth-order entropy bound of the codes, dense INT4 and int8."""
     rows = []
-    for layer, entry in zip(net.layers, parsed.layers):
+    for i, (layer, entry) in enumerate(zip(net.layers, parsed.layers)):
         codes = layer.codes()
         n = codes.size
-        sizes = f4format.layout_sizes(codes)
+        sizes = layout_sizes[i] if layout_sizes is not None else f4format.layout_sizes(codes)
         h = _entropy_bits(codes)
         rows.append({
             "layer": layer.name,
@@ -153,11 +213,25 @@ def _golden_inputs(request: ExportRequest, model_bytes: bytes) -> np.ndarray:
     return q.reshape(len(q), -1)
 
 
-def tflm_reference(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    """TFLM's reference kernels (the ``tflite_micro`` interpreter), one sample at a time."""
+def tflm_arena(model_bytes: bytes) -> Dict[str, int]:
+    """The TFLM reference check's arena: ``firmware_export.tflm.arena``'s measured minimum (the
+    smallest arena the interpreter accepts, found by bisection) and the recommended size used
+    (minimum + margin, 16-aligned). A fixed size would fail on large models: the reference
+    FULLY_CONNECTED unpacks an INT4 filter into the arena (one byte per weight)."""
+    from firmware_export.tflm.arena import arena_sizes
+
+    minimum, recommended = arena_sizes(bytes(model_bytes))
+    return {"minimum": int(minimum), "used": int(recommended)}
+
+
+def tflm_reference(model_bytes: bytes, x: np.ndarray, arena_size: Optional[int] = None) -> np.ndarray:
+    """TFLM's reference kernels (the ``tflite_micro`` interpreter), one sample at a time, in
+    ``arena_size`` bytes (default: the measured arena, :func:`tflm_arena`)."""
     from tflite_micro import runtime
 
-    it = runtime.Interpreter.from_bytes(model_bytes, arena_size=TFLM_ARENA)
+    if arena_size is None:
+        arena_size = tflm_arena(model_bytes)["used"]
+    it = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=int(arena_size))
     shape = tuple(int(d) for d in it.get_input_details(0)["shape"])
     out = []
     for row in x:
@@ -173,10 +247,18 @@ class FantastIC4Target(ExportTarget):
     help = "FantastIC4-style 4-bit sparse MLP: blob + portable C99 runtime + host harness (same integers as tflm)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from firmware_export.fantastic4.cost import OBJECTIVES
+
         parser.add_argument(
-            "--f4-layout", dest="f4_layout", choices=LAYOUT_CHOICES, default="smallest",
-            help="FantastIC4 weight layout (default: the smallest per layer; csc skips zero-point inputs "
-                 "and is usually the fastest; FORMAT.md section 4)",
+            "--f4-layout", dest="f4_layout", choices=LAYOUT_CHOICES, default="auto",
+            help="FantastIC4 weight layout of every layer (default: auto, chosen per layer by --f4-objective; "
+                 "smallest = --f4-objective size; FORMAT.md section 4)",
+        )
+        parser.add_argument(
+            "--f4-objective", dest="f4_objective", choices=OBJECTIVES, default="balanced",
+            help="with --f4-layout auto: per layer the fewest bytes (size), the fewest Cortex-M instructions "
+                 "(speed, a cost model fitted to instructions counted on Cortex-M4), or the least "
+                 "instructions/I + bytes/B with I, B the network's figures at full speed (balanced, default)",
         )
 
     def export(self, request: ExportRequest, out_dir: Path) -> Dict[str, Any]:
@@ -186,11 +268,19 @@ class FantastIC4Target(ExportTarget):
             ValueError: an unknown ``f4_layout``; a model the FantastIC4 runtime cannot run (not
                 a chain of FULLY_CONNECTED, more than 16 distinct weight values in a layer, ...).
         """
+        from firmware_export.fantastic4.cost import OBJECTIVES, choose_layouts
+
         out = Path(out_dir)
         opts = dict(request.options or {})
-        layout = opts.get("f4_layout") or "smallest"
+        layout = opts.get("f4_layout") or "auto"
+        objective = opts.get("f4_objective") or "balanced"
         if layout not in LAYOUT_CHOICES:
             raise ValueError(f"f4_layout {layout!r} is not one of {', '.join(LAYOUT_CHOICES)}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"f4_objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
+        from firmware_export.tflm.c_arrays import check_identifier
+
+        name = check_identifier(request.name)
         model_bytes = opts.get("tflite_bytes")
         if model_bytes is None:
             from firmware_export.tflm.convert import to_tflite
@@ -198,18 +288,23 @@ class FantastIC4Target(ExportTarget):
             model_bytes = to_tflite(request, drop_softmax=True)  # the FantastIC4 runtime outputs logits
         model_bytes = bytes(model_bytes)
         net = IntegerMLP.from_tflite(model_bytes)
-        blob = f4format.write_blob(net, layout)
-        parsed = f4format.read_blob(blob)
-        from firmware_export.tflm.c_arrays import check_identifier
-
-        name = check_identifier(request.name)
-
         x = _golden_inputs(request, model_bytes)
         if x.shape[1] != net.input_features:
             raise ValueError(f"golden inputs have {x.shape[1]} features, the network takes {net.input_features}")
+        if layout in ("auto", "smallest"):
+            if layout == "smallest":
+                objective = "size"
+            layouts, layout_costs = choose_layouts(net, x, objective)
+        else:
+            layouts, layout_costs = [layout] * len(net.layers), choose_layouts(net, x, "size")[1]
+            for row in layout_costs:
+                row["chosen"] = layout
+        blob = f4format.write_blob(net, layouts)
+        parsed = f4format.read_blob(blob)
         y, counts, _ = f4sim.run_with_counts(parsed, x)
         total = sum(counts, f4sim.OpCounts())
-        tflm = tflm_reference(model_bytes, x)
+        arena = tflm_arena(model_bytes)
+        tflm = tflm_reference(model_bytes, x, arena["used"])
         mismatching = int(np.any(y != tflm, axis=1).sum())
 
         atomic_write_bytes(out / f"{name}_f4.bin", blob)
@@ -219,18 +314,21 @@ class FantastIC4Target(ExportTarget):
             atomic_write_bytes(out / fname, (RUNTIME_DIR / fname).read_bytes())
         atomic_write_bytes(out / "FORMAT.md", (RUNTIME_DIR.parent / "FORMAT.md").read_bytes())
         atomic_write_bytes(out / "main.c", (RUNTIME_DIR / "f4_host.c").read_bytes())
+        for fname in CORTEX_M_FILES:
+            atomic_write_bytes(out / fname, (CORTEX_M_DIR / fname).read_bytes())
         atomic_write_text(out / "Makefile", _MAKEFILE.format(name=name, cflags=CFLAGS))
         atomic_write_bytes(out / "golden_inputs.bin", x.astype(np.int8).tobytes())
         atomic_write_bytes(out / "golden_outputs.bin", y.astype(np.int8).tobytes())
         atomic_write_bytes(out / f"{name}.tflite", model_bytes)
 
-        rows = layer_report(net, parsed)
+        sizes = [{k: b - 4 * l.out_features for k, b in row["bytes"].items()} for row, l in zip(layout_costs, net.layers)]
+        rows = layer_report(net, parsed, sizes)
         n_weights = sum(r["weights"] for r in rows)
         totals = {
             "weights": n_weights,
             "blob_bytes": len(blob),
             "bytes_per_weight": {
-                k: sum(r["bytes"][k] for r in rows) / n_weights for k in ("dense4", "bitmap", "cer", "csc")
+                k: sum(r["bytes"][k] for r in rows) / n_weights for k in f4format.LAYOUT_IDS
             },
         }
         totals["bytes_per_weight"]["chosen"] = sum(l.weights_size for l in parsed.layers) / n_weights
@@ -242,11 +340,17 @@ class FantastIC4Target(ExportTarget):
             "name": name,
             "format_version": f4format.VERSION,
             "layout": layout,
+            "objective": objective if layout in ("auto", "smallest") else None,
+            "layouts": layouts,
+            "layout_costs": layout_costs,
+            "layout_cost_model": "firmware_export.fantastic4.cost (instructions estimated for Cortex-M4 -O2; "
+                                 "instructions, not cycles)",
             "blob": f"{name}_f4.bin",
             "tflite": f"{name}.tflite",
             "golden": {"inputs": "golden_inputs.bin", "outputs": "golden_outputs.bin", "samples": int(len(x)),
                        "input_features": net.input_features, "output_features": net.output_features},
             "scratch_bytes": parsed.required_scratch(),
+            "tflm_arena": arena,
             "layers": rows,
             "totals": totals,
             "python_equals_tflm": mismatching == 0,
@@ -267,9 +371,11 @@ class FantastIC4Target(ExportTarget):
         bpw = totals["bytes_per_weight"]
         ops = total.as_dict()
         table = [
-            ["blob", f"{name}_f4.bin, {len(blob)} bytes, layout {layout}"],
-            ["bytes/weight", f"chosen {bpw['chosen']:.3f}; dense4 {bpw['dense4']:.3f}, bitmap {bpw['bitmap']:.3f}, "
-                             f"cer {bpw['cer']:.3f}, csc {bpw['csc']:.3f}; entropy bound {bpw['entropy_bound']:.3f}; int8 1.0"],
+            ["blob", f"{name}_f4.bin, {len(blob)} bytes, layouts {'/'.join(layouts)}"
+                     + (f" (objective {objective})" if layout in ("auto", "smallest") else "")],
+            ["bytes/weight", f"chosen {bpw['chosen']:.3f}; "
+                             + ", ".join(f"{k} {bpw[k]:.3f}" for k in f4format.LAYOUT_IDS)
+                             + f"; entropy bound {bpw['entropy_bound']:.3f}; int8 1.0"],
             ["RAM", f"scratch {manifest['scratch_bytes']} bytes (+ f4_model on the stack)"],
             ["per inference", f"{ops['accumulate_adds']:.0f} adds, {ops['multiplies']:.1f} multiplies, "
                               f"~{ops['energy_pj']['total'] / 1000:.1f} nJ (45 nm estimate)"],
@@ -278,6 +384,8 @@ class FantastIC4Target(ExportTarget):
         if "accuracy" in manifest:
             table.append(["accuracy (int8)", f"{manifest['accuracy']:.4f}"])
         table.append(["host check", "ecqx-simulate OUT_DIR  (C == simulator == TFLM; or: make -C OUT_DIR check)"])
+        table.append(["cortex-m", "ecqx-simulate OUT_DIR --cortex-m m4  (instructions, flash, RAM on the Arm ISA; "
+                                  "or: make -C OUT_DIR cortex-m CPU=m4)"])
         return {**manifest, "table": table}
 
     def simulate(self, out_dir: Path, cc: Optional[str] = None) -> Dict[str, Any]:
@@ -304,7 +412,7 @@ class FantastIC4Target(ExportTarget):
         model_bytes = (out / manifest["tflite"]).read_bytes()
 
         py = f4sim.run(blob, x)
-        tflm = tflm_reference(model_bytes, x)
+        tflm = tflm_reference(model_bytes, x)  # arena measured again: the manifest is not trusted for it
         cc = cc or shutil.which("gcc") or shutil.which("cc")
         if cc is None or shutil.which("make") is None:
             raise FileNotFoundError("simulate needs gcc (or cc) and make on PATH")

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define F4_MAGIC0 'F'
 #define F4_MAGIC1 '4'
@@ -60,7 +61,12 @@
 #define F4_LAYOUT_BITMAP 1u
 #define F4_LAYOUT_CER 2u
 #define F4_LAYOUT_CSC 3u
-#define F4_N_LAYOUTS 4u
+#define F4_LAYOUT_CSCI 4u
+#define F4_N_LAYOUTS 5u
+
+/* CSCI section (FORMAT.md section 4, layout 4): header bytes, rows per chunk. */
+#define F4_CSCI_HEADER 4u
+#define F4_CSCI_CHUNK 15u
 
 static inline uint16_t f4_read_u16(const uint8_t* p) { return (uint16_t)(p[0] | ((uint16_t)p[1] << 8)); }
 
@@ -74,6 +80,24 @@ static inline int32_t f4_read_i32(const uint8_t* p) {
 }
 
 static inline int8_t f4_read_i8(const uint8_t* p) { return (int8_t)(p[0] <= 127u ? (int)p[0] : (int)p[0] - 256); }
+
+/* Little-endian loads that compile to one LDRH / LDR on a little-endian target (GCC and Clang
+ * define __BYTE_ORDER__; a fixed-size memcpy is a plain load there), byte by byte elsewhere. */
+#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+static inline uint16_t f4_load_u16le(const uint8_t* p) {
+  uint16_t v;
+  memcpy(&v, p, sizeof(v));
+  return v;
+}
+static inline uint32_t f4_load_u32le(const uint8_t* p) {
+  uint32_t v;
+  memcpy(&v, p, sizeof(v));
+  return v;
+}
+#else
+static inline uint16_t f4_load_u16le(const uint8_t* p) { return f4_read_u16(p); }
+static inline uint32_t f4_load_u32le(const uint8_t* p) { return f4_read_u32(p); }
+#endif
 
 /* Nibble k of a nibble stream: element 2k in the low nibble, 2k+1 in the high nibble. */
 static inline uint8_t f4_read_nibble(const uint8_t* stream, uint32_t k) {

@@ -19,18 +19,25 @@ static inline int32_t f4_wrap_int32(uint32_t u) {
   return u <= 0x7FFFFFFFu ? (int32_t)u : -(int32_t)(~u) - 1;
 }
 
-/* floor(x / 2^exponent), i.e. an arithmetic right shift, for 0 <= exponent <= 31. */
+/* floor(x / 2^exponent), i.e. an arithmetic right shift, for 0 <= exponent <= 31. GCC and Clang
+ * define >> of a negative int as sign-extending (their manuals), so it is used there; the portable
+ * expression elsewhere. */
 static inline int32_t f4_shift_right_floor(int32_t x, int exponent) {
+#if defined(__GNUC__)
+  return x >> exponent;
+#else
   return x >= 0 ? (int32_t)((uint32_t)x >> exponent) : -(int32_t)((uint32_t)(-(x + 1)) >> exponent) - 1;
+#endif
 }
 
-/* gemmlowp SaturatingRoundingDoublingHighMul. */
+/* gemmlowp SaturatingRoundingDoublingHighMul: trunc((ab + nudge) / 2^31) with nudge = 2^30 for
+ * ab >= 0 and 1 - 2^30 for ab < 0. That equals floor((ab + 2^30) / 2^31) for every ab (for ab < 0,
+ * with t = -ab: -floor((t - 1 + 2^30) / 2^31) = -ceil((t - 2^30) / 2^31)), which is bits 31..62 of
+ * the two's complement sum: no 64-bit division. */
 static inline int32_t f4_saturating_rounding_doubling_high_mul(int32_t a, int32_t b) {
   const int overflow = (a == b) && (a == INT32_MIN);
   const int64_t ab = (int64_t)a * (int64_t)b;
-  const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
-  /* C99 division truncates toward zero, as in gemmlowp. */
-  const int32_t high = (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+  const int32_t high = f4_wrap_int32((uint32_t)(((uint64_t)ab + ((uint64_t)1 << 30)) >> 31));
   return overflow ? INT32_MAX : high;
 }
 

@@ -2,25 +2,30 @@
  *
  * Runs the integer MLP stored in a blob (FORMAT.md) bit-exactly like TFLite Micro's reference
  * FULLY_CONNECTED, acc = bias + sum_j w[r,j] * (x[j] - zp_in), y = requantize(acc), with one of
- * four weight layouts per layer:
+ * five weight layouts per layer:
  *   DENSE4, BITMAP, CER (row-major): per output row, the int8 activations that share a codebook
  *     value are summed first, each partial sum is multiplied by its value once, then the folded
  *     bias (bias - zp_in * row sum) is added;
  *   CSC (column-major): acc starts at the TFLite bias; per input j with d = x[j] - zp_in != 0
  *     (zero-point activations are skipped), per value k present in column j, v = codebook[k] * d is
- *     added to acc[r] of every row r listed.
+ *     added to acc[r] of every row r listed;
+ *   CSCI (column-major, indexed): the CSC datapath on column byte lengths and chunks of absolute
+ *     row indices (at most 15 per chunk, one multiply each). On ARMv7-M / ARMv7E-M / ARMv8-M
+ *     Mainline with GCC or Clang its column loop is Thumb-2 assembly (4 instructions per addition);
+ *     -DF4_NO_ASM or any other target compiles the C loop, which computes the same.
  * Bit-exact with TFLM and with the Python simulator simulate.py, whose function names this file
- * mirrors (prepare, required_scratch, dense_layer_dense4/_bitmap/_cer/_csc,
+ * mirrors (prepare, required_scratch, dense_layer_dense4/_bitmap/_cer/_csc/_csci,
  * accumulate/combine_partial_sums, init_accumulators, accumulate_columns, requantize, run).
  *
  * Memory: allocates nothing and has no mutable globals. f4_prepare validates the blob (every
  * field, offset, size, count and weight code; CRC-32) into a caller-owned f4_model, f4_invoke only
  * reads it. Scratch (caller-provided, f4_required_scratch bytes, FORMAT.md section 8):
  * intermediate int8 activations ping-pong between two halves of half = widest hidden layer bytes;
- * if the blob has CSC layers, int32 accumulators for the widest CSC layer follow at offset
+ * if the blob has CSC or CSCI layers, int32 accumulators for the widest such layer follow at offset
  * align4(2 * half), and the scratch pointer must then be 4-byte aligned (else F4_ERR_ARGUMENT;
  * e.g. declare it as an int32_t array and pass (int8_t*)words). Stack: an f4_model (~0.9 KB) in
- * f4_run, 64 bytes of partial sums per row-layout layer call.
+ * f4_run, 64 bytes of partial sums per DENSE4/BITMAP layer call, a 256-byte codebook copy per
+ * CSCI layer call on the assembly path (f4_invoke's peak on the demo model: 468 bytes on Cortex-M4).
  *
  * Init/Prepare/Eval split as in TFLM: call f4_prepare once at boot, then f4_invoke per inference;
  * f4_run does both (it re-validates the blob, including the CRC, on every call). */
@@ -110,6 +115,8 @@ void f4_dense_layer_cer(const f4_layer* layer, const int8_t* x, int8_t* y);
 /* acc: out_features words of workspace; int32 accumulators kept as uint32 (adds are modulo 2^32,
  * so a malformed blob cannot cause signed overflow; for a valid blob no sum leaves int32). */
 void f4_dense_layer_csc(const f4_layer* layer, const int8_t* x, int8_t* y, uint32_t* acc);
+/* CSCI (layout 4): CSC with a column offset table and absolute row indices; same acc workspace. */
+void f4_dense_layer_csci(const f4_layer* layer, const int8_t* x, int8_t* y, uint32_t* acc);
 
 #ifdef __cplusplus
 }
