@@ -4,7 +4,10 @@
         --Lambda 0.1 --epochs 3 --out out/ecqx
 
 Writes ``qat_model.h5`` (the model in training: input of ``ecqx-export``), ``stripped.keras``
-(plain Keras, kernels = centroids), ``layer_stats.json`` and ``metrics.json``.
+(plain Keras, kernels = centroids), ``layer_stats.json``, ``metrics.json`` and ``manifest.json``
+(``"tool": "ecqx-quantize"``, every file with its sha256). The folder is written atomically; an
+existing ``--out`` is replaced only when it is a previous ``ecqx-quantize`` output (or with
+``--force``), never when it is a file or holds the model or the data.
 """
 from __future__ import annotations
 
@@ -28,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("model", help="saved float Keras model (.keras or .h5)")
     ap.add_argument("--data", required=True, choices=datasets.names(), help="data set name")
     ap.add_argument("--data-path", help="folder of an on-disk data set")
-    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--out", required=True, help="output folder (written atomically)")
+    ap.add_argument("--force", action="store_true",
+                    help="replace --out even when it is a non-empty folder that ecqx-quantize did not write (files it "
+                         "did not write are kept in OUT.previous; a folder holding an input is never replaced)")
     ap.add_argument("--bits", type=int, default=4, help=f"bit width, {BITS_RANGE[0]}..{BITS_RANGE[1]} (default 4)")
     ap.add_argument("--method", choices=METHODS, default="ecqx")
     ap.add_argument("--grid", choices=GRID_KINDS, default="symmetric")
@@ -53,11 +59,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         from models import datasets
 
-        from .io import atomic_write_json, check_writable_dir
+        from .io import atomic_output_dir, atomic_write_json, check_output_dir
         from .keras import load_model, save_model
         from .keras.finetune import quantize_and_train
 
-        out = check_writable_dir(args.out)
+        inputs = [args.model, args.data_path]
+        check_output_dir(args.out, "ecqx-quantize", inputs, args.force)  # before any work
         data = datasets.load(args.data, **({"path": args.data_path} if args.data_path else {}))
         model = load_model(args.model)
         ft = quantize_and_train(
@@ -67,9 +74,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             refresh_every=args.refresh_every,
             exclude=args.exclude, seed=args.seed, verbose=1, gradient=args.gradient, lambda_reduce=args.lambda_reduce,
         )
-        save_model(ft.qmodel, out / "qat_model.h5")
-        save_model(ft.stripped, out / "stripped.keras")
-        atomic_write_json(out / "layer_stats.json", ft.stats)
         metrics = {
             "test_accuracy": ft.test_accuracy,
             "stripped_accuracy": ft.stripped_accuracy,
@@ -78,7 +82,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "epoch_seconds": ft.epoch_seconds,
             "args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()},
         }
-        atomic_write_json(out / "metrics.json", metrics)
+        with atomic_output_dir(args.out, "ecqx-quantize", inputs, args.force) as out:
+            save_model(ft.qmodel, out / "qat_model.h5")
+            save_model(ft.stripped, out / "stripped.keras")
+            atomic_write_json(out / "layer_stats.json", ft.stats)
+            atomic_write_json(out / "metrics.json", metrics)
     except (ValueError, TypeError, FileNotFoundError, PermissionError) as e:
         print(f"ecqx-quantize: error: {e}", file=sys.stderr)
         return 2

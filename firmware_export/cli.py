@@ -12,8 +12,12 @@ random inputs in [0, 1] and no accuracy is reported.
 
 The whole ``--out`` folder is written atomically (a failed export leaves no folder and no
 partial files; an existing folder is replaced only on success) and ends with ``manifest.json``:
-the target, the model file's checksum, the options, the target's summary and every file written
-with its sha256 and size. Exit codes: 0 ok, 1 the export ran but a host check differs, 2 error.
+``"tool": "ecqx-export"``, the target, the model file's checksum, the options, the target's
+summary and every file written with its sha256 and size. ``--out`` must be a new or empty folder
+or a previous ``ecqx-export`` output (recognised by that manifest); a file, a folder holding the
+model or another input, or any other non-empty folder is refused before any work (exit code 2),
+the last one unless ``--force``. Exit codes: 0 ok, 1 the export ran but a host check differs, 2
+error.
 """
 from __future__ import annotations
 
@@ -72,7 +76,12 @@ def build_parser(target: Optional[str] = None) -> argparse.ArgumentParser:
     )
     ap.add_argument("model", metavar="MODEL", help="Keras model file (.keras or .h5)")
     ap.add_argument("--target", required=True, choices=targets.names(), help="export target")
-    ap.add_argument("--out", required=True, metavar="DIR", help="output folder (written atomically)")
+    ap.add_argument("--out", required=True, metavar="DIR",
+                    help="output folder (written atomically; a previous ecqx-export output is replaced)")
+    ap.add_argument("--force", action="store_true",
+                    help="replace --out even when it is a non-empty folder that ecqx-export did not write (files it "
+                         "did not write are kept in DIR.previous; a folder holding an input, a file or a symbolic "
+                         "link is never replaced)")
     ap.add_argument("--data", choices=_dataset_names(), metavar="NAME",
                     help=f"data set for calibration, golden vectors and accuracy: {', '.join(_dataset_names())}")
     ap.add_argument("--data-path", metavar="P", help="folder of an on-disk data set")
@@ -186,24 +195,13 @@ def _load_data(args, input_shape: Tuple[int, ...]):
                                  "eval_samples": int(len(x_test))}
 
 
-def _file_entry(folder: Path, rel: str) -> Dict[str, Any]:
-    from ecqx_tf.io import sha256_file
-
-    f = folder / rel
-    return {"path": rel, "sha256": sha256_file(f), "size": f.stat().st_size}
-
-
 def write_manifest(folder: Path, content: Dict[str, Any]) -> Dict[str, Any]:
     """Write ``manifest.json`` listing every file under ``folder`` (sorted, except the manifest)
-    with sha256 and size; deterministic (no dates, no absolute paths)."""
-    from ecqx_tf.io import atomic_write_json
+    with sha256 and size; deterministic (no dates, no absolute paths). ``content`` gets
+    ``"tool": "ecqx-export"`` unless it names the tool (``ecqx_tf.io.write_manifest``)."""
+    from ecqx_tf.io import write_manifest as _write
 
-    folder = Path(folder)
-    rels = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-    manifest = dict(content)
-    manifest["files"] = [_file_entry(folder, r) for r in rels]
-    atomic_write_json(folder / MANIFEST, manifest)
-    return manifest
+    return _write(folder, {"tool": "ecqx-export", **content})
 
 
 def verify_manifest(folder: Path) -> Dict[str, Any]:
@@ -279,7 +277,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        from ecqx_tf.io import atomic_output_dir, check_writable_dir, sha256_file
+        from ecqx_tf.io import atomic_output_dir, check_output_dir, sha256_file
         from firmware_export.registry import ExportRequest
         from firmware_export.tflm.c_arrays import check_identifier
 
@@ -287,7 +285,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         targets = _targets()
         target = targets.get(args.target)()
         out = Path(args.out)
-        check_writable_dir(out.parent if str(out.parent) else Path("."))
+        inputs = [args.model, args.data_path]
+        check_output_dir(out, "ecqx-export", inputs, args.force)  # before any work; touches nothing
         name = check_identifier(args.name) if args.name else default_name(args.model)
 
         _progress(f"[1/4] loading {args.model}")
@@ -300,12 +299,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rep, x_test, y_test, data_desc = _load_data(args, input_shape)
 
         options = {k: v for k, v in vars(args).items()
-                   if k not in ("model", "target", "out", "data", "data_path", "name", "calib")}
+                   if k not in ("model", "target", "out", "force", "data", "data_path", "name", "calib")}
         request = ExportRequest(model=model, quant=quant, name=name, representative=rep, x_test=x_test,
                                 y_test=y_test, options=options)
 
         _progress(f"[3/4] exporting with target {args.target!r} to {out}")
-        with atomic_output_dir(out) as tmp:
+        with atomic_output_dir(out, "ecqx-export", inputs, args.force) as tmp:
             summary = target.export(request, tmp)
             _progress("[4/4] writing manifest")
             manifest = write_manifest(tmp, {

@@ -368,11 +368,16 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ecqx-train",
         description="Train a zoo model in float on a data set (reproducible from --seed); "
-        "writes OUT/model.keras and OUT/metrics.json.",
+        "writes OUT/model.keras, OUT/metrics.json and OUT/manifest.json. OUT is written atomically and "
+        "replaced only when it is a previous ecqx-train output (or with --force), never when it is a file "
+        "or holds the data.",
     )
     p.add_argument("--model", required=True, choices=_zoo.names(), help="zoo model name")
     p.add_argument("--data", required=True, choices=_datasets.names(), help="data set name")
-    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out even when it is a non-empty folder that ecqx-train did not write (files it "
+                        "did not write are kept in OUT.previous; a folder holding an input is never replaced)")
     p.add_argument("--data-path", default=None, help="folder/file of an on-disk data set")
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"max epochs (default {DEFAULT_EPOCHS})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -390,7 +395,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """``ecqx-train`` entry point. Returns 0; exits with status 2 and a message on bad input."""
     parser = _parser()
     args = parser.parse_args(argv)
+    from ecqx_tf.io import atomic_output_dir, check_output_dir
+
+    inputs = [args.data_path]
     try:
+        check_output_dir(args.out, "ecqx-train", inputs, args.force)  # before any work; touches nothing
         result = train_float(
             args.model,
             args.data,
@@ -398,21 +407,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             seed=args.seed,
-            out_dir=args.out,
+            out_dir=None,
             patience=args.patience,
             verbose=args.verbose,
             validation_split=args.validation_split,
             data_path=args.data_path,
         )
+        with atomic_output_dir(args.out, "ecqx-train", inputs, args.force) as tmp:
+            save_model_atomic(result.model, tmp / "model.keras")
+            atomic_write_json(tmp / "metrics.json", result.metrics)
     except (ValueError, TypeError, PermissionError, FileNotFoundError) as e:
         parser.error(str(e))  # exits with status 2
+    out = Path(args.out)
     m = result.metrics
     print(
         f"{args.model} on {args.data}: test accuracy {result.test_accuracy:.4f}, "
         f"test loss {result.test_loss:.4f}, {result.epochs_run} epochs run (best {result.best_epoch}), "
         f"{result.param_count:,} parameters, seed {result.seed}, {m['seconds']:.1f} s"
     )
-    print(f"wrote {result.paths['model']} and {result.paths['metrics']}")
+    print(f"wrote {out / 'model.keras'} and {out / 'metrics.json'}")
     return 0
 
 

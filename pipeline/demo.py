@@ -8,7 +8,11 @@ Stages, each writing under ``--out`` (default ``out/demo/``):
 3. ``tflm/``: exported for TensorFlow Lite Micro and checked on the real TFLM interpreter.
 4. ``fantastic4/``: exported to the packed 4-bit sparse format, built and run as C on the host.
 
-Everything ends in ``results.json`` (machine-readable) and a printed summary table.
+Everything ends in ``results.json`` (machine-readable), ``manifest.json`` (``"tool": "ecqx-demo"``,
+every file of the folder with its sha256) and a printed summary table. The whole ``--out`` folder is
+the demo's output: it is built in a hidden partial folder beside it and swapped into place at the
+end; an existing ``--out`` is replaced only when it is a previous ``ecqx-demo`` output (or with
+``--force``), never when it is a file.
 """
 from __future__ import annotations
 
@@ -72,9 +76,23 @@ def _stage_export(target_name: str, model_path: Path, data: str, out_dir: Path) 
     return {"export": manifest["summary"], "check": check, "exit_code": rc}
 
 
-def run(out: Path, **kw) -> dict:
-    import tensorflow as tf
+def run(out: Path, force: bool = False, **kw) -> dict:
+    """Run the whole job into the output folder ``out`` (see the module docstring for the rules
+    on an existing ``out``; ``force`` as ``--force``). ``kw`` override :data:`DEFAULTS`.
 
+    Raises:
+        OutputFolderError: ``out`` may not be written (before any work).
+    """
+    from ecqx_tf.io import atomic_output_dir, check_output_dir
+    from models.datasets.bundled import mnist_bundled_path
+
+    inputs = [mnist_bundled_path()]
+    check_output_dir(out, "ecqx-demo", inputs, force)  # before any work; touches nothing
+    with atomic_output_dir(out, "ecqx-demo", inputs, force) as tmp:
+        return _run(tmp, **kw)
+
+
+def _run(out: Path, **kw) -> dict:
     from ecqx_tf import save_model
     from ecqx_tf.io import atomic_write_json, check_writable_dir
     from ecqx_tf.keras.finetune import quantize_and_train
@@ -82,7 +100,6 @@ def run(out: Path, **kw) -> dict:
     from models.train import train_float
 
     cfg = {**DEFAULTS, **{k: v for k, v in kw.items() if v is not None}}
-    out = check_writable_dir(out)
     t0 = time.perf_counter()
     data = datasets.load(cfg["data"])
     results = {"config": cfg, "dataset": data.summary(), "versions": _versions(), "stages": {}}
@@ -197,7 +214,10 @@ def format_table(results: dict) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="ecqx-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    ap.add_argument("--out", default="out/demo", help="output folder (default out/demo; written atomically)")
+    ap.add_argument("--force", action="store_true",
+                    help="replace --out even when it is a non-empty folder that ecqx-demo did not write (files it "
+                         "did not write are kept in OUT.previous)")
     ap.add_argument("--float-epochs", type=int)
     ap.add_argument("--qat-epochs", type=int)
     ap.add_argument("--bits", type=int)
@@ -207,8 +227,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        results = run(Path(args.out), float_epochs=args.float_epochs, qat_epochs=args.qat_epochs, bits=args.bits,
-                      Lambda=args.Lambda, method=args.method, seed=args.seed)
+        results = run(Path(args.out), force=args.force, float_epochs=args.float_epochs, qat_epochs=args.qat_epochs,
+                      bits=args.bits, Lambda=args.Lambda, method=args.method, seed=args.seed)
     except (ValueError, TypeError, FileNotFoundError, PermissionError) as e:
         print(f"ecqx-demo: error: {e}", file=sys.stderr)
         return 2

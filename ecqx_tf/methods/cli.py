@@ -9,7 +9,10 @@ Writes ``model.keras`` (the plain compressed model: what the exporters take), ``
 (layer -> QuantizedKernel, the exact integers; empty for a float model), ``report.json`` (the
 method's config and every measured figure), ``qat_model.h5`` when the model in training is an
 ordinary ECQ model (``ecqx-export`` reads it), and with ``--export TARGET`` the target's files in
-``DIR/TARGET`` (written atomically). Exit codes: 0 ok, 1 the export's host check differs, 2 error.
+``DIR/TARGET``, and ``manifest.json`` (``"tool": "ecqx-compress"``, every file with its sha256).
+The whole folder is written atomically; an existing ``DIR`` is replaced only when it is a previous
+``ecqx-compress`` output (or with ``--force``), never when it is a file or holds the model or the
+data. Exit codes: 0 ok, 1 the export's host check differs, 2 error.
 """
 from __future__ import annotations
 
@@ -66,7 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("model", metavar="MODEL", help="saved float Keras model (.keras or .h5)")
         sub.add_argument("--data", required=True, choices=datasets.names(), help="data set name")
         sub.add_argument("--data-path", help="folder of an on-disk data set")
-        sub.add_argument("--out", required=True, metavar="DIR", help="output folder")
+        sub.add_argument("--out", required=True, metavar="DIR", help="output folder (written atomically)")
+        sub.add_argument("--force", action="store_true",
+                         help="replace --out even when it is a non-empty folder that ecqx-compress did not write "
+                              "(files it did not write are kept in DIR.previous; a folder holding an input is never "
+                              "replaced)")
         sub.add_argument("--export", choices=targets.TARGETS.names(), metavar="TARGET",
                          help=f"also export to TARGET into DIR/TARGET: {', '.join(targets.TARGETS.names())}")
         sub.add_argument("--name", default="model", help="base of the export's file names and C identifiers")
@@ -99,7 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         from models import datasets
 
-        from ..io import atomic_output_dir, atomic_write_json, atomic_write_text, check_writable_dir
+        from ..io import atomic_output_dir, atomic_write_json, atomic_write_text, check_output_dir
         from ..keras.api import load_model, quantization_info, save_model
         from ..quantized import info_to_json
         from .api import METHODS
@@ -107,36 +114,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cls = METHODS.get(args.command)
         params = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
         method = cls(**params)
-        out = check_writable_dir(args.out)
+        inputs = [args.model, args.data_path]
+        check_output_dir(args.out, "ecqx-compress", inputs, args.force)  # before any work
         data = datasets.load(args.data, **({"path": args.data_path} if args.data_path else {}))
         model = load_model(args.model)
         result = method.apply(model, data.x_train, data.y_train, data.x_test, data.y_test)
-        save_model(result.model, out / "model.keras")
-        atomic_write_text(out / "quant.json", info_to_json(result.quant) + "\n")
-        files = ["model.keras", "quant.json", "report.json"]
-        if result.qmodel is not None:
-            try:
-                ordinary = quantization_info(result.qmodel) == result.quant
-            except ValueError:
-                ordinary = False
-            if ordinary:
-                save_model(result.qmodel, out / "qat_model.h5")
-                files.append("qat_model.h5")
-        report = {"method": result.method, "model": str(args.model), "data": args.data, **result.report}
-        if args.export:
-            from firmware_export import targets
+        with atomic_output_dir(args.out, "ecqx-compress", inputs, args.force) as out:
+            save_model(result.model, out / "model.keras")
+            atomic_write_text(out / "quant.json", info_to_json(result.quant) + "\n")
+            files = ["model.keras", "quant.json", "report.json"]
+            if result.qmodel is not None:
+                try:
+                    ordinary = quantization_info(result.qmodel) == result.quant
+                except ValueError:
+                    ordinary = False
+                if ordinary:
+                    save_model(result.qmodel, out / "qat_model.h5")
+                    files.append("qat_model.h5")
+            report = {"method": result.method, "model": str(args.model), "data": args.data, **result.report}
+            if args.export:
+                from firmware_export import targets
 
-            target = targets.TARGETS.get(args.export)()
-            request = result.export_request(args.name, np.asarray(data.x_train[: args.calib], np.float32),
-                                            data.x_test[: args.max_eval], data.y_test[: args.max_eval])
-            with atomic_output_dir(out / args.export) as tmp:
-                summary = target.export(request, tmp)
-            report["export"] = {k: v for k, v in summary.items() if k != "table"}
-            files.append(args.export + "/")
-            if not summary.get("ok", True):
-                status = 1
-        report["files"] = files
-        atomic_write_json(out / "report.json", report)
+                target = targets.TARGETS.get(args.export)()
+                request = result.export_request(args.name, np.asarray(data.x_train[: args.calib], np.float32),
+                                                data.x_test[: args.max_eval], data.y_test[: args.max_eval])
+                (out / args.export).mkdir()
+                summary = target.export(request, out / args.export)
+                report["export"] = {k: v for k, v in summary.items() if k != "table"}
+                files.append(args.export + "/")
+                if not summary.get("ok", True):
+                    status = 1
+            report["files"] = files
+            atomic_write_json(out / "report.json", report)
     except (ValueError, TypeError, FileNotFoundError, PermissionError) as e:
         print(f"ecqx-compress: error: {e}", file=sys.stderr)
         return 2
