@@ -54,8 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .cli_common import run
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run("ecqx-quantize", lambda: _quantize(args))
+
+
+def _quantize(args: argparse.Namespace) -> int:
     try:
         from models import datasets
 

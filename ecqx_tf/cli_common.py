@@ -257,7 +257,15 @@ def cli_session(prog: str, level: int = 0) -> Iterator[Optional[Path]]:
 def run(prog: str, body: Callable[[], int], level: int = 0,
         bad_input: Sequence[Type[BaseException]] = BAD_INPUT) -> int:
     """Run ``body`` in a :func:`cli_session` and map its outcome to an exit code: its return
-    value; ``bad_input`` exceptions -> one line on stderr and 2; SIGINT -> 130; SIGTERM -> 143."""
+    value; ``bad_input`` exceptions -> one line on stderr and 2; SIGINT -> 130; SIGTERM -> 143.
+    Inside another command (nested session) interruptions propagate to the outer command."""
+    if _session_depth > 0:
+        with cli_session(prog, level):
+            try:
+                return body()
+            except tuple(bad_input) as e:
+                print(f"{prog}: error: {_one_line(e)}", file=sys.stderr, flush=True)
+                return EXIT_BAD_INPUT
     try:
         with cli_session(prog, level):
             return body()

@@ -273,11 +273,15 @@ def _layer_rows(summary: Dict[str, Any]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ecqx_tf.cli_common import run
+
     args = _parse(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    return run("ecqx-export", lambda: _export(args))
+
+
+def _export(args: argparse.Namespace) -> int:
     try:
-        from ecqx_tf.io import atomic_output_dir, check_output_dir, sha256_file
+        from ecqx_tf.io import atomic_output_dir, check_output_dir, remove_stale_partials, sha256_file
         from firmware_export.registry import ExportRequest
         from firmware_export.tflm.c_arrays import check_identifier
 
@@ -286,7 +290,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         target = targets.get(args.target)()
         out = Path(args.out)
         inputs = [args.model, args.data_path]
-        check_output_dir(out, "ecqx-export", inputs, args.force)  # before any work; touches nothing
+        plan = check_output_dir(out, "ecqx-export", inputs, args.force)  # before any work; touches nothing
+        remove_stale_partials(plan.final.parent)  # left by interrupted runs (marker, process gone)
         name = check_identifier(args.name) if args.name else default_name(args.model)
 
         _progress(f"[1/4] loading {args.model}")
@@ -336,13 +341,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def simulate_main(argv: Optional[Sequence[str]] = None) -> int:
     """``ecqx-simulate DIR``: verify the manifest's checksums, then run the target's host check."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ecqx_tf.cli_common import run
+
     ap = argparse.ArgumentParser(prog="ecqx-simulate",
                                  description="Re-check an ecqx-export output folder on the host (dispatches by "
                                              "the target named in its manifest.json).")
     ap.add_argument("dir", metavar="DIR", help="an ecqx-export output folder")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    return run("ecqx-simulate", lambda: _simulate(args))
+
+
+def _simulate(args: argparse.Namespace) -> int:
     try:
         manifest = verify_manifest(Path(args.dir))
         target = _targets().get(manifest["target"])()
@@ -353,3 +362,7 @@ def simulate_main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"ecqx-simulate: {manifest['target']} export in {args.dir}: checksums ok")
     _print_table([(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in _jsonable(result).items()])
     return 0 if result.get("ok", False) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -393,8 +393,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``ecqx-train`` entry point. Returns 0; exits with status 2 and a message on bad input."""
+    from ecqx_tf.cli_common import run
+
     parser = _parser()
     args = parser.parse_args(argv)
+    return run("ecqx-train", lambda: _train(parser, args))
+
+
+def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from ecqx_tf.io import atomic_output_dir, check_output_dir
 
     inputs = [args.data_path]

@@ -225,7 +225,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--method", choices=("ecq", "ecqx"))
     ap.add_argument("--seed", type=int)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from ecqx_tf.cli_common import run as run_command
+
+    return run_command("ecqx-demo", lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         results = run(Path(args.out), force=args.force, float_epochs=args.float_epochs, qat_epochs=args.qat_epochs,
                       bits=args.bits, Lambda=args.Lambda, method=args.method, seed=args.seed)

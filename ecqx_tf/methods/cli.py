@@ -98,8 +98,13 @@ def _table(report: Dict[str, Any]) -> List[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from ..cli_common import run
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run("ecqx-compress", lambda: _compress(args))
+
+
+def _compress(args: argparse.Namespace) -> int:
     status = 0
     try:
         import numpy as np
