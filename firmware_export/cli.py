@@ -29,12 +29,12 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["main", "simulate_main", "build_parser", "load_export_model", "write_manifest", "verify_manifest",
-           "MANIFEST"]
+__all__ = ["main", "simulate_main", "build_parser", "build_simulate_parser", "load_export_model", "write_manifest",
+           "verify_manifest", "check_export_folder", "probe_tflm", "EXPORT_CHECKS", "MANIFEST"]
 
 MANIFEST = "manifest.json"
 MODEL_SUFFIXES = (".keras", ".h5")
@@ -207,30 +207,247 @@ def write_manifest(folder: Path, content: Dict[str, Any]) -> Dict[str, Any]:
 def verify_manifest(folder: Path) -> Dict[str, Any]:
     """Read ``manifest.json`` and check every listed file's size and sha256.
 
+    Every listed path must stay inside ``folder`` (relative, no ``..``, no symbolic link leaving
+    it; ``ecqx_tf.io.safe_join``) and be a regular file.
+
     Raises:
         FileNotFoundError: no manifest.
-        ValueError: unreadable manifest, or a file is missing or differs (naming it).
+        ValueError: unreadable manifest, a path leaving the folder, or a file is missing or
+            differs (naming it).
     """
-    from ecqx_tf.io import sha256_file
+    from ecqx_tf.io import safe_join, sha256_file
 
     folder = Path(folder)
     mpath = folder / MANIFEST
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{str(folder)!r} is not a folder; ecqx-simulate takes an ecqx-export output folder")
     if not mpath.is_file():
         raise FileNotFoundError(f"{str(folder)!r} has no {MANIFEST}; is it an ecqx-export output folder?")
     try:
-        manifest = json.loads(mpath.read_text())
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
         entries = manifest["files"]
         target = manifest["target"]
+        if not isinstance(entries, list):
+            raise TypeError(f"files is a {type(entries).__name__}, not a list")
+        listed = [(e["path"], e["size"], e["sha256"]) for e in entries]
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{str(mpath)!r} is not an ecqx-export manifest ({type(e).__name__}: {e})") from None
-    for e in entries:
-        f = folder / e["path"]
-        if not f.is_file():
-            raise ValueError(f"{e['path']!r} listed in {MANIFEST} is missing")
-        if f.stat().st_size != e["size"] or sha256_file(f) != e["sha256"]:
-            raise ValueError(f"{e['path']!r} differs from its checksum in {MANIFEST}")
+    if manifest.get("tool", "ecqx-export") != "ecqx-export":
+        raise ValueError(f"{str(mpath)!r} was written by {manifest.get('tool')!r}, not ecqx-export")
     if not isinstance(target, str):
         raise ValueError(f"{str(mpath)!r}: target must be a name, got {target!r}")
+    for rel, size, digest in listed:
+        f = safe_join(folder, rel, f"{MANIFEST} entry")
+        if f.is_symlink() or not f.is_file():
+            raise ValueError(f"{rel!r} listed in {MANIFEST} is missing" if not f.exists() else
+                             f"{rel!r} listed in {MANIFEST} is not a regular file")
+        if f.stat().st_size != size or sha256_file(f) != digest:
+            raise ValueError(f"{rel!r} differs from its checksum in {MANIFEST}")
+    return manifest
+
+
+# ----------------------------------------------------------------------------------------------
+# ecqx-simulate: every file is checked with the project's own readers before an interpreter sees it
+def _read_json_object(folder: Path, rel: str) -> Dict[str, Any]:
+    from ecqx_tf.io import safe_join
+
+    path = safe_join(folder, rel)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{rel}: not valid JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{rel}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _field(obj: Dict[str, Any], where: str, *keys: str, kind: type = str) -> Any:
+    """``obj[k1][k2]...`` checked for presence and type (``ValueError`` naming the entry)."""
+    cur: Any = obj
+    for k in keys:
+        if not isinstance(cur, dict) or k not in cur:
+            raise ValueError(f"{where}: the entry {'.'.join(keys)!r} is missing")
+        cur = cur[k]
+    if kind is int and (isinstance(cur, bool) or not isinstance(cur, int)):
+        raise ValueError(f"{where}: {'.'.join(keys)!r} must be an integer, got {cur!r}")
+    if kind is not int and not isinstance(cur, kind):
+        raise ValueError(f"{where}: {'.'.join(keys)!r} must be a {kind.__name__}, got {cur!r}")
+    return cur
+
+
+def _listed_path(folder: Path, manifest: Dict[str, Any], rel: Any, where: str) -> Path:
+    """A path named by a report: inside the folder and one of the manifest's checked files."""
+    from ecqx_tf.io import safe_join
+
+    path = safe_join(folder, rel, f"{where} path")
+    if rel not in {e["path"] for e in manifest["files"]}:
+        raise ValueError(f"{where} names {rel!r}, which {MANIFEST} does not list")
+    return path
+
+
+def _read_tflite(path: Path, rel: str):
+    from firmware_export.tflm.flatbuffer import read_model
+
+    try:
+        return read_model(path.read_bytes())
+    except ValueError as e:
+        raise ValueError(f"{rel}: {e}") from None
+
+
+def _read_npz(path: Path, rel: str) -> Dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (no pickles), with the archive's errors as ``ValueError``."""
+    import struct
+    import zipfile
+    import zlib
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: np.asarray(z[k]) for k in z.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, struct.error, zlib.error,
+            UnicodeDecodeError) as e:
+        raise ValueError(f"{rel}: not a readable .npz archive ({type(e).__name__}: {str(e) or 'truncated'})") from None
+
+
+_PROBE = r"""
+import sys
+import numpy as np
+from tflite_micro import runtime
+data = sys.stdin.buffer.read()
+try:
+    interp = runtime.Interpreter.from_bytes(data, arena_size=int(sys.argv[1]))
+    d = interp.get_input_details(0)
+    interp.set_input(np.zeros(tuple(int(v) for v in d["shape"]), d["dtype"]), 0)
+    interp.invoke()
+except Exception as e:
+    print(type(e).__name__, str(e).splitlines()[0] if str(e) else "", flush=True)
+    sys.exit(3)
+"""
+
+
+def probe_tflm(model_bytes: bytes, arena_size: int, rel: str) -> None:
+    """Construct the TFLM interpreter on ``model_bytes`` and invoke it once on zeros, in a child
+    process: a file that passes the readers but still crashes TFLM (a wrong operator code on
+    valid tensors) then gives ``ValueError`` instead of killing this process.
+
+    A Python error of the interpreter (e.g. the arena is too small) is not reported here: the
+    in-process run reports it.
+    """
+    import signal
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", _PROBE, str(int(arena_size))], input=bytes(model_bytes),
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=600)
+    if proc.returncode < 0:
+        try:
+            signame = signal.Signals(-proc.returncode).name
+        except ValueError:
+            signame = f"signal {-proc.returncode}"
+        raise ValueError(f"{rel}: the TFLM interpreter crashes on this model ({signame}); the file is corrupt")
+
+
+def _check_tflm_export(folder: Path, manifest: Dict[str, Any]) -> None:
+    """What the ``tflm`` target's ``simulate`` reads: its report, the model, the golden vectors."""
+    from firmware_export.tflm.simulate import simulate as simulate_model
+
+    report = _read_json_object(folder, "tflm_report.json")
+    where = "tflm_report.json"
+    tflite = _listed_path(folder, manifest, _field(report, where, "tflite"), where)
+    golden = _listed_path(folder, manifest, _field(report, where, "golden", "file"), where)
+    arena = _field(report, where, "arena", "recommended", kind=int)
+    if not 0 < arena < 1 << 31:
+        raise ValueError(f"{where}: arena.recommended must be in 1..{(1 << 31) - 1}, got {arena}")
+    model = _read_tflite(tflite, str(tflite.relative_to(folder)))
+    g = _read_npz(golden, str(golden.relative_to(folder)))
+    grel = str(golden.relative_to(folder))
+    for key in ("x_int8", "y_int8", "labels"):
+        if key not in g:
+            raise ValueError(f"{grel}: the array {key!r} is missing")
+    x, y, labels = g["x_int8"], g["y_int8"], g["labels"]
+    inp, outp = model.tensors[model.inputs[0]], model.tensors[model.outputs[0]]
+    if x.dtype != np.int8 or y.dtype != np.int8 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{grel}: x_int8/y_int8 must be int8 and labels integers, got {x.dtype}/{y.dtype}/{labels.dtype}")
+    n = len(x) if x.ndim else -1
+    if tuple(x.shape[1:]) != tuple(inp.shape[1:]) or y.shape[:1] != (n,) or \
+            int(np.prod(y.shape[1:])) != int(np.prod(outp.shape[1:])) or labels.shape != (n,):
+        raise ValueError(f"{grel}: shapes x_int8 {list(x.shape)}, y_int8 {list(y.shape)}, labels {list(labels.shape)} "
+                         f"do not fit the model (input {list(inp.shape)}, output {list(outp.shape)})")
+    try:
+        simulate_model(model, x[:1])
+    except Exception as e:  # the project's simulator refuses the model: report it, do not run TFLM on it
+        raise ValueError(f"{tflite.relative_to(folder)}: the integer simulator refuses this model "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    probe_tflm(tflite.read_bytes(), arena, str(tflite.relative_to(folder)))
+
+
+def _check_fantastic4_export(folder: Path, manifest: Dict[str, Any]) -> None:
+    """What the ``fantastic4`` target's ``simulate`` reads: its report, the blob, the golden
+    vectors, the int8 model that TFLM runs as the reference."""
+    from firmware_export.fantastic4.format import read_blob
+
+    where = "fantastic4.json"
+    report = _read_json_object(folder, where)
+    blob = _listed_path(folder, manifest, _field(report, where, "blob"), where)
+    tflite = _listed_path(folder, manifest, _field(report, where, "tflite"), where)
+    inputs = _listed_path(folder, manifest, _field(report, where, "golden", "inputs"), where)
+    outputs = _listed_path(folder, manifest, _field(report, where, "golden", "outputs"), where)
+    n_in = _field(report, where, "golden", "input_features", kind=int)
+    n_out = _field(report, where, "golden", "output_features", kind=int)
+    try:
+        parsed = read_blob(blob.read_bytes())
+    except ValueError as e:
+        raise ValueError(f"{blob.relative_to(folder)}: {e}") from None
+    layers = getattr(parsed, "layers", None)
+    if layers:
+        first, last = layers[0], layers[-1]
+        if getattr(first, "in_features", n_in) != n_in or getattr(last, "out_features", n_out) != n_out:
+            raise ValueError(f"{where}: golden features {n_in} -> {n_out} do not match the blob's "
+                             f"{getattr(first, 'in_features', '?')} -> {getattr(last, 'out_features', '?')}")
+    for path, width in ((inputs, n_in), (outputs, n_out)):
+        size = path.stat().st_size
+        if width <= 0 or size % width:
+            raise ValueError(f"{path.relative_to(folder)}: {size} bytes is not a whole number of {width}-byte vectors")
+    if inputs.stat().st_size // max(n_in, 1) != outputs.stat().st_size // max(n_out, 1):
+        raise ValueError(f"{where}: the golden inputs and outputs hold different numbers of vectors")
+    model = _read_tflite(tflite, str(tflite.relative_to(folder)))
+    inp, outp = model.tensors[model.inputs[0]], model.tensors[model.outputs[0]]
+    if int(np.prod(inp.shape[1:])) != n_in or int(np.prod(outp.shape[1:])) != n_out:
+        raise ValueError(f"{tflite.relative_to(folder)}: model input/output {list(inp.shape)}/{list(outp.shape)} do not "
+                         f"match the golden features {n_in} -> {n_out}")
+    probe_tflm(tflite.read_bytes(), 16 << 20, str(tflite.relative_to(folder)))
+
+
+#: target name -> checks of an export folder run by ``ecqx-simulate`` before the target's own
+#: ``simulate`` (which hands files to interpreters and compilers). A target without an entry
+#: gets the generic checks only.
+EXPORT_CHECKS: Dict[str, Callable[[Path, Dict[str, Any]], None]] = {
+    "tflm": _check_tflm_export,
+    "fantastic4": _check_fantastic4_export,
+}
+
+
+def check_export_folder(folder: Path) -> Dict[str, Any]:
+    """Everything ``ecqx-simulate`` checks before running a target: the manifest (paths inside the
+    folder, checksums), every listed ``.json`` / ``.npz`` / ``.tflite`` file with the project's
+    readers, then the target's own checks (:data:`EXPORT_CHECKS`). Returns the manifest.
+
+    Raises:
+        FileNotFoundError: no folder or no manifest.
+        ValueError: anything else, naming the file and what is wrong.
+    """
+    folder = Path(folder)
+    manifest = verify_manifest(folder)
+    for e in manifest["files"]:
+        rel = e["path"]
+        path = folder / rel
+        if rel.endswith(".json"):
+            _read_json_object(folder, rel)
+        elif rel.endswith(".npz"):
+            _read_npz(path, rel)
+        elif rel.endswith(".tflite"):
+            _read_tflite(path, rel)
+    check = EXPORT_CHECKS.get(manifest["target"])
+    if check is not None:
+        check(folder, manifest)
     return manifest
 
 
@@ -339,26 +556,46 @@ def _export(args: argparse.Namespace) -> int:
         return 2
 
 
+def build_simulate_parser() -> argparse.ArgumentParser:
+    """The ``ecqx-simulate`` parser (targets may add options here)."""
+    ap = argparse.ArgumentParser(
+        prog="ecqx-simulate",
+        description="Re-check an ecqx-export output folder on the host (dispatches by the target named in its "
+                    "manifest.json). Every file is first checked with the project's own readers (checksums, "
+                    "paths inside DIR, .tflite / .npz / .json / blob structure); a damaged folder gives one "
+                    "error line and exit code 2.")
+    ap.add_argument("dir", metavar="DIR", help="an ecqx-export output folder")
+    return ap
+
+
 def simulate_main(argv: Optional[Sequence[str]] = None) -> int:
-    """``ecqx-simulate DIR``: verify the manifest's checksums, then run the target's host check."""
+    """``ecqx-simulate DIR``: check the folder (:func:`check_export_folder`), then run the target's
+    host check. Exit codes: 0 the host check passed, 1 it differs, 2 bad folder."""
     from ecqx_tf.cli_common import run
 
-    ap = argparse.ArgumentParser(prog="ecqx-simulate",
-                                 description="Re-check an ecqx-export output folder on the host (dispatches by "
-                                             "the target named in its manifest.json).")
-    ap.add_argument("dir", metavar="DIR", help="an ecqx-export output folder")
-    args = ap.parse_args(argv)
-    return run("ecqx-simulate", lambda: _simulate(args))
+    args = build_simulate_parser().parse_args(argv)
+    return run("ecqx-simulate", lambda: _simulate(args), bad_input=_SIMULATE_ERRORS)
+
+
+def _simulate_errors() -> Tuple[type, ...]:
+    import struct
+    import zipfile
+    import zlib
+
+    # what a damaged folder can raise anywhere in a target's simulate (KeyError: a report lacks an
+    # entry; struct.error / BadZipFile / EOFError / zlib.error: a truncated archive)
+    return (ValueError, TypeError, OSError, KeyError, IndexError, NotImplementedError, RuntimeError, EOFError,
+            struct.error, zipfile.BadZipFile, zlib.error)
+
+
+_SIMULATE_ERRORS = _simulate_errors()
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    try:
-        manifest = verify_manifest(Path(args.dir))
-        target = _targets().get(manifest["target"])()
-        result = target.simulate(Path(args.dir))
-    except (ValueError, TypeError, OSError, NotImplementedError, RuntimeError) as e:
-        print(f"ecqx-simulate: error: {e}", file=sys.stderr)
-        return 2
+    folder = Path(args.dir)
+    manifest = check_export_folder(folder)
+    target = _targets().get(manifest["target"])()
+    result = target.simulate(folder)
     print(f"ecqx-simulate: {manifest['target']} export in {args.dir}: checksums ok")
     _print_table([(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in _jsonable(result).items()])
     return 0 if result.get("ok", False) else 1
