@@ -23,11 +23,11 @@ __all__ = ["main", "build_parser"]
 def build_parser() -> argparse.ArgumentParser:
     from models import datasets
 
-    from .config import BITS_RANGE, GRADIENTS, LAMBDA_REDUCE, LR_SCHEDULES
+    from .cli_common import Parser
+    from .config import BITS_RANGE, GRADIENTS, LAMBDA_REDUCE, LR_SCHEDULES, QUANT_METHODS, SEED_MAX, arg_float, arg_int
     from .grid import GRID_KINDS
-    from .keras.quantize_config import METHODS
 
-    ap = argparse.ArgumentParser(prog="ecqx-quantize", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="ecqx-quantize", description=__doc__)
     ap.add_argument("model", help="saved float Keras model (.keras or .h5)")
     ap.add_argument("--data", required=True, choices=datasets.names(), help="data set name")
     ap.add_argument("--data-path", help="folder of an on-disk data set")
@@ -35,21 +35,23 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--force", action="store_true",
                     help="replace --out even when it is a non-empty folder that ecqx-quantize did not write (files it "
                          "did not write are kept in OUT.previous; a folder holding an input is never replaced)")
-    ap.add_argument("--bits", type=int, default=4, help=f"bit width, {BITS_RANGE[0]}..{BITS_RANGE[1]} (default 4)")
-    ap.add_argument("--method", choices=METHODS, default="ecqx")
+    ap.add_argument("--bits", type=arg_int(*BITS_RANGE), default=4, help=f"bit width, {BITS_RANGE[0]}..{BITS_RANGE[1]}")
+    ap.add_argument("--method", choices=QUANT_METHODS, default="ecqx")
     ap.add_argument("--grid", choices=GRID_KINDS, default="symmetric")
-    ap.add_argument("--Lambda", type=float, default=0.1, help="rate hyper-parameter >= 0 (larger = sparser)")
-    ap.add_argument("--p", type=float, default=0.1, help="ECQx sparsity band, in [0, 1]")
+    ap.add_argument("--Lambda", type=arg_float(low=0), default=0.1,
+                    help="rate hyper-parameter, a finite number >= 0 (larger = sparser); a run whose quantized weights "
+                         "all come out zero ends with a warning and exit code 1")
+    ap.add_argument("--p", type=arg_float(0, 1), default=0.1, help="ECQx sparsity band, in [0, 1]")
     ap.add_argument("--gradient", choices=GRADIENTS, default="ste")
     ap.add_argument("--lambda-reduce", choices=LAMBDA_REDUCE, default="min")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--epochs", type=arg_int(low=1), default=3)
+    ap.add_argument("--batch-size", type=arg_int(low=1), default=64)
+    ap.add_argument("--lr", type=arg_float(low=0, low_open=True), default=1e-3)
     ap.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
                     help="constant (default, as the authors) or cosine decay to 0 over the run")
-    ap.add_argument("--refresh-every", type=int, default=1, help="re-assign every k optimizer steps")
+    ap.add_argument("--refresh-every", type=arg_int(low=1), default=1, help="re-assign every k optimizer steps")
     ap.add_argument("--exclude", nargs="*", default=(), help="layer names to keep float")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=arg_int(0, SEED_MAX), default=0)
     return ap
 
 
@@ -64,12 +66,18 @@ def _quantize(args: argparse.Namespace) -> int:
     try:
         from models import datasets
 
+        from .cli_common import check_input_file
         from .io import atomic_output_dir, atomic_write_json, check_output_dir
+
+        # every input checked before any work (and before TensorFlow is imported)
+        check_input_file(args.model)
+        datasets.check_data_args(args.data, args.data_path)
+        inputs = [args.model, args.data_path]
+        check_output_dir(args.out, "ecqx-quantize", inputs, args.force)
+
         from .keras import load_model, save_model
         from .keras.finetune import quantize_and_train
 
-        inputs = [args.model, args.data_path]
-        check_output_dir(args.out, "ecqx-quantize", inputs, args.force)  # before any work
         data = datasets.load(args.data, **({"path": args.data_path} if args.data_path else {}))
         model = load_model(args.model)
         ft = quantize_and_train(
@@ -100,7 +108,19 @@ def _quantize(args: argparse.Namespace) -> int:
     for r in ft.stats:
         print(f"{r['layer'].ljust(w)}  {r['bits']:>4}  {100 * r['sparsity']:5.1f}%  {r['entropy']:7.3f}  {r['used_centroids']:>4}")
     print(f"\ntest accuracy {ft.test_accuracy:.4f}; wrote {Path(args.out)}")
-    return 0
+    return all_zero_warning("ecqx-quantize", ft.stats[-1], args.Lambda)
+
+
+def all_zero_warning(prog: str, total: dict, Lambda: float) -> int:
+    """Exit code for a finished quantization: 1 with a loud warning when every quantized weight
+    came out zero (the model then predicts a constant), else 0. ``total`` is the ``"<total>"``
+    row of ``ecqx_tf.layer_stats``."""
+    if total.get("sparsity", 0.0) < 1.0:
+        return 0
+    print(f"{prog}: WARNING: all {total.get('n_weights', 0):,} quantized weights are zero: the model "
+          f"predicts a constant. --Lambda {Lambda:g} is too large for this model and data; lower it (the sparsity "
+          "grows with Lambda; the default is 0.1). The files were written; exit code 1.", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -53,6 +53,7 @@ __all__ = [
     "add_common_arguments",
     "add_force_argument",
     "verbosity",
+    "check_input_file",
     "version",
     "quiet_tensorflow",
     "cli_session",
@@ -108,8 +109,7 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        prog = self.prog.split()[0] if self.prog else "ecqx"
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {prog} --help)\n")
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def version() -> str:
@@ -150,6 +150,22 @@ def verbosity(args: argparse.Namespace) -> int:
     if getattr(args, "quiet", False):
         return -1
     return int(getattr(args, "verbose", 0) or 0)
+
+
+def check_input_file(path, what: str = "model file", suffixes: Sequence[str] = (".keras", ".h5")) -> Path:
+    """An input file named on the command line: it exists, is a file and has an accepted suffix.
+
+    Raises:
+        FileNotFoundError, ValueError: naming the file and what is accepted.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{what} not found: {str(p)!r}")
+    if not p.is_file():
+        raise ValueError(f"{what} {str(p)!r} is not a file")
+    if suffixes and p.suffix not in suffixes:
+        raise ValueError(f"{what} {str(p)!r}: suffix {p.suffix!r} not accepted; accepted: {', '.join(suffixes)}")
+    return p
 
 
 # ----------------------------------------------------------------------------------------------

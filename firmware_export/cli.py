@@ -69,10 +69,13 @@ def _target_epilog(targets) -> str:
 
 def build_parser(target: Optional[str] = None) -> argparse.ArgumentParser:
     """The ``ecqx-export`` parser; ``target`` adds that target's own options."""
+    from ecqx_tf.cli_common import Parser
+    from ecqx_tf.config import arg_int
+
     targets = _targets()
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="ecqx-export", description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1],
-        epilog=_target_epilog(targets), formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_target_epilog(targets),
     )
     ap.add_argument("model", metavar="MODEL", help="Keras model file (.keras or .h5)")
     ap.add_argument("--target", required=True, choices=targets.names(), help="export target")
@@ -86,9 +89,9 @@ def build_parser(target: Optional[str] = None) -> argparse.ArgumentParser:
                     help=f"data set for calibration, golden vectors and accuracy: {', '.join(_dataset_names())}")
     ap.add_argument("--data-path", metavar="P", help="folder of an on-disk data set")
     ap.add_argument("--name", help="base of file names and C identifiers (default: from MODEL)")
-    ap.add_argument("--calib", type=int, default=DEFAULT_CALIB, metavar="N",
+    ap.add_argument("--calib", type=arg_int(low=1), default=DEFAULT_CALIB, metavar="N",
                     help=f"training samples used for activation calibration (default {DEFAULT_CALIB})")
-    ap.add_argument("--max-eval", type=int, default=DEFAULT_MAX_EVAL, metavar="N",
+    ap.add_argument("--max-eval", type=arg_int(low=1), default=DEFAULT_MAX_EVAL, metavar="N",
                     help=f"test samples for the host check and golden vectors (default {DEFAULT_MAX_EVAL})")
     if target in targets:
         group = ap.add_argument_group(f"options of target {target!r}")
@@ -498,6 +501,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     try:
+        from ecqx_tf.cli_common import check_input_file
         from ecqx_tf.io import atomic_output_dir, check_output_dir, remove_stale_partials, sha256_file
         from firmware_export.registry import ExportRequest
         from firmware_export.tflm.c_arrays import check_identifier
@@ -506,6 +510,14 @@ def _export(args: argparse.Namespace) -> int:
         targets = _targets()
         target = targets.get(args.target)()
         out = Path(args.out)
+        # every input checked before any work (and before TensorFlow is imported)
+        check_input_file(args.model, suffixes=MODEL_SUFFIXES)
+        if args.data is None and args.data_path is not None:
+            raise ValueError("--data-path needs --data NAME (the data set read from that path)")
+        if args.data is not None:
+            from models import datasets
+
+            datasets.check_data_args(args.data, args.data_path)
         inputs = [args.model, args.data_path]
         plan = check_output_dir(out, "ecqx-export", inputs, args.force)  # before any work; touches nothing
         remove_stale_partials(plan.final.parent)  # left by interrupted runs (marker, process gone)

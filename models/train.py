@@ -365,7 +365,10 @@ def train_float(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from ecqx_tf.cli_common import Parser
+    from ecqx_tf.config import SEED_MAX, arg_float, arg_int
+
+    p = Parser(
         prog="ecqx-train",
         description="Train a zoo model in float on a data set (reproducible from --seed); "
         "writes OUT/model.keras, OUT/metrics.json and OUT/manifest.json. OUT is written atomically and "
@@ -379,51 +382,53 @@ def _parser() -> argparse.ArgumentParser:
                    help="replace --out even when it is a non-empty folder that ecqx-train did not write (files it "
                         "did not write are kept in OUT.previous; a folder holding an input is never replaced)")
     p.add_argument("--data-path", default=None, help="folder/file of an on-disk data set")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"max epochs (default {DEFAULT_EPOCHS})")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--patience", type=int, default=3, help="early-stopping patience (default 3)")
-    p.add_argument("--validation-split", type=float, default=0.1,
-                   help="fraction of training inputs held out for validation (default 0.1)")
+    p.add_argument("--epochs", type=arg_int(low=1), default=DEFAULT_EPOCHS,
+                   help=f"max epochs, >= 1 (default {DEFAULT_EPOCHS})")
+    p.add_argument("--seed", type=arg_int(0, SEED_MAX), default=0, help="random seed (default 0)")
+    p.add_argument("--batch-size", type=arg_int(low=1), default=64, help="batch size, >= 1 (default 64)")
+    p.add_argument("--lr", type=arg_float(low=0, low_open=True), default=1e-3,
+                   help="Adam learning rate, > 0 (default 1e-3)")
+    p.add_argument("--patience", type=arg_int(low=0), default=3, help="early-stopping patience, >= 0 (default 3)")
+    p.add_argument("--validation-split", type=arg_float(0, 1, high_open=True), default=0.1,
+                   help="fraction of training inputs held out for validation, in [0, 1) (default 0.1)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                    help="Keras verbosity: 0 silent, 1 progress bars (default), 2 one line per epoch")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``ecqx-train`` entry point. Returns 0; exits with status 2 and a message on bad input."""
+    """``ecqx-train`` entry point: 0 ok; bad input: one line on stderr and 2."""
     from ecqx_tf.cli_common import run
 
     parser = _parser()
     args = parser.parse_args(argv)
-    return run("ecqx-train", lambda: _train(parser, args))
+    return run("ecqx-train", lambda: _train(args))
 
 
-def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace) -> int:
+    """The command's work; bad input raises ValueError/TypeError/OSError (one line, exit code 2)."""
     from ecqx_tf.io import atomic_output_dir, check_output_dir
 
     inputs = [args.data_path]
-    try:
-        check_output_dir(args.out, "ecqx-train", inputs, args.force)  # before any work; touches nothing
-        result = train_float(
-            args.model,
-            args.data,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            out_dir=None,
-            patience=args.patience,
-            verbose=args.verbose,
-            validation_split=args.validation_split,
-            data_path=args.data_path,
-        )
-        with atomic_output_dir(args.out, "ecqx-train", inputs, args.force) as tmp:
-            save_model_atomic(result.model, tmp / "model.keras")
-            atomic_write_json(tmp / "metrics.json", result.metrics)
-    except (ValueError, TypeError, PermissionError, FileNotFoundError) as e:
-        parser.error(str(e))  # exits with status 2
+    # every input checked before any work
+    _datasets.check_data_args(args.data, args.data_path)
+    check_output_dir(args.out, "ecqx-train", inputs, args.force)
+    result = train_float(
+        args.model,
+        args.data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        out_dir=None,
+        patience=args.patience,
+        verbose=args.verbose,
+        validation_split=args.validation_split,
+        data_path=args.data_path,
+    )
+    with atomic_output_dir(args.out, "ecqx-train", inputs, args.force) as tmp:
+        save_model_atomic(result.model, tmp / "model.keras")
+        atomic_write_json(tmp / "metrics.json", result.metrics)
     out = Path(args.out)
     m = result.metrics
     print(

@@ -86,10 +86,33 @@ def run(out: Path, force: bool = False, **kw) -> dict:
     from ecqx_tf.io import atomic_output_dir, check_output_dir
     from models.datasets.bundled import mnist_bundled_path
 
+    check_config({**DEFAULTS, **{k: v for k, v in kw.items() if v is not None}})
     inputs = [mnist_bundled_path()]
     check_output_dir(out, "ecqx-demo", inputs, force)  # before any work; touches nothing
     with atomic_output_dir(out, "ecqx-demo", inputs, force) as tmp:
         return _run(tmp, **kw)
+
+
+def check_config(cfg: dict) -> dict:
+    """Every setting of the job checked before any work (float training takes minutes).
+
+    Raises:
+        ValueError, TypeError: naming the setting, the value and the accepted range.
+    """
+    from ecqx_tf.config import (QUANT_METHODS, SEED_MAX, validate_bits, validate_choice, validate_float_range,
+                                validate_int_range)
+
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; accepted: {', '.join(sorted(DEFAULTS))}")
+    validate_bits(cfg["bits"])
+    validate_choice("method", cfg["method"], QUANT_METHODS)
+    validate_float_range("Lambda", cfg["Lambda"], low=0)
+    validate_float_range("p", cfg["p"], 0, 1)
+    for key in ("float_epochs", "qat_epochs", "refresh_every"):
+        validate_int_range(key, cfg[key], low=1)
+    validate_int_range("seed", cfg["seed"], 0, SEED_MAX)
+    return cfg
 
 
 def _run(out: Path, **kw) -> dict:
@@ -213,17 +236,21 @@ def format_table(results: dict) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="ecqx-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="out/demo", help="output folder (default out/demo; written atomically)")
+    from ecqx_tf.cli_common import Parser
+    from ecqx_tf.config import BITS_RANGE, QUANT_METHODS, SEED_MAX, arg_float, arg_int
+
+    ap = Parser(prog="ecqx-demo", description=__doc__)
+    ap.add_argument("--out", default="out/demo", help="output folder (written atomically)")
     ap.add_argument("--force", action="store_true",
                     help="replace --out even when it is a non-empty folder that ecqx-demo did not write (files it "
                          "did not write are kept in OUT.previous)")
-    ap.add_argument("--float-epochs", type=int)
-    ap.add_argument("--qat-epochs", type=int)
-    ap.add_argument("--bits", type=int)
-    ap.add_argument("--Lambda", type=float)
-    ap.add_argument("--method", choices=("ecq", "ecqx"))
-    ap.add_argument("--seed", type=int)
+    ap.add_argument("--float-epochs", type=arg_int(low=1), help=f"float training epochs, >= 1 (default {DEFAULTS['float_epochs']})")
+    ap.add_argument("--qat-epochs", type=arg_int(low=1), help=f"ECQ/ECQx epochs, >= 1 (default {DEFAULTS['qat_epochs']})")
+    ap.add_argument("--bits", type=arg_int(*BITS_RANGE), help=f"bit width, {BITS_RANGE[0]}..{BITS_RANGE[1]} (default {DEFAULTS['bits']})")
+    ap.add_argument("--Lambda", type=arg_float(low=0),
+                    help=f"rate hyper-parameter, a finite number >= 0 (default {DEFAULTS['Lambda']})")
+    ap.add_argument("--method", choices=QUANT_METHODS, help=f"quantization method (default {DEFAULTS['method']})")
+    ap.add_argument("--seed", type=arg_int(0, SEED_MAX), help=f"seed (default {DEFAULTS['seed']})")
     args = ap.parse_args(argv)
     from ecqx_tf.cli_common import run as run_command
 
@@ -247,8 +274,13 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def failed_checks(results: dict) -> List[str]:
-    """Stages that raised, or whose exact host checks did not pass."""
+    """Stages that raised, whose exact host checks did not pass, or a quantized model whose
+    weights all came out zero."""
     out = []
+    q = results.get("ecqx", {})
+    if q.get("sparsity", 0.0) >= 1.0:
+        out.append(f"ecqx: every quantized weight is zero (Lambda {q.get('Lambda')}): the model predicts a constant; "
+                   "lower --Lambda")
     for target, st in results["stages"].items():
         if "error" in st:
             out.append(f"{target}: {st['error']}")

@@ -39,14 +39,15 @@ def test_cli_quantizes_and_writes_outputs(float_model_path, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,msg",
     [
-        (["--bits", "9"], "bits must be in 2..8"),
-        (["--Lambda", "-1"], "Lambda must be >= 0"),
-        (["--p", "2"], r"p must be in \[0, 1\]"),
+        (["--bits", "9"], r"argument --bits: must be an integer in 2\.\.8, got '9'"),
+        (["--Lambda", "-1"], r"argument --Lambda: must be a finite number >= 0, got '-1'"),
+        (["--p", "2"], r"argument --p: must be a number in \[0, 1\], got '2'"),
     ],
 )
 def test_cli_bad_values(float_model_path, tmp_path, capsys, argv, msg):
-    rc = main([str(float_model_path), "--data", "digits", "--out", str(tmp_path / "o"), "--epochs", "1"] + argv)
-    assert rc == 2
+    with pytest.raises(SystemExit) as e:
+        main([str(float_model_path), "--data", "digits", "--out", str(tmp_path / "o"), "--epochs", "1"] + argv)
+    assert e.value.code == 2
     import re
 
     assert re.search(msg, capsys.readouterr().err)

@@ -235,14 +235,10 @@ def test_cli_errors(tmp_path, capsys):
     for name in zoo.names():
         assert name in err
 
-    with pytest.raises(SystemExit) as e:
-        main(["--model", "lenet5", "--data", "digits", "--out", str(tmp_path / "x"), "--verbose", "0"])
-    assert e.value.code == 2
+    assert main(["--model", "lenet5", "--data", "digits", "--out", str(tmp_path / "x"), "--verbose", "0"]) == 2
     assert "does not fit data set 'digits'" in capsys.readouterr().err
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(SystemExit) as e:
-        main(["--model", "mnist_mlp", "--data", "digits", "--out", str(blocker / "out")])
-    assert e.value.code == 2
+    assert main(["--model", "mnist_mlp", "--data", "digits", "--out", str(blocker / "out")]) == 2
     assert f"output folder '{blocker / 'out'}'" in capsys.readouterr().err

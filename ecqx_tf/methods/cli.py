@@ -49,8 +49,21 @@ def _add_method_options(sub: argparse.ArgumentParser, cls) -> None:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=helptext)
             continue
         choices = _choices(f.metadata.get("choices"))
-        group.add_argument(flag, dest=f.name, type=t, default=f.default, choices=choices, help=helptext,
-                           metavar=None if choices else t.__name__.upper())
+        group.add_argument(flag, dest=f.name, type=_range_type(t, f.metadata), default=f.default, choices=choices,
+                           help=helptext, metavar=None if choices else t.__name__.upper())
+
+
+def _range_type(t, metadata):
+    """The field's type for argparse, with its accepted range (``low``/``high`` metadata) checked
+    while parsing; floats must be finite."""
+    from ..config import arg_float, arg_int
+
+    lo, hi, hi_open = metadata.get("low"), metadata.get("high"), bool(metadata.get("high_open"))
+    if t is int:
+        return arg_int(None if lo is None else int(lo), None if hi is None else (int(hi) - 1 if hi_open else int(hi)))
+    if t is float:
+        return arg_float(lo, hi, high_open=hi_open)
+    return t
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .api import METHODS
 
-    ap = argparse.ArgumentParser(prog="ecqx-compress", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from ..cli_common import Parser
+    from ..config import arg_int
+
+    ap = Parser(prog="ecqx-compress", description=__doc__)
     subs = ap.add_subparsers(dest="command", metavar="METHOD", required=True,
                              help=f"one of: {', '.join(METHODS.names())}")
     for name in METHODS.names():
@@ -77,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--export", choices=targets.TARGETS.names(), metavar="TARGET",
                          help=f"also export to TARGET into DIR/TARGET: {', '.join(targets.TARGETS.names())}")
         sub.add_argument("--name", default="model", help="base of the export's file names and C identifiers")
-        sub.add_argument("--calib", type=int, default=DEFAULT_CALIB, help="training samples for calibration")
-        sub.add_argument("--max-eval", type=int, default=DEFAULT_MAX_EVAL, help="test samples in the export checks")
+        sub.add_argument("--calib", type=arg_int(low=1), default=DEFAULT_CALIB, help="training samples for calibration")
+        sub.add_argument("--max-eval", type=arg_int(low=1), default=DEFAULT_MAX_EVAL,
+                         help="test samples in the export checks")
         _add_method_options(sub, cls)
     return ap
 
@@ -116,9 +132,14 @@ def _compress(args: argparse.Namespace) -> int:
         from ..quantized import info_to_json
         from .api import METHODS
 
+        from ..cli_common import check_input_file
+
         cls = METHODS.get(args.command)
         params = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
         method = cls(**params)
+        # every input checked before any work
+        check_input_file(args.model)
+        datasets.check_data_args(args.data, args.data_path)
         inputs = [args.model, args.data_path]
         check_output_dir(args.out, "ecqx-compress", inputs, args.force)  # before any work
         data = datasets.load(args.data, **({"path": args.data_path} if args.data_path else {}))
@@ -159,6 +180,11 @@ def _compress(args: argparse.Namespace) -> int:
         for label, value in summary.get("table", []):
             print(f"{label}: {value}")
     print(f"wrote {Path(args.out)}")
+    if result.report.get("sparsity", 0.0) >= 1.0:
+        print(f"ecqx-compress: WARNING: every kernel weight of the compressed model is zero: it predicts a constant; "
+              f"lower the method's strength (e.g. --Lambda or --sparsity). The files were written; exit code 1.",
+              file=sys.stderr)
+        status = max(status, 1)
     return status
 
 
