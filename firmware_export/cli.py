@@ -1,14 +1,17 @@
 """``ecqx-export`` and ``ecqx-simulate``.
 
-    ecqx-export MODEL --target tflm --out DIR [--data NAME] [--data-path P] [--compress] [--name NAME]
+    ecqx-export MODEL --target tflm --out DIR (--data NAME [--data-path P] | --calib-data FILE | --random-calibration)
     ecqx-simulate DIR
 
 ``MODEL`` is a Keras file (``.keras`` or ``.h5``): a model in ECQ/ECQx training saved by
 ``ecqx_tf`` (read with ``ecqx_tf.load_model`` + ``quantization_info`` + ``strip``: its weight
 integers are exported exactly), or a plain float model (int8 post-training quantization). The
-data set calibrates the activations (``--calib`` training samples) and gives the golden vectors
-and accuracies (``--max-eval`` test samples); without ``--data`` the calibration uses uniform
-random inputs in [0, 1] and no accuracy is reported.
+activations are calibrated on real inputs: a data set (``--data``: ``--calib`` training samples
+calibrate, ``--max-eval`` test samples give the golden vectors, the host check and the accuracy)
+or your own file (``--calib-data``: the first ``--calib`` rows calibrate, the next ``--max-eval``
+rows are the golden vectors; with labels ``y`` the accuracy is reported). Without either the
+export refuses, unless ``--random-calibration`` asks for uniform random inputs in [0, 1]. The
+manifest (``data``) and the printed table say which data calibrated the model.
 
 The whole ``--out`` folder is written atomically (a failed export leaves no folder and no
 partial files; an existing folder is replaced only on success) and ends with ``manifest.json``:
@@ -88,6 +91,13 @@ def build_parser(target: Optional[str] = None) -> argparse.ArgumentParser:
     ap.add_argument("--data", choices=_dataset_names(), metavar="NAME",
                     help=f"data set for calibration, golden vectors and accuracy: {', '.join(_dataset_names())}")
     ap.add_argument("--data-path", metavar="P", help="folder of an on-disk data set")
+    ap.add_argument("--calib-data", metavar="FILE",
+                    help="your own inputs instead of a data set: a .npy float array (N, *input shape) or (N, prod(input "
+                         "shape)), or a .npz with x and optionally y (integer labels, for the accuracy); the first "
+                         "--calib rows calibrate, the next --max-eval rows are the golden vectors and the host check")
+    ap.add_argument("--random-calibration", action="store_true",
+                    help="without --data or --calib-data, calibrate on uniform random inputs in [0, 1] (only for "
+                         "models whose inputs look like that; the host check then runs on the same noise)")
     ap.add_argument("--name", help="base of file names and C identifiers (default: from MODEL)")
     ap.add_argument("--calib", type=arg_int(low=1), default=DEFAULT_CALIB, metavar="N",
                     help=f"training samples used for activation calibration (default {DEFAULT_CALIB})")
@@ -166,36 +176,121 @@ def load_export_model(path: str) -> Tuple[Any, Dict[str, Any], str]:
     return model, {}, "float"
 
 
-def _load_data(args, input_shape: Tuple[int, ...]):
-    """(representative, x_test, y_test, description)."""
+CALIB_SUFFIXES = (".npy", ".npz")
+
+
+def read_calib_file(path: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """``--calib-data FILE``: (x, y) from a ``.npy`` array of inputs, or a ``.npz`` with ``x`` and
+    optionally ``y`` (integer class labels, one per row). Read without pickles; checked before
+    any work: numeric, finite, at least one row, labels 1-D integers >= 0 (floats holding whole
+    numbers are accepted).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file and what is wrong.
+    """
+    import struct
+    import zipfile
+    import zlib
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--calib-data file not found: {str(p)!r}")
+    if p.suffix not in CALIB_SUFFIXES:
+        raise ValueError(f"--calib-data {str(p)!r}: suffix {p.suffix!r} not accepted; accepted: "
+                         f"{', '.join(CALIB_SUFFIXES)} (an array of model inputs, or x and optionally y)")
+    names: List[str] = []
+    try:
+        loaded = np.load(p, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded as z:
+                names = list(z.files)
+                x = np.asarray(z["x"]) if "x" in names else None
+                y = np.asarray(z["y"]) if "y" in names else None
+        else:
+            x, y = np.asarray(loaded), None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, struct.error, zlib.error,
+            UnicodeDecodeError) as e:
+        raise ValueError(f"--calib-data {str(p)!r} is not a readable {p.suffix} file "
+                         f"({type(e).__name__}: {str(e) or 'truncated'})") from None
+    if x is None:
+        raise ValueError(f"--calib-data {str(p)!r} has no array 'x' (arrays: {', '.join(names) or 'none'}); a .npz "
+                         "needs x (inputs) and optionally y (labels)")
+    if x.dtype.kind not in "iuf" or x.ndim < 1:
+        raise ValueError(f"--calib-data {str(p)!r}: x must be a numeric (integer or float) array of inputs with one "
+                         f"row per sample, got dtype {x.dtype} shape {list(x.shape)}")
+    if len(x) == 0:
+        raise ValueError(f"--calib-data {str(p)!r}: x has no rows")
+    x = x.astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        bad = int(np.sum(~np.isfinite(x)))
+        raise ValueError(f"--calib-data {str(p)!r}: x holds {bad} NaN or infinite value(s) (after conversion to float32)")
+    if y is not None:
+        if y.ndim != 1 or len(y) != len(x):
+            raise ValueError(f"--calib-data {str(p)!r}: y must hold one class label per row of x ({len(x)}), got "
+                             f"shape {list(y.shape)}")
+        if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        if y.dtype.kind not in "iu" or (y.size and int(y.min()) < 0):
+            raise ValueError(f"--calib-data {str(p)!r}: y must be integer class labels >= 0, got dtype {y.dtype}"
+                             + (f", min {y.min()}" if y.size and y.dtype.kind in "iuf" else ""))
+        y = y.astype(np.int64)
+    return x, y
+
+
+def _fit_shape(x: np.ndarray, input_shape: Tuple[int, ...], what: str) -> np.ndarray:
+    """``x`` as ``(n, *input_shape)``: as is, or reshaped from ``(n, prod(input_shape))`` (any
+    layout with the same number of values per row)."""
+    x = np.asarray(x, np.float32)
+    if tuple(x.shape[1:]) == tuple(input_shape):
+        return x
+    if x.ndim >= 2 and int(np.prod(x.shape[1:])) == int(np.prod(input_shape)):
+        return x.reshape((len(x),) + tuple(input_shape))
+    raise ValueError(f"{what} rows have shape {list(x.shape[1:])} ({int(np.prod(x.shape[1:]))} values), the model "
+                     f"takes {list(input_shape)} ({int(np.prod(input_shape))} values)")
+
+
+def _split_rows(n: int, calib: int, max_eval: int) -> Tuple[slice, slice, bool]:
+    """Rows of a user's file: the first ``calib`` calibrate; the following ``max_eval`` are the
+    golden vectors and the host check; when no row is left after the calibration rows, the first
+    ``max_eval`` rows are used (overlapping the calibration rows: said in the manifest)."""
+    c = min(calib, n)
+    if n > c:
+        return slice(0, c), slice(c, min(n, c + max_eval)), False
+    return slice(0, c), slice(0, min(n, max_eval)), True
+
+
+def _load_data(args, input_shape: Tuple[int, ...], calib: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None):
+    """(representative, x_test, y_test, description): from ``--calib-data`` (``calib``, read by
+    :func:`read_calib_file`), a data set (``--data``), or uniform random inputs
+    (``--random-calibration``)."""
+    if calib is not None:
+        x, y = calib
+        x = _fit_shape(x, input_shape, f"--calib-data {args.calib_data!r}")
+        cal, ev, overlap = _split_rows(len(x), args.calib, args.max_eval)
+        from ecqx_tf.io import sha256_file
+
+        desc = {"source": "file", "file": Path(args.calib_data).name, "sha256": sha256_file(args.calib_data),
+                "rows": int(len(x)), "labels": y is not None,
+                "calibration_rows": [cal.start, cal.stop], "eval_rows": [ev.start, ev.stop],
+                "eval_overlaps_calibration": overlap,
+                "calibration": f"rows {cal.start}..{cal.stop - 1} of {Path(args.calib_data).name}"}
+        return x[cal], x[ev], (None if y is None else y[ev]), desc
     if args.data is None:
-        if args.data_path:
-            raise ValueError("--data-path needs --data NAME")
         rng = np.random.default_rng(0)
         rep = rng.random((RANDOM_CALIB,) + tuple(input_shape), dtype=np.float32)
-        return rep, None, None, {"name": None, "calibration": f"{RANDOM_CALIB} uniform random inputs in [0, 1] (seed 0)"}
+        return rep, None, None, {"source": "random", "name": None,
+                                 "calibration": f"{RANDOM_CALIB} uniform random inputs in [0, 1] (seed 0)"}
     from models import datasets
 
     kw = {"path": args.data_path} if args.data_path else {}
     ds = datasets.load(args.data, **kw)
-
-    def fit(x: np.ndarray, split: str) -> np.ndarray:
-        x = np.asarray(x, np.float32)
-        if tuple(x.shape[1:]) == tuple(input_shape):
-            return x
-        if int(np.prod(x.shape[1:])) == int(np.prod(input_shape)):
-            return x.reshape((len(x),) + tuple(input_shape))
-        raise ValueError(
-            f"data set {args.data!r} {split} samples have shape {list(x.shape[1:])}, the model takes {list(input_shape)}"
-        )
-
-    if args.calib <= 0 or args.max_eval <= 0:
-        raise ValueError(f"--calib and --max-eval must be positive, got {args.calib} and {args.max_eval}")
-    rep = fit(ds.x_train[: args.calib], "training")
-    x_test = fit(ds.x_test[: args.max_eval], "test")
+    rep = _fit_shape(ds.x_train[: args.calib], input_shape, f"data set {args.data!r} training")
+    x_test = _fit_shape(ds.x_test[: args.max_eval], input_shape, f"data set {args.data!r} test")
     y_test = np.asarray(ds.y_test[: args.max_eval])
-    return rep, x_test, y_test, {"name": args.data, "path": args.data_path, "calibration_samples": int(len(rep)),
-                                 "eval_samples": int(len(x_test))}
+    return rep, x_test, y_test, {"source": "data set", "name": args.data, "path": args.data_path,
+                                 "calibration_samples": int(len(rep)), "eval_samples": int(len(x_test)),
+                                 "calibration": f"the first {len(rep)} training samples of {args.data}"}
 
 
 def write_manifest(folder: Path, content: Dict[str, Any]) -> Dict[str, Any]:
@@ -514,11 +609,20 @@ def _export(args: argparse.Namespace) -> int:
         check_input_file(args.model, suffixes=MODEL_SUFFIXES)
         if args.data is None and args.data_path is not None:
             raise ValueError("--data-path needs --data NAME (the data set read from that path)")
+        sources = [f for f, v in (("--data", args.data), ("--calib-data", args.calib_data),
+                                  ("--random-calibration", args.random_calibration)) if v]
+        if len(sources) > 1:
+            raise ValueError(f"{' and '.join(sources)} exclude each other: the activations are calibrated on one source")
+        if not sources:
+            raise ValueError("no calibration data: pass --data NAME (a data set) or --calib-data FILE (a .npy/.npz of "
+                             "your model's inputs); --random-calibration calibrates on uniform random inputs in [0, 1] "
+                             "instead, which only suits models whose inputs look like that")
         if args.data is not None:
             from models import datasets
 
             datasets.check_data_args(args.data, args.data_path)
-        inputs = [args.model, args.data_path]
+        calib = read_calib_file(args.calib_data) if args.calib_data else None
+        inputs = [args.model, args.data_path, args.calib_data]
         plan = check_output_dir(out, "ecqx-export", inputs, args.force)  # before any work; touches nothing
         remove_stale_partials(plan.final.parent)  # left by interrupted runs (marker, process gone)
         name = check_identifier(args.name) if args.name else default_name(args.model)
@@ -529,11 +633,13 @@ def _export(args: argparse.Namespace) -> int:
                   + (": " + ", ".join(f"{k} {q.bits}-bit {q.grid}" for k, q in quant.items()) if quant else ""))
         input_shape = tuple(int(d) for d in model.input_shape[1:])
 
-        _progress("[2/4] loading data" + (f" {args.data}" if args.data else " (none: random calibration inputs)"))
-        rep, x_test, y_test, data_desc = _load_data(args, input_shape)
+        _progress("[2/4] loading data " + (args.data or (args.calib_data and f"from {args.calib_data}")
+                                           or "(none: uniform random calibration inputs)"))
+        rep, x_test, y_test, data_desc = _load_data(args, input_shape, calib)
 
         options = {k: v for k, v in vars(args).items()
-                   if k not in ("model", "target", "out", "force", "data", "data_path", "name", "calib")}
+                   if k not in ("model", "target", "out", "force", "data", "data_path", "name", "calib", "calib_data",
+                                "random_calibration")}
         request = ExportRequest(model=model, quant=quant, name=name, representative=rep, x_test=x_test,
                                 y_test=y_test, options=options)
 
@@ -554,7 +660,15 @@ def _export(args: argparse.Namespace) -> int:
             })
         print(f"ecqx-export: {args.target} export of {args.model} -> {out} ({len(manifest['files']) + 1} files, "
               f"{time.time() - t0:.1f} s)")
-        _print_table(_summary_rows(summary))
+        rows = [("calibrated on", data_desc["calibration"])]
+        if data_desc["source"] == "file":
+            ev = data_desc["eval_rows"]
+            rows.append(("golden vectors", f"rows {ev[0]}..{ev[1] - 1} of {data_desc['file']}"
+                         + (" (the calibration rows: the file has no other rows)" if data_desc["eval_overlaps_calibration"]
+                            else "") + ("" if data_desc["labels"] else "; no labels (y), so no accuracy")))
+        elif data_desc["source"] == "random":
+            rows.append(("golden vectors", "the same random inputs; no accuracy"))
+        _print_table(rows + _summary_rows(summary))
         _layer_rows(summary)
         ok = summary.get("ok", True)
         if not ok:
