@@ -11,8 +11,9 @@ are instant), parses, then runs its work inside :func:`run`::
 :func:`run` (through :func:`cli_session`):
 
 * silences TensorFlow's C++ log lines (``TF_CPP_MIN_LOG_LEVEL=3``; level 2 still prints the
-  ``E`` registration lines), the ``tensorflow`` / ``absl`` Python loggers and the Python warnings of
-  TensorFlow, Keras and tfmot, unless ``-vv``;
+  ``E`` registration lines), the ``tensorflow`` / ``absl`` Python loggers, the Python warnings of
+  TensorFlow, Keras and tfmot, and what native code prints straight to the terminal's file
+  descriptors (kept in the private temporary folder instead), unless ``-vv``;
 * gives the process a private temporary folder (``TMPDIR`` and ``tempfile.tempdir``) so that
   TensorFlow's temporaries (autograph files, the converter's SavedModel) land there; it is removed
   when the command ends, also on SIGINT/SIGTERM; private folders of killed runs (SIGKILL) are
@@ -181,13 +182,21 @@ def quiet_tensorflow(level: int = 0) -> None:
     # absl prints "WARNING: All log messages before absl::InitializeLog()..." only above level 3.
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each message (it is swapped while the
+    process's native output is set aside)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _configure_logging(level: int) -> None:
     root = logging.getLogger()
     lvl = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}.get(min(level, 1), logging.INFO)
-    if not any(getattr(h, "_ecqx", False) for h in root.handlers):
-        h = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        h = _StderrHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(message)s"))
-        h._ecqx = True  # type: ignore[attr-defined]
         root.addHandler(h)
     root.setLevel(lvl)
     if level < 2:
@@ -209,6 +218,42 @@ def _remove_stale_tempdirs(base: Path) -> None:
 
 _session_depth = 0
 _session_lock = threading.Lock()
+
+
+def _real_std_streams() -> bool:
+    try:
+        return sys.stdout.fileno() == 1 and sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # replaced streams (e.g. pytest's capture)
+        return False
+
+
+@contextlib.contextmanager
+def _native_output_aside(log_path: Path) -> Iterator[None]:
+    """Send what native code writes straight to file descriptors 1 and 2 (TensorFlow's converter
+    prints ``fully_quantize: 0, inference_type: 6, ...`` that way, below any log level) to
+    ``log_path``, while Python's ``sys.stdout``/``sys.stderr`` keep writing to the terminal."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    out_fd, err_fd = os.dup(1), os.dup(2)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    saved = sys.stdout, sys.stderr
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    sys.stdout = os.fdopen(os.dup(out_fd), "w", buffering=1, encoding=saved[0].encoding, errors=saved[0].errors)
+    sys.stderr = os.fdopen(os.dup(err_fd), "w", buffering=1, encoding=saved[1].encoding, errors=saved[1].errors)
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+                stream.close()
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        os.close(out_fd)
+        os.close(err_fd)
+        sys.stdout, sys.stderr = saved
 
 
 @contextlib.contextmanager
@@ -254,8 +299,11 @@ def cli_session(prog: str, level: int = 0) -> Iterator[Optional[Path]]:
         for s in (signal.SIGINT, signal.SIGTERM):
             saved_handlers[s] = signal.getsignal(s)
             signal.signal(s, on_signal)
+    aside = _native_output_aside(tmp / "native-output.log") if level < 2 and _real_std_streams() \
+        else contextlib.nullcontext()
     try:
-        yield tmp
+        with aside:
+            yield tmp
     finally:
         if main_thread:
             for s, h in saved_handlers.items():
