@@ -37,15 +37,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
-import tensorflow as tf
 
 from ecqx_tf.io import atomic_write_json, atomic_write_with, check_writable_dir
 from models import datasets as _datasets
-from models import zoo as _zoo
 from models.datasets import Dataset
+from models.names import ZOO_MODELS
+
+if TYPE_CHECKING:  # TensorFlow and the zoo are imported where they are used: ecqx-train's parser stays light
+    import tensorflow as tf
 
 __all__ = [
     "DEFAULT_EPOCHS",
@@ -128,6 +130,8 @@ def op_determinism(enabled: bool = True) -> Iterator[None]:
         disable = getattr(_tf_config, "disable_op_determinism", None)
     except (ImportError, AttributeError):  # pragma: no cover - other TF versions
         was_enabled, disable = False, None
+    import tensorflow as tf
+
     tf.config.experimental.enable_op_determinism()
     try:
         yield
@@ -243,6 +247,10 @@ def train_float(
         TypeError: arguments of the wrong type.
         PermissionError: ``out_dir`` is not writable (naming it), checked before training.
     """
+    import tensorflow as tf
+
+    from models import zoo as _zoo
+
     _zoo.ZOO.get(model_name)  # ValueError listing the accepted names
     epochs = _check_int("epochs", epochs, 1)
     batch_size = _check_int("batch_size", batch_size, 1)
@@ -375,7 +383,7 @@ def _parser() -> argparse.ArgumentParser:
         "replaced only when it is a previous ecqx-train output (or with --force), never when it is a file "
         "or holds the data.",
     )
-    p.add_argument("--model", required=True, choices=_zoo.names(), help="zoo model name")
+    p.add_argument("--model", required=True, choices=ZOO_MODELS, help="zoo model name")
     p.add_argument("--data", required=True, choices=_datasets.names(), help="data set name")
     p.add_argument("--out", required=True, help="output folder (written atomically)")
     p.add_argument("--force", action="store_true",

@@ -21,13 +21,16 @@ import logging
 import math
 import numbers
 import typing
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
-import tensorflow as tf
 
+from .. import names
 from ..quantized import QuantizedKernel
 from ..registry import Registry
+
+if TYPE_CHECKING:  # TensorFlow is imported where it is used, so that the command line's parser stays light
+    import tensorflow as tf
 
 __all__ = [
     "METHODS",
@@ -67,9 +70,7 @@ def _choices(spec: Choices) -> Optional[List[Any]]:
 
 
 def _criteria() -> List[str]:
-    from .criteria import CRITERIA
-
-    return CRITERIA.names()
+    return list(names.CRITERIA)  # the light table of criteria.CRITERIA (no TensorFlow import)
 
 
 def _relevance_criteria() -> List[str]:
@@ -77,15 +78,11 @@ def _relevance_criteria() -> List[str]:
 
 
 def _composites() -> List[str]:
-    from ..relevance import COMPOSITES
-
-    return COMPOSITES.names()
+    return list(names.LRP_COMPOSITES)
 
 
 def _references() -> List[str]:
-    from ..relevance import REFERENCES
-
-    return REFERENCES.names()
+    return list(names.DEEPLIFT_REFERENCES)
 
 
 def _grids() -> List[str]:
@@ -95,9 +92,7 @@ def _grids() -> List[str]:
 
 
 def _costs() -> List[str]:
-    from .mixed_precision import COSTS
-
-    return COSTS.names()
+    return list(names.WEIGHT_COSTS)
 
 
 @dataclasses.dataclass(eq=False)
@@ -139,6 +134,8 @@ def summarize(model: tf.keras.Model, quant: Dict[str, QuantizedKernel], original
     kept / original, sparsity (zero or removed kernel weights over the original count), packed
     weight bytes (quantized: ``ceil(n * ceil(log2 #levels) / 8)`` per layer; float: 4 bytes per
     weight), zeroth-order entropy of the stored integers, per-layer rows."""
+    import tensorflow as tf
+
     from ..keras.finetune import evaluate_logits
     from .pruning import kernel_sparsity, kernel_weight_count
 
@@ -505,9 +502,7 @@ class WeightSharing(CompressionMethod):
 
 
 def _clusters() -> List[int]:
-    from .sharing import ALLOWED_CLUSTERS
-
-    return list(ALLOWED_CLUSTERS)
+    return list(names.SHARING_CLUSTERS)  # == sharing.ALLOWED_CLUSTERS (tested)
 
 
 # --------------------------------------------------------------------------------------------

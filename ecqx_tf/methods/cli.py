@@ -127,21 +127,22 @@ def _compress(args: argparse.Namespace) -> int:
 
         from models import datasets
 
+        from ..cli_common import check_input_file
         from ..io import atomic_output_dir, atomic_write_json, atomic_write_text, check_output_dir
-        from ..keras.api import load_model, quantization_info, save_model
         from ..quantized import info_to_json
         from .api import METHODS
-
-        from ..cli_common import check_input_file
 
         cls = METHODS.get(args.command)
         params = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
         method = cls(**params)
-        # every input checked before any work
+        # every input checked before any work (and before TensorFlow is imported)
         check_input_file(args.model)
         datasets.check_data_args(args.data, args.data_path)
         inputs = [args.model, args.data_path]
-        check_output_dir(args.out, "ecqx-compress", inputs, args.force)  # before any work
+        check_output_dir(args.out, "ecqx-compress", inputs, args.force)
+
+        from ..keras.api import load_model, quantization_info, save_model
+
         data = datasets.load(args.data, **({"path": args.data_path} if args.data_path else {}))
         model = load_model(args.model)
         result = method.apply(model, data.x_train, data.y_train, data.x_test, data.y_test)

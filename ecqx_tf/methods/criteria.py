@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from .. import names
 from ..registry import Registry
 
 __all__ = [
@@ -58,7 +59,7 @@ class Criterion:
 
 
 #: name -> Criterion
-CRITERIA: Registry[Criterion] = Registry("importance criterion")
+CRITERIA: Registry[Criterion] = Registry("importance criterion", known=names.CRITERIA, known_in="ecqx_tf/names.py")
 
 
 def kernel_layer_names(model: tf.keras.Model) -> list:
