@@ -23,11 +23,12 @@ __all__ = ["main", "build_parser"]
 def build_parser() -> argparse.ArgumentParser:
     from models import datasets
 
-    from .cli_common import Parser
+    from .cli_common import Parser, add_common_arguments
     from .config import BITS_RANGE, GRADIENTS, LAMBDA_REDUCE, LR_SCHEDULES, QUANT_METHODS, SEED_MAX, arg_float, arg_int
     from .grid import GRID_KINDS
 
     ap = Parser(prog="ecqx-quantize", description=__doc__)
+    add_common_arguments(ap)
     ap.add_argument("model", help="saved float Keras model (.keras or .h5)")
     ap.add_argument("--data", required=True, choices=datasets.names(), help="data set name")
     ap.add_argument("--data-path", help="folder of an on-disk data set")
@@ -56,17 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .cli_common import run
+    from .cli_common import run, verbosity
 
     args = build_parser().parse_args(argv)
-    return run("ecqx-quantize", lambda: _quantize(args))
+    return run("ecqx-quantize", lambda: _quantize(args, verbosity(args)), level=verbosity(args))
 
 
-def _quantize(args: argparse.Namespace) -> int:
+def _quantize(args: argparse.Namespace, level: int = 0) -> int:
     try:
         from models import datasets
 
-        from .cli_common import check_input_file
+        from .cli_common import check_input_file, keras_verbosity
         from .io import atomic_output_dir, atomic_write_json, check_output_dir
 
         # every input checked before any work (and before TensorFlow is imported)
@@ -85,7 +86,7 @@ def _quantize(args: argparse.Namespace) -> int:
             bits=args.bits, method=args.method, Lambda=args.Lambda, p=args.p, grid=args.grid,
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
             refresh_every=args.refresh_every,
-            exclude=args.exclude, seed=args.seed, verbose=1, gradient=args.gradient, lambda_reduce=args.lambda_reduce,
+            exclude=args.exclude, seed=args.seed, verbose=keras_verbosity(level), gradient=args.gradient, lambda_reduce=args.lambda_reduce,
         )
         metrics = {
             "test_accuracy": ft.test_accuracy,
@@ -93,7 +94,8 @@ def _quantize(args: argparse.Namespace) -> int:
             "sparsity": ft.stats[-1]["sparsity"],
             "entropy_bits_per_weight": ft.stats[-1]["entropy"],
             "epoch_seconds": ft.epoch_seconds,
-            "args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()},
+            "args": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
+                     if k not in ("force", "quiet", "verbose")},
         }
         with atomic_output_dir(args.out, "ecqx-quantize", inputs, args.force) as out:
             save_model(ft.qmodel, out / "qat_model.h5")

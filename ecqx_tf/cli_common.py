@@ -54,6 +54,8 @@ __all__ = [
     "add_common_arguments",
     "add_force_argument",
     "verbosity",
+    "keras_verbosity",
+    "plain",
     "check_input_file",
     "version",
     "quiet_tensorflow",
@@ -101,12 +103,15 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 class Parser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose errors are one line (``PROG: error: ... (see PROG --help)``,
-    exit code 2) and whose epilog ends with the exit codes."""
+    exit code 2), whose description and epilog are shown without reStructuredText markup and
+    whose epilog ends with the exit codes."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
         epilog = kwargs.pop("epilog", None)
-        kwargs["epilog"] = (epilog.rstrip() + "\n\n" if epilog else "") + EXIT_CODES_HELP
+        kwargs["epilog"] = (plain(epilog).rstrip() + "\n\n" if epilog else "") + EXIT_CODES_HELP
+        if kwargs.get("description"):
+            kwargs["description"] = plain(kwargs["description"]).strip("\n")
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse API
@@ -130,13 +135,40 @@ def version() -> str:
     return __version__
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--version``, ``-q/--quiet`` and ``-v/--verbose`` (repeatable)."""
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+def add_common_arguments(parser: argparse.ArgumentParser, version_flag: bool = True, defaults: bool = True) -> None:
+    """``--version``, ``-q/--quiet`` and ``-v/--verbose`` (repeatable). ``defaults=False`` for a
+    sub-command's parser, so that it does not overwrite what the main parser read."""
+    if version_flag:
+        parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     g = parser.add_mutually_exclusive_group()
-    g.add_argument("-q", "--quiet", action="store_true", help="print only the result and errors")
-    g.add_argument("-v", "--verbose", action="count", default=0,
+    g.add_argument("-q", "--quiet", action="store_true", default=False if defaults else argparse.SUPPRESS,
+                   help="print only the result, warnings and errors (no progress)")
+    g.add_argument("-v", "--verbose", action="count", default=0 if defaults else argparse.SUPPRESS,
                    help="more detail (-v: debug messages; -vv: also TensorFlow's own log lines and warnings)")
+
+
+def plain(text: str) -> str:
+    """A docstring as ``--help`` text: reStructuredText inline markup removed (````x````,
+    ``:func:`x```, ```x```), ``::`` literal-block markers turned into ``:``."""
+    import re
+
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    text = re.sub(r"``([^`]+)``", r"\1", text)
+    text = re.sub(r"`([^`]+)`", r"\1", text)
+    text = re.sub(r"(\S)::[ \t]*$", r"\1:", text, flags=re.M)
+    text = re.sub(r"^[ \t]*::[ \t]*\n", "", text, flags=re.M)
+    return text
+
+
+def keras_verbosity(level: int) -> int:
+    """Keras ``verbose`` for a command's verbosity: 0 with ``-q``; progress bars on a terminal,
+    one line per epoch otherwise (logs, pipes)."""
+    if level < 0:
+        return 0
+    try:
+        return 1 if sys.stdout.isatty() else 2
+    except (AttributeError, ValueError):
+        return 2
 
 
 def add_force_argument(parser: argparse.ArgumentParser) -> None:

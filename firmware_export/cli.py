@@ -47,7 +47,21 @@ RANDOM_CALIB = 256
 
 
 def _progress(msg: str) -> None:
-    print(f"ecqx-export: {msg}", file=sys.stderr, flush=True)
+    """A progress line on stderr (hidden by ``-q``)."""
+    logging.getLogger("ecqx-export").info("ecqx-export: %s", msg)
+
+
+EXPORT_DESCRIPTION = """\
+Export a Keras model for a microcontroller target, check the result on the host, and write
+everything into one folder (DIR, written atomically, ending with manifest.json).
+
+MODEL is a .h5 saved by ecqx-quantize (a model in ECQ/ECQx training: its weight integers are
+exported exactly) or a plain float Keras model (.keras/.h5, int8 post-training quantization).
+The activations are calibrated on real inputs: a data set (--data), or your own inputs
+(--calib-data); without either the export refuses unless --random-calibration.
+
+DIR must be new, empty or a previous ecqx-export output; a file, a folder holding an input or
+any other non-empty folder is refused before any work (the last one unless --force)."""
 
 
 def _targets():
@@ -75,11 +89,16 @@ def build_parser(target: Optional[str] = None) -> argparse.ArgumentParser:
     from ecqx_tf.cli_common import Parser
     from ecqx_tf.config import arg_int
 
+    from ecqx_tf.cli_common import add_common_arguments
+
     targets = _targets()
     ap = Parser(
-        prog="ecqx-export", description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1],
-        epilog=_target_epilog(targets),
+        prog="ecqx-export", description=EXPORT_DESCRIPTION, epilog=_target_epilog(targets),
+        usage="%(prog)s MODEL --target {" + ",".join(targets.names()) + "} --out DIR\n"
+              "       (--data NAME [--data-path P] | --calib-data FILE | --random-calibration) [options]\n"
+              "       [options of the target: ecqx-export --target NAME --help]",
     )
+    add_common_arguments(ap)
     ap.add_argument("model", metavar="MODEL", help="Keras model file (.keras or .h5)")
     ap.add_argument("--target", required=True, choices=targets.names(), help="export target")
     ap.add_argument("--out", required=True, metavar="DIR",
@@ -110,8 +129,10 @@ def build_parser(target: Optional[str] = None) -> argparse.ArgumentParser:
 
 
 def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    from ecqx_tf.cli_common import Parser
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = Parser(prog="ecqx-export", add_help=False)
     pre.add_argument("--target")
     known, _ = pre.parse_known_args(argv)
     return build_parser(known.target).parse_args(argv)
@@ -588,10 +609,10 @@ def _layer_rows(summary: Dict[str, Any]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ecqx_tf.cli_common import run
+    from ecqx_tf.cli_common import run, verbosity
 
     args = _parse(argv)
-    return run("ecqx-export", lambda: _export(args))
+    return run("ecqx-export", lambda: _export(args), level=verbosity(args))
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -639,7 +660,7 @@ def _export(args: argparse.Namespace) -> int:
 
         options = {k: v for k, v in vars(args).items()
                    if k not in ("model", "target", "out", "force", "data", "data_path", "name", "calib", "calib_data",
-                                "random_calibration")}
+                                "random_calibration", "quiet", "verbose")}
         request = ExportRequest(model=model, quant=quant, name=name, representative=rep, x_test=x_test,
                                 y_test=y_test, options=options)
 
@@ -684,13 +705,16 @@ def _export(args: argparse.Namespace) -> int:
 
 def build_simulate_parser() -> argparse.ArgumentParser:
     """The ``ecqx-simulate`` parser (targets may add options here)."""
-    ap = argparse.ArgumentParser(
+    from ecqx_tf.cli_common import Parser, add_common_arguments
+
+    ap = Parser(
         prog="ecqx-simulate",
-        description="Re-check an ecqx-export output folder on the host (dispatches by the target named in its "
-                    "manifest.json). Every file is first checked with the project's own readers (checksums, "
-                    "paths inside DIR, .tflite / .npz / .json / blob structure); a damaged folder gives one "
+        description="Re-check an ecqx-export output folder on the host (dispatches by the target named in its\n"
+                    "manifest.json). Every file is first checked with the project's own readers (checksums,\n"
+                    "paths inside DIR, .tflite / .npz / .json / blob structure); a damaged folder gives one\n"
                     "error line and exit code 2.")
     ap.add_argument("dir", metavar="DIR", help="an ecqx-export output folder")
+    add_common_arguments(ap)
     return ap
 
 
@@ -699,8 +723,10 @@ def simulate_main(argv: Optional[Sequence[str]] = None) -> int:
     host check. Exit codes: 0 the host check passed, 1 it differs, 2 bad folder."""
     from ecqx_tf.cli_common import run
 
+    from ecqx_tf.cli_common import verbosity
+
     args = build_simulate_parser().parse_args(argv)
-    return run("ecqx-simulate", lambda: _simulate(args), bad_input=_SIMULATE_ERRORS)
+    return run("ecqx-simulate", lambda: _simulate(args), level=verbosity(args), bad_input=_SIMULATE_ERRORS)
 
 
 def _simulate_errors() -> Tuple[type, ...]:

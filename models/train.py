@@ -373,16 +373,17 @@ def train_float(
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ecqx_tf.cli_common import Parser
+    from ecqx_tf.cli_common import Parser, add_common_arguments
     from ecqx_tf.config import SEED_MAX, arg_float, arg_int
 
     p = Parser(
         prog="ecqx-train",
-        description="Train a zoo model in float on a data set (reproducible from --seed); "
-        "writes OUT/model.keras, OUT/metrics.json and OUT/manifest.json. OUT is written atomically and "
-        "replaced only when it is a previous ecqx-train output (or with --force), never when it is a file "
-        "or holds the data.",
+        description="Train a zoo model in float on a data set (reproducible from --seed); writes\n"
+        "OUT/model.keras, OUT/metrics.json and OUT/manifest.json. OUT is written atomically and replaced\n"
+        "only when it is a previous ecqx-train output (or with --force), never when it is a file or\n"
+        "holds the data.",
     )
+    add_common_arguments(p)
     p.add_argument("--model", required=True, choices=ZOO_MODELS, help="zoo model name")
     p.add_argument("--data", required=True, choices=_datasets.names(), help="data set name")
     p.add_argument("--out", required=True, help="output folder (written atomically)")
@@ -399,22 +400,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=arg_int(low=0), default=3, help="early-stopping patience, >= 0 (default 3)")
     p.add_argument("--validation-split", type=arg_float(0, 1, high_open=True), default=0.1,
                    help="fraction of training inputs held out for validation, in [0, 1) (default 0.1)")
-    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                   help="Keras verbosity: 0 silent, 1 progress bars (default), 2 one line per epoch")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``ecqx-train`` entry point: 0 ok; bad input: one line on stderr and 2."""
-    from ecqx_tf.cli_common import run
+    from ecqx_tf.cli_common import run, verbosity
 
     parser = _parser()
     args = parser.parse_args(argv)
-    return run("ecqx-train", lambda: _train(args))
+    return run("ecqx-train", lambda: _train(args, verbosity(args)), level=verbosity(args))
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, level: int = 0) -> int:
     """The command's work; bad input raises ValueError/TypeError/OSError (one line, exit code 2)."""
+    from ecqx_tf.cli_common import keras_verbosity
     from ecqx_tf.io import atomic_output_dir, check_output_dir
 
     inputs = [args.data_path]
@@ -430,7 +430,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         out_dir=None,
         patience=args.patience,
-        verbose=args.verbose,
+        verbose=keras_verbosity(level),
         validation_split=args.validation_split,
         data_path=args.data_path,
     )

@@ -76,9 +76,10 @@ def _stage_export(target_name: str, model_path: Path, data: str, out_dir: Path) 
     return {"export": manifest["summary"], "check": check, "exit_code": rc}
 
 
-def run(out: Path, force: bool = False, **kw) -> dict:
+def run(out: Path, force: bool = False, verbose: int = 2, **kw) -> dict:
     """Run the whole job into the output folder ``out`` (see the module docstring for the rules
-    on an existing ``out``; ``force`` as ``--force``). ``kw`` override :data:`DEFAULTS`.
+    on an existing ``out``; ``force`` as ``--force``; ``verbose``: Keras verbosity of the two
+    trainings). ``kw`` override :data:`DEFAULTS`.
 
     Raises:
         OutputFolderError: ``out`` may not be written (before any work).
@@ -90,7 +91,7 @@ def run(out: Path, force: bool = False, **kw) -> dict:
     inputs = [mnist_bundled_path()]
     check_output_dir(out, "ecqx-demo", inputs, force)  # before any work; touches nothing
     with atomic_output_dir(out, "ecqx-demo", inputs, force) as tmp:
-        return _run(tmp, **kw)
+        return _run(tmp, verbose=verbose, **kw)
 
 
 def check_config(cfg: dict) -> dict:
@@ -115,7 +116,7 @@ def check_config(cfg: dict) -> dict:
     return cfg
 
 
-def _run(out: Path, **kw) -> dict:
+def _run(out: Path, verbose: int = 2, **kw) -> dict:
     from ecqx_tf import save_model
     from ecqx_tf.io import atomic_write_json, check_writable_dir
     from ecqx_tf.keras.finetune import quantize_and_train
@@ -128,7 +129,7 @@ def _run(out: Path, **kw) -> dict:
     results = {"config": cfg, "dataset": data.summary(), "versions": _versions(), "stages": {}}
 
     log.info("[1/4] float training of %s on %s", cfg["model"], cfg["data"])
-    fl = train_float(cfg["model"], data, epochs=cfg["float_epochs"], seed=cfg["seed"], out_dir=out / "float", verbose=2)
+    fl = train_float(cfg["model"], data, epochs=cfg["float_epochs"], seed=cfg["seed"], out_dir=out / "float", verbose=verbose)
     results["float"] = {"test_accuracy": fl.test_accuracy, "params": fl.param_count,
                         "weight_bytes_float32": int(sum(np.prod(w.shape) for w in fl.model.weights) * 4),
                         "seconds": fl.seconds}
@@ -137,7 +138,7 @@ def _run(out: Path, **kw) -> dict:
     ft = quantize_and_train(
         fl.model, data.x_train, data.y_train, data.x_test, data.y_test,
         bits=cfg["bits"], method=cfg["method"], Lambda=cfg["Lambda"], p=cfg["p"],
-        epochs=cfg["qat_epochs"], refresh_every=cfg["refresh_every"], seed=cfg["seed"], verbose=2,
+        epochs=cfg["qat_epochs"], refresh_every=cfg["refresh_every"], seed=cfg["seed"], verbose=verbose,
     )
     qdir = check_writable_dir(out / "ecqx")
     save_model(ft.qmodel, qdir / "qat_model.h5")
@@ -236,10 +237,11 @@ def format_table(results: dict) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ecqx_tf.cli_common import Parser
+    from ecqx_tf.cli_common import Parser, add_common_arguments
     from ecqx_tf.config import BITS_RANGE, QUANT_METHODS, SEED_MAX, arg_float, arg_int
 
     ap = Parser(prog="ecqx-demo", description=__doc__)
+    add_common_arguments(ap)
     ap.add_argument("--out", default="out/demo", help="output folder (written atomically)")
     ap.add_argument("--force", action="store_true",
                     help="replace --out even when it is a non-empty folder that ecqx-demo did not write (files it "
@@ -253,14 +255,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--seed", type=arg_int(0, SEED_MAX), help=f"seed (default {DEFAULTS['seed']})")
     args = ap.parse_args(argv)
     from ecqx_tf.cli_common import run as run_command
+    from ecqx_tf.cli_common import verbosity
 
-    return run_command("ecqx-demo", lambda: _main(args))
+    return run_command("ecqx-demo", lambda: _main(args, verbosity(args)), level=verbosity(args))
 
 
-def _main(args: argparse.Namespace) -> int:
+def _main(args: argparse.Namespace, level: int = 0) -> int:
     try:
-        results = run(Path(args.out), force=args.force, float_epochs=args.float_epochs, qat_epochs=args.qat_epochs,
-                      bits=args.bits, Lambda=args.Lambda, method=args.method, seed=args.seed)
+        results = run(Path(args.out), force=args.force, verbose=0 if level < 0 else 2, float_epochs=args.float_epochs,
+                      qat_epochs=args.qat_epochs, bits=args.bits, Lambda=args.Lambda, method=args.method, seed=args.seed)
     except (ValueError, TypeError, FileNotFoundError, PermissionError) as e:
         print(f"ecqx-demo: error: {e}", file=sys.stderr)
         return 2

@@ -154,7 +154,7 @@ def test_train_output_is_recognised_by_its_manifest(tmp_path, capsys):
     from models.train import main as train
 
     out = tmp_path / "float"
-    argv = _argv("train", None, out) + ["--verbose", "0"]
+    argv = _argv("train", None, out) + ["--quiet"]
     assert call(train, argv) == 0
     assert json.loads((out / "manifest.json").read_text())["tool"] == "ecqx-train"
     assert call(train, argv) == 0  # replaced: it is ours

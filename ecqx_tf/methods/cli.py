@@ -72,15 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .api import METHODS
 
-    from ..cli_common import Parser
+    from ..cli_common import Parser, add_common_arguments
     from ..config import arg_int
 
     ap = Parser(prog="ecqx-compress", description=__doc__)
+    add_common_arguments(ap)
     subs = ap.add_subparsers(dest="command", metavar="METHOD", required=True,
                              help=f"one of: {', '.join(METHODS.names())}")
     for name in METHODS.names():
         cls = METHODS.get(name)
         sub = subs.add_parser(name, help=cls.help, description=f"{name}: {cls.help}")
+        add_common_arguments(sub, version_flag=False, defaults=False)
         sub.add_argument("model", metavar="MODEL", help="saved float Keras model (.keras or .h5)")
         sub.add_argument("--data", required=True, choices=datasets.names(), help="data set name")
         sub.add_argument("--data-path", help="folder of an on-disk data set")
@@ -114,10 +116,10 @@ def _table(report: Dict[str, Any]) -> List[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ..cli_common import run
+    from ..cli_common import run, verbosity
 
     args = build_parser().parse_args(argv)
-    return run("ecqx-compress", lambda: _compress(args))
+    return run("ecqx-compress", lambda: _compress(args), level=verbosity(args))
 
 
 def _compress(args: argparse.Namespace) -> int:
