@@ -20,6 +20,14 @@ from typing import Optional, Sequence
 __all__ = ["main", "build_parser"]
 
 
+def _names(text: str) -> list:
+    """``--exclude a,b`` -> ["a", "b"] (one flag takes one value, so it never swallows MODEL)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected layer names separated by commas, got {text!r}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     from models import datasets
 
@@ -31,28 +39,39 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_arguments(ap)
     ap.add_argument("model", help="saved float Keras model (.keras or .h5)")
     ap.add_argument("--data", required=True, choices=datasets.names(), help="data set name")
-    ap.add_argument("--data-path", help="folder of an on-disk data set")
+    ap.add_argument("--data-path", help="folder of an on-disk data set (mnist, cifar10, speech_commands)")
     ap.add_argument("--out", required=True, help="output folder (written atomically)")
     ap.add_argument("--force", action="store_true",
                     help="replace --out even when it is a non-empty folder that ecqx-quantize did not write (files it "
                          "did not write are kept in OUT.previous; a folder holding an input is never replaced)")
-    ap.add_argument("--bits", type=arg_int(*BITS_RANGE), default=4, help=f"bit width, {BITS_RANGE[0]}..{BITS_RANGE[1]}")
-    ap.add_argument("--method", choices=QUANT_METHODS, default="ecqx")
-    ap.add_argument("--grid", choices=GRID_KINDS, default="symmetric")
-    ap.add_argument("--Lambda", type=arg_float(low=0), default=0.1,
+    ap.add_argument("--bits", type=arg_int(*BITS_RANGE), default=4, metavar="N",
+                    help=f"bit width of every quantized kernel, {BITS_RANGE[0]}..{BITS_RANGE[1]}")
+    ap.add_argument("--method", choices=QUANT_METHODS, default="ecqx",
+                    help="ecq: entropy-constrained assignment; ecqx: ECQ with LRP relevance (sparser at equal accuracy)")
+    ap.add_argument("--grid", choices=GRID_KINDS, default="symmetric",
+                    help="symmetric: 2^b - 1 levels around 0 (exported exactly); paper: the authors' 2^b-level grid")
+    ap.add_argument("--Lambda", type=arg_float(low=0), default=0.1, metavar="L",
                     help="rate hyper-parameter, a finite number >= 0 (larger = sparser); a run whose quantized weights "
                          "all come out zero ends with a warning and exit code 1")
-    ap.add_argument("--p", type=arg_float(0, 1), default=0.1, help="ECQx sparsity band, in [0, 1]")
-    ap.add_argument("--gradient", choices=GRADIENTS, default="ste")
-    ap.add_argument("--lambda-reduce", choices=LAMBDA_REDUCE, default="min")
-    ap.add_argument("--epochs", type=arg_int(low=1), default=3)
-    ap.add_argument("--batch-size", type=arg_int(low=1), default=64)
-    ap.add_argument("--lr", type=arg_float(low=0, low_open=True), default=1e-3)
+    ap.add_argument("--p", type=arg_float(0, 1), default=0.1, metavar="P",
+                    help="ECQx sparsity band, in [0, 1]: per layer, ECQx keeps its share of zeros between ECQ's "
+                         "minus P and ECQ's")
+    ap.add_argument("--gradient", choices=GRADIENTS, default="ste",
+                    help="backward pass of the quantized kernel: ste (straight-through) or ec2t (|w_c| * g)")
+    ap.add_argument("--lambda-reduce", choices=LAMBDA_REDUCE, default="min",
+                    help="how the per-layer lambda reduces over the largest weights: min (thesis) or max (authors' code)")
+    ap.add_argument("--epochs", type=arg_int(low=1), default=3, metavar="N", help="fine-tuning epochs, >= 1")
+    ap.add_argument("--batch-size", type=arg_int(low=1), default=64, metavar="N", help="mini-batch size, >= 1")
+    ap.add_argument("--lr", type=arg_float(low=0, low_open=True), default=1e-3, metavar="LR",
+                    help="Adam learning rate, > 0")
     ap.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
-                    help="constant (default, as the authors) or cosine decay to 0 over the run")
-    ap.add_argument("--refresh-every", type=arg_int(low=1), default=1, help="re-assign every k optimizer steps")
-    ap.add_argument("--exclude", nargs="*", default=(), help="layer names to keep float")
-    ap.add_argument("--seed", type=arg_int(0, SEED_MAX), default=0)
+                    help="constant (as the authors) or cosine decay to 0 over the run")
+    ap.add_argument("--refresh-every", type=arg_int(low=1), default=1, metavar="K",
+                    help="re-assign the indices every K optimizer steps (1: every step, as the paper)")
+    ap.add_argument("--exclude", type=_names, action="extend", default=[], metavar="LAYER[,LAYER...]",
+                    help="layers to keep in float (repeat the flag or separate names with commas); default: none")
+    ap.add_argument("--seed", type=arg_int(0, SEED_MAX), default=0, metavar="N",
+                    help="seed of the initial state, the shuffling and the relevance samples")
     return ap
 
 

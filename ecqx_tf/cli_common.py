@@ -95,7 +95,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         text = action.help or ""
         if "%(default)" in text or "default" in text.lower():
             return text
-        if action.default in (None, False, argparse.SUPPRESS) or action.option_strings == [] \
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS \
+                or action.option_strings == [] \
                 or isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._CountAction)):
             return text
         return text + " (default: %(default)s)"

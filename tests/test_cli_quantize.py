@@ -62,3 +62,31 @@ def test_cli_unknown_names_and_missing_model(tmp_path, capsys):
     assert "invalid choice: 'step' (choose from 'constant', 'cosine')" in capsys.readouterr().err
     rc = main([str(tmp_path / "missing.keras"), "--data", "digits", "--out", str(tmp_path / "o")])
     assert rc == 2 and "model file not found" in capsys.readouterr().err
+
+
+def test_exclude_does_not_swallow_the_model():
+    from ecqx_tf.cli import build_parser
+
+    p = build_parser()
+    args = p.parse_args(["--exclude", "a", "model.keras", "--data", "digits", "--out", "o"])
+    assert args.model == "model.keras" and args.exclude == ["a"]
+    args = p.parse_args(["--exclude", "a,b", "--exclude", "c", "m.keras", "--data", "digits", "--out", "o"])
+    assert args.exclude == ["a", "b", "c"]
+    assert p.parse_args(["m.keras", "--data", "digits", "--out", "o"]).exclude == []
+
+
+def test_every_flag_has_help_and_a_shown_default():
+    import argparse
+
+    from ecqx_tf.cli import build_parser
+
+    p = build_parser()
+    for action in p._actions:
+        if not action.option_strings or isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            continue
+        text = p._get_formatter()._expand_help(action) if action.help else ""
+        assert text, action.option_strings
+        if action.default not in (None, False) and not action.required:
+            assert "default" in text, (action.option_strings, text)
+    for flag in ("--method", "--grid", "--gradient", "--lambda-reduce", "--epochs", "--batch-size", "--lr", "--seed"):
+        assert flag in p.format_help()
