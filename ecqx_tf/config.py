@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
-from typing import Callable, Optional, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 __all__ = [
     "BITS_RANGE",
@@ -30,6 +31,7 @@ __all__ = [
     "arg_float",
     "QUANT_METHODS",
     "SEED_MAX",
+    "ECQ_DEFAULTS",
 ]
 
 BITS_RANGE = (2, 8)
@@ -41,6 +43,32 @@ LR_SCHEDULES = ("constant", "cosine")
 QUANT_METHODS = ("ecq", "ecqx")
 #: Seeds are passed to NumPy and TensorFlow, which take 0 .. 2^32 - 1.
 SEED_MAX = 2**32 - 1
+
+#: The defaults of ECQ/ECQx training, defined once. ``ecqx_tf.quantize``, ``ECQQuantizeConfig``,
+#: ``ecqx_tf.keras.finetune.quantize_and_train``, the ``ecq``/``ecqx`` compression methods,
+#: ``ecqx-quantize`` and ``ecqx-compress ecq|ecqx`` all read them. Where the authors (Becking et
+#: al., ECQx, and their published code) state a value it is theirs: ``Lambda`` 0.05, ``p`` 0.1,
+#: Adam with a constant learning rate of 1e-3, the assignment refreshed after every optimizer step.
+#: ``lambda_reduce="min"`` is the formula of the thesis (their code takes the max), ``gradient="ste"``
+#: the plain straight-through estimator (EC2T's ``|w_c| * g`` is the option), ``grid="symmetric"``
+#: the grid that exports exactly (``"paper"``: their 2^b levels). ``ecqx-demo`` deliberately uses
+#: its own, stronger setting (Lambda 0.3, 10 epochs; ``pipeline.demo.DEFAULTS``).
+ECQ_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "bits": 4,
+    "method": "ecqx",
+    "grid": "symmetric",
+    "Lambda": 0.05,
+    "p": 0.1,
+    "gradient": "ste",
+    "lambda_reduce": "min",
+    "epochs": 3,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "lr_schedule": "constant",
+    "refresh_every": 1,
+    "relevance_samples": 1024,
+    "seed": 0,
+})
 
 
 def validate_bits(bits) -> int:

@@ -5,7 +5,9 @@
         --sparsity 0.7 --criterion deeplift --bits 4 --export fantastic4
 
 Methods and their options come from ``ecqx_tf.methods.METHODS`` (``ecqx-compress METHOD --help``).
-Writes ``model.keras`` (the plain compressed model: what the exporters take), ``quant.json``
+``ecq`` and ``ecqx`` run exactly what ``ecqx-quantize`` runs (same defaults, same files:
+``qat_model.h5``, ``stripped.keras``, ``layer_stats.json``, ``metrics.json``). The other methods write
+``model.keras`` (the plain compressed model: what the exporters take), ``quant.json``
 (layer -> QuantizedKernel, the exact integers; empty for a float model), ``report.json`` (the
 method's config and every measured figure), ``qat_model.h5`` when the model in training is an
 ordinary ECQ model (``ecqx-export`` reads it), and with ``--export TARGET`` the target's files in
@@ -137,6 +139,8 @@ def _compress(args: argparse.Namespace) -> int:
         cls = METHODS.get(args.command)
         params = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
         method = cls(**params)
+        if args.command in ("ecq", "ecqx"):  # the same run and files as ecqx-quantize
+            return _quantize_like_ecqx_quantize(args, method)
         # every input checked before any work (and before TensorFlow is imported)
         check_input_file(args.model)
         datasets.check_data_args(args.data, args.data_path)
@@ -189,6 +193,37 @@ def _compress(args: argparse.Namespace) -> int:
               file=sys.stderr)
         status = max(status, 1)
     return status
+
+
+def _quantize_like_ecqx_quantize(args: argparse.Namespace, method) -> int:
+    """``ecqx-compress ecq|ecqx``: ``ecqx-quantize``'s run (``ecqx_tf.cli.quantize_to_folder``:
+    same defaults, same files: ``qat_model.h5``, ``stripped.keras``, ``layer_stats.json``,
+    ``metrics.json``), plus ``--export TARGET`` into ``DIR/TARGET``."""
+    from ..cli import quantize_to_folder
+    from ..cli_common import verbosity
+
+    def export(folder: Path, ft, ds) -> int:
+        if not args.export:
+            return 0
+        import numpy as np
+
+        from firmware_export import targets
+        from firmware_export.registry import ExportRequest
+
+        from ..keras.api import quantization_info
+
+        request = ExportRequest(model=ft.stripped, quant=quantization_info(ft.qmodel), name=args.name,
+                                representative=np.asarray(ds.x_train[: args.calib], np.float32),
+                                x_test=ds.x_test[: args.max_eval], y_test=ds.y_test[: args.max_eval],
+                                options={"max_eval": args.max_eval})
+        (folder / args.export).mkdir()
+        summary = targets.TARGETS.get(args.export)().export(request, folder / args.export)
+        for label, value in summary.get("table", []):
+            print(f"{label}: {value}")
+        return 0 if summary.get("ok", True) else 1
+
+    return quantize_to_folder("ecqx-compress", args.model, args.data, args.data_path, args.out, args.force,
+                              method.quantize_kwargs(), verbosity(args), extra=export)
 
 
 if __name__ == "__main__":  # pragma: no cover
