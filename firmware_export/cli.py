@@ -149,7 +149,8 @@ def load_export_model(path: str) -> Tuple[Any, Dict[str, Any], str]:
     """(stripped/plain Keras model, quantization info, kind) for ``path``.
 
     A model made by ``ecqx_tf.quantize`` gives its ``quantization_info`` and ``strip``'ed twin
-    (kind ``"ecq"``); any other Keras model is exported as float (kind ``"float"``). When
+    (kind: its quantization method, ``"ecqx"`` or ``"ecq"``; ``"ecq+ecqx"`` if its layers mix
+    them); any other Keras model is exported as float (kind ``"float"``). When
     ``ecqx_tf`` lacks ``load_model``/``quantization_info``/``strip`` the file is read as a plain
     Keras model.
 
@@ -193,7 +194,7 @@ def load_export_model(path: str) -> Tuple[Any, Dict[str, Any], str]:
             stripped = strip(model)
         except Exception as e:  # a failure of the quantization side, reported with its cause
             raise ValueError(f"{str(p)!r}: ecqx_tf.strip failed ({type(e).__name__}: {e})") from e
-        return stripped, dict(quant), "ecq"
+        return stripped, dict(quant), _quantization_kind(model)
     return model, {}, "float"
 
 
@@ -279,6 +280,17 @@ def _split_rows(n: int, calib: int, max_eval: int) -> Tuple[slice, slice, bool]:
     if n > c:
         return slice(0, c), slice(c, min(n, c + max_eval)), False
     return slice(0, c), slice(0, min(n, max_eval)), True
+
+
+def _quantization_kind(model) -> str:
+    """``"ecqx"``, ``"ecq"`` (or ``"ecq+ecqx"``): the methods of the model's ECQ-quantized layers."""
+    try:
+        from ecqx_tf.keras.api import ecq_layers
+
+        methods = sorted({str(slot.config.method) for slot in ecq_layers(model)})
+    except (ImportError, AttributeError):  # pragma: no cover - a quantization side without methods
+        methods = []
+    return "+".join(methods) or "ecq"
 
 
 def _load_data(args, input_shape: Tuple[int, ...], calib: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None):
