@@ -59,6 +59,7 @@ __all__ = [
     "check_input_file",
     "version",
     "quiet_tensorflow",
+    "quiet_native_output",
     "cli_session",
     "run",
 ]
@@ -204,13 +205,23 @@ def check_input_file(path, what: str = "model file", suffixes: Sequence[str] = (
 
 # ----------------------------------------------------------------------------------------------
 # process set-up
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
 def quiet_tensorflow(level: int = 0) -> None:
     """Silence TensorFlow before it is imported (``level`` >= 2 leaves everything on)."""
     if level >= 2:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     for name in ("tensorflow", "absl", "h5py"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.ERROR)
+        # TensorFlow sets its logger's level again on import in an interactive session (notebook);
+        # a filter stays
+        if not any(isinstance(f, _BelowError) for f in logger.filters):
+            logger.addFilter(_BelowError())
     warnings.filterwarnings("ignore", module=_NOISY_MODULES)
     # absl prints "WARNING: All log messages before absl::InitializeLog()..." only above level 3.
 
@@ -287,6 +298,39 @@ def _native_output_aside(log_path: Path) -> Iterator[None]:
         os.close(out_fd)
         os.close(err_fd)
         sys.stdout, sys.stderr = saved
+
+
+@contextlib.contextmanager
+def quiet_native_output() -> Iterator[None]:
+    """Inside the block, what native code prints straight to file descriptors 1 and 2 (e.g.
+    TensorFlow's converter: ``fully_quantize: 0, inference_type: 6, ...``) is discarded, while
+    Python's own output (``print``, logging, notebook cells) still shows. For notebooks and
+    scripts; the command lines do this for their whole run."""
+    fd, log_path = tempfile.mkstemp(prefix="ecqx-native-", suffix=".log")
+    os.close(fd)
+    try:
+        if _real_std_streams():
+            with _native_output_aside(Path(log_path)):
+                yield
+        else:  # Python's streams are not fds 1/2 (a notebook kernel, a test's capture): only move the fds
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            saved = os.dup(1), os.dup(2)
+            log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            os.close(log_fd)
+            try:
+                yield
+            finally:
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                os.close(saved[0])
+                os.close(saved[1])
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(log_path)
 
 
 @contextlib.contextmanager
