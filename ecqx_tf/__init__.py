@@ -2,6 +2,8 @@
 (Becking et al., "ECQx: Explainability-Driven Quantization for Low-Bit and Sparse DNNs", 2021)
 for tf.keras (Keras 2), trained with tfmot quantization-aware training.
 
+Supported layers: one registry, ``ecqx_tf.layers`` (``docs/layers.md``).
+
 Pipeline: ``make_grid`` / ``ecq_assign`` / ``ecqx_assign`` (pure NumPy) -> ``quantize(model)`` +
 ``model.fit(..., callbacks=[ECQxCallback()])`` -> ``strip`` / ``quantization_info`` -> the
 exporters in ``firmware_export``.
@@ -31,6 +33,7 @@ _LAZY = {
     "ECQxCallback": ".keras",
     "METHODS": ".keras",
     "custom_objects": ".keras",
+    "fold_batchnorm": ".keras",
     "layer_stats": ".keras",
     "load_model": ".keras",
     "quantization_info": ".keras",

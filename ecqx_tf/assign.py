@@ -222,6 +222,17 @@ def layer_lambda(
     Raises:
         TypeError / ValueError: bad types or values, naming the argument.
     """
+    Lam, n_weights, n_largest, s, reduce = _lambda_args(Lambda, n_weights, n_largest, s, reduce)
+    c = _centroids(centroids)
+    z = _zero_index(c)
+    x, _ = _weights(w)
+    nn = np.argmin(_sq_dist(x, c), axis=0)
+    counts = np.bincount(nn, minlength=c.size)
+    return _lambda_from_counts(counts, c, z, float(x.min()), float(x.max()), Lam, n_weights, n_largest, s, reduce)
+
+
+def _lambda_args(Lambda: Any, n_weights: Any, n_largest: Any, s: Any, reduce: Any) -> Tuple[float, int, int, float, str]:
+    """Validated ``(Lambda, n_weights, n_largest, s, reduce)`` of :func:`layer_lambda`."""
     Lam = _nonnegative("Lambda", Lambda)
     s = _nonnegative("s", s)
     n_weights = _positive_int("n_weights", n_weights)
@@ -230,14 +241,26 @@ def layer_lambda(
         raise ValueError(f"n_largest must be >= n_weights ({n_weights}), got {n_largest}")
     if not isinstance(reduce, str) or reduce not in LAMBDA_REDUCE:
         raise ValueError(f"unknown reduce {reduce!r}; accepted: {', '.join(LAMBDA_REDUCE)}")
-    c = _centroids(centroids)
-    z = _zero_index(c)
-    x, _ = _weights(w)
-    nn = np.argmin(_sq_dist(x, c), axis=0)
-    counts = np.bincount(nn, minlength=c.size)
+    return Lam, n_weights, n_largest, s, reduce
+
+
+def _lambda_from_counts(
+    counts: np.ndarray,
+    c: np.ndarray,
+    z: int,
+    w_min: float,
+    w_max: float,
+    Lam: float,
+    n_weights: int,
+    n_largest: int,
+    s: float,
+    reduce: str,
+) -> float:
+    """:func:`layer_lambda` from the nearest-neighbour counts and the extreme weights (validated
+    arguments). Shared by the reference and the fast path (``ecqx_tf.assign_fast``), so both
+    evaluate the same float64 expression."""
     I = information(_probabilities_from_counts(counts, z, True))
     used = counts > 0
-    w_min, w_max = float(x.min()), float(x.max())
 
     terms = []
     for side_mask, w_ext, pick in ((used & (c < 0), w_min, np.argmin), (used & (c > 0), w_max, np.argmax)):

@@ -1,4 +1,4 @@
-"""Uniform quantization grids (centroids) for ECQ / ECQx, spec section 1.
+"""Uniform quantization grids (centroids) for ECQ / ECQx (docs/algorithm.md, section 1).
 
 A grid is one step :math:`\\Delta` (a float32 value) and ascending integer levels :math:`k_c`
 containing 0; centroid :math:`c` is :math:`w_c = k_c \\Delta`, computed in float32 exactly like
@@ -9,7 +9,7 @@ The step is taken once from the pretrained float kernel:
 .. math::  \\Delta = \\frac{\\mathrm{P}_{99.9}(|W|)}{2^{b-1} - 1}
 
 (Becking et al. 2021, arXiv 2109.04236, Sec. 3; the authors' ``ecqxtools.initialize_centroids``).
-Two grid kinds exist (spec DECISION):
+Two grid kinds exist (a DECISION of this project, docs/algorithm.md):
 
 * ``"symmetric"`` (default): :math:`k \\in [-(2^{b-1}-1), 2^{b-1}-1]`, :math:`2^b - 1` levels,
   stored exactly by TFLite as INT4 (b <= 4) or INT8.
@@ -315,7 +315,7 @@ def paper_vote(w: Any) -> Tuple[int, int]:
 
 
 def make_grid(w: Any, bits: int, kind: str = "symmetric") -> Grid:
-    """The grid of a pretrained float kernel (spec section 1).
+    """The grid of a pretrained float kernel (docs/algorithm.md, section 1).
 
     .. math::  \\Delta = \\mathrm{P}_{99.9}(|W|) / d, \\qquad
                d = 2^{b-1} - 1 \\;\\text{(symmetric, paper mixed-sign)}, \\quad

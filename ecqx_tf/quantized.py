@@ -1,8 +1,10 @@
 """The hand-off from quantization to export: what a quantized kernel IS, as integers.
 
-``ecqx_tf.quantization_info(qmodel)`` returns one :class:`QuantizedKernel` per quantized layer
-(keyed by the layer's name in the stripped model); ``ecqx_tf.strip(qmodel)`` returns a plain Keras
-model whose kernels equal ``QuantizedKernel.values()`` exactly. The exporters read both, and every
+``ecqx_tf.quantization_info(qmodel)`` returns one :class:`QuantizedKernel` per quantized kernel,
+keyed by the layer's name in the stripped model, or ``"<layer>/<kernel attr>"`` for a layer with
+several quantized kernels (SeparableConv2D: ``"sep/depthwise_kernel"``, ``"sep/pointwise_kernel"``);
+``ecqx_tf.strip(qmodel)`` returns a plain Keras model whose kernels equal
+``QuantizedKernel.values()`` exactly. The exporters read both, and every
 integer they store for a weight must equal ``QuantizedKernel.integers()`` (the grid level ``k`` of
 the weight's assigned centroid).
 """
@@ -22,12 +24,16 @@ class QuantizedKernel:
     """One layer's quantized kernel.
 
     Attributes:
-        layer: the Keras layer name (Dense or Conv2D) in the stripped model.
+        layer: the Keras layer name in the stripped model.
         bits: bit width b of the grid (2..8).
         grid: grid kind, ``"symmetric"`` or ``"paper"`` (see ``ecqx_tf.grid``).
         step: the grid step (float32 value), centroid c is ``levels[c] * step``.
         levels: int32, ascending grid levels k (contains 0).
-        indices: int32 centroid index per weight, same shape as the Keras kernel.
+        indices: int32 centroid index per weight, same shape as the Keras kernel (Conv1D
+            ``[k, in, out]``, DepthwiseConv2D ``[h, w, c, m]``, SeparableConv2D depthwise
+            ``[h, w, c, m]`` and pointwise ``[1, 1, c*m, out]``).
+        kernel: the Keras attribute of the quantized kernel: ``"kernel"``, ``"depthwise_kernel"``
+            or ``"pointwise_kernel"``.
     """
 
     layer: str
@@ -36,6 +42,7 @@ class QuantizedKernel:
     step: float
     levels: np.ndarray
     indices: np.ndarray
+    kernel: str = "kernel"
 
     def integers(self) -> np.ndarray:
         """int32 grid level k of every weight (kernel shape)."""
@@ -61,6 +68,7 @@ class QuantizedKernel:
             "levels": [int(v) for v in self.levels],
             "shape": [int(d) for d in np.shape(self.indices)],
             "indices": np.asarray(self.indices, dtype=np.int32).ravel().tolist(),
+            "kernel": self.kernel,
         }
 
     @classmethod
@@ -72,6 +80,7 @@ class QuantizedKernel:
             step=float(np.float32(d["step"])),
             levels=np.asarray(d["levels"], dtype=np.int32),
             indices=np.asarray(d["indices"], dtype=np.int32).reshape(d["shape"]),
+            kernel=str(d.get("kernel", "kernel")),
         )
 
     def __eq__(self, other: object) -> bool:

@@ -1,4 +1,4 @@
-"""Per-kernel measurements of a quantized assignment (spec section 6), pure NumPy.
+"""Per-kernel measurements of a quantized assignment (see docs/algorithm.md), pure NumPy.
 
 All functions take int centroid indices (any shape) as produced by ``ecqx_tf.assign``.
 """
@@ -72,7 +72,11 @@ def used_centroids(indices: Any) -> int:
     Raises:
         TypeError / ValueError: non-integer, empty or negative ``indices``.
     """
-    return int(np.unique(_indices(indices)).size)
+    idx = _indices(indices)
+    top = int(idx.max())
+    if top < (1 << 20):  # centroid indices: a linear count instead of a sort
+        return int(np.count_nonzero(np.bincount(idx.ravel(), minlength=top + 1)))
+    return int(np.unique(idx).size)
 
 
 def kernel_stats(indices: Any, grid: Grid) -> dict:

@@ -8,4 +8,5 @@ from __future__ import annotations
 
 __all__ = ["ZOO_MODELS"]
 
-ZOO_MODELS = ("kws_mlp", "lenet5", "mnist_mlp", "resnet20", "vgg_small")
+ZOO_MODELS = ("ds_cnn", "fc_autoencoder", "kws_mlp", "lenet5", "mnist_mlp", "mobilenet_v1_025", "resnet20", "resnet8",
+              "sensor_cnn1d", "vgg_small")

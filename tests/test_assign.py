@@ -1,7 +1,6 @@
 """ecqx_tf.assign: slow references written from the spec (sections 2, 3, 6), one weight and one
 centroid at a time, vs the vectorized code. Indices must agree exactly."""
 import math
-import time
 
 import numpy as np
 import pytest
@@ -607,20 +606,20 @@ def test_bad_arguments():
         ecq_costs(w, g, 0.1, P=np.ones(3) / 3)
 
 
-# ----------------------------------------------------------------------------- speed
-def test_ecqx_speed_full_search():
-    """235,146 weights, 15 centroids, all 50 beta rounds (p = 0). Budget 0.3 s (measured ~0.1 s);
-    the bound here is loose because the test machine is shared."""
+# ----------------------------------------------------------------------------- full search
+def test_ecqx_full_search_all_rounds_fast_equals_reference():
+    """235,146 weights, 15 centroids, all 50 beta rounds (p = 0): the linear-time path of
+    ecqx_tf.assign_fast gives the same indices and EcqxInfo. (Speed is measured by
+    bench/scale.py, not here.)"""
+    from ecqx_tf.assign_fast import ecqx_assign_fast
+
     rng = np.random.default_rng(0)
     w = (rng.standard_normal(235146) * 0.05).astype(np.float32)
     r = np.abs(w) * rng.random(w.shape)
     g = make_grid(w, 4)
     lam = _lam(w, g, 0.05)
-    ecqx_assign(w, g, lam, r, p=0.0)  # warm-up
-    best = math.inf
-    for _ in range(2):
-        t = time.perf_counter()
-        _, info = ecqx_assign(w, g, lam, r, p=0.0, return_info=True)
-        best = min(best, time.perf_counter() - t)
-    assert info.iterations == 50
-    assert best < 0.6, best
+    idx, info = ecqx_assign(w, g, lam, r, p=0.0, return_info=True)
+    assert info.iterations == 50 and not info.converged
+    fidx, finfo = ecqx_assign_fast(w, g, lam, r, p=0.0, return_info=True)
+    np.testing.assert_array_equal(idx, fidx)
+    assert info == finfo

@@ -357,13 +357,13 @@ def test_errors():
         deeplift_layer_relevance(model, x, y, reference=np.zeros(5))
     with pytest.raises(ValueError, match="unknown DeepLIFT composite 'epsilon'"):
         deeplift_weight_relevance(model, x, y, composite="epsilon")
-    with pytest.raises(ValueError, match="layer 'tanh' is not a Dense/Conv2D layer"):
+    with pytest.raises(ValueError, match="layer 'tanh' is not a kernel layer"):
         deeplift_weight_relevance(model, x, y, layers=["tanh"])
     with pytest.raises(ValueError, match="rule 'zplus' is not available for Dense; accepted: gradient"):
         rules = dict(DEEPLIFT_COMPOSITES.get("deeplift_rescale").layer_rules)
         rules["Dense"] = ZPlus()
         DeepLiftComposite("bad", rules)
     inp = tf.keras.Input((5, 3))
-    bad = tf.keras.Model(inp, L.Dense(2)(L.Flatten()(L.Conv1D(2, 2)(inp))))
-    with pytest.raises(UnsupportedLayerError, match="Conv1D.*not supported by DeepLIFT"):
+    bad = tf.keras.Model(inp, L.Dense(2)(L.Flatten()(L.LocallyConnected1D(2, 2, name="lc")(inp))))
+    with pytest.raises(UnsupportedLayerError, match=r"DeepLIFT cannot handle model.*'lc' \(LocallyConnected1D\)"):
         deeplift_layer_relevance(bad, np.zeros((2, 5, 3)), [0, 1])

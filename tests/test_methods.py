@@ -176,7 +176,7 @@ def test_pruning_errors():
         prune_units(m, {"out": [0, 1]})
     with pytest.raises(ValueError, match="pruning would leave layer 'c2' with no units"):
         prune_units(m, {"c2": []})
-    with pytest.raises(ValueError, match="layer 'bn' is not a prunable Dense/Conv2D layer.*prunable layers"):
+    with pytest.raises(ValueError, match="layer 'bn' is not a prunable Dense/Conv1D/Conv2D layer.*prunable layers"):
         prune_units(m, {"bn": [0]})
     with pytest.raises(ValueError, match=r"unit indices outside \[0, 5\]: \[6\]"):
         prune_units(m, {"d1": [0, 6]})
@@ -188,12 +188,106 @@ def test_pruning_errors():
     h = L.Conv2D(3, 1, name="c")(inp)
     h = L.Reshape((48 // 3 * 3,))(h)
     bad = tf.keras.Model(inp, L.Dense(2, name="o")(h))
-    with pytest.raises(ValueError, match="cannot prune through layer 'reshape.*' \\(Reshape\\)"):
+    with pytest.raises(ValueError, match="structured pruning does not support layers 'reshape.*' \\(Reshape\\)"):
         prune_units(bad, {"c": [0, 1]})
     a = tf.keras.Input((4,))
-    branchy = tf.keras.Model(a, L.Add()([L.Dense(3, name="u")(a), L.Dense(3, name="v")(a)]))
-    with pytest.raises(ValueError, match="pruning needs a chain of layers"):
+    branchy = tf.keras.Model(a, L.Add(name="merge")([L.Dense(3, name="u")(a), L.Dense(3, name="v")(a)]))
+    with pytest.raises(ValueError, match="only in single-chain models; model .* has merge layers 'merge' \\(Add\\).*"
+                                         "Use unstructured relevance pruning"):
         prune_units(branchy, {"u": [0]})
+
+
+# ---------------------------------------------------------------------------------------------
+# graph models and the new kernel types
+
+
+def ds_chain(seed=0):
+    """A DS-CNN-like chain: Conv2D + BN + ReLU, DepthwiseConv2D x2 + BN + ReLU, 1x1 Conv2D,
+    global pooling, Dense; and a Conv1D chain."""
+    tf.keras.utils.set_random_seed(seed)
+    inp = tf.keras.Input((8, 8, 1))
+    h = L.Conv2D(4, 3, padding="same", name="c1")(inp)
+    h = L.BatchNormalization(name="bn1")(h)
+    h = L.ReLU(name="r1")(h)
+    h = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="dw")(h)
+    h = L.BatchNormalization(name="bn2")(h)
+    h = L.ReLU(name="r2")(h)
+    h = L.Conv2D(5, 1, activation="relu", name="pw")(h)
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    m = tf.keras.Model(inp, L.Dense(4, name="out")(h), name="ds_chain")
+    rng = np.random.default_rng(seed)
+    for bn, c in (("bn1", 4), ("bn2", 8)):
+        m.get_layer(bn).set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.1, c), rng.normal(0, 0.1, c),
+                                     rng.uniform(0.5, 1.5, c)])
+    return m
+
+
+def test_structured_pruning_follows_depthwise_and_conv1d_channels():
+    m = ds_chain()
+    x, _ = toy((8, 8, 1), 8)
+    assert prunable_layers(m) == ["c1", "pw"]
+    keep = {"c1": [0, 3], "pw": [1, 2, 4]}
+    p = prune_units(m, keep)
+    assert p.get_layer("dw").depthwise_kernel.shape == (3, 3, 2, 2) and p.get_layer("bn2").gamma.shape == (4,)
+    assert p.get_layer("pw").kernel.shape == (1, 1, 4, 3) and p.get_layer("out").kernel.shape == (3, 4)
+    assert kernel_weight_count(p) == 9 * 2 + 9 * 2 * 2 + 4 * 3 + 3 * 4
+    np.testing.assert_allclose(p(x).numpy(), mask_units(m, keep)(x).numpy(), rtol=1e-5, atol=1e-6)
+    res = prune_structured(m, None, None, 0.4, x_ref=x, y_ref=np.arange(8) % 4, rounds=1, epochs_per_round=0)
+    assert res.sparsity >= 0.4 and kernel_weight_count(res.model) < kernel_weight_count(m)
+    inp = tf.keras.Input((12, 2))
+    h = L.Conv1D(6, 3, padding="same", activation="relu", name="k1")(inp)
+    h = L.MaxPooling1D(2, name="mp")(h)
+    h = L.Conv1D(4, 3, activation="relu", name="k2")(h)
+    c1d = tf.keras.Model(inp, L.Dense(3, name="o")(L.Flatten(name="f")(h)))
+    x1 = np.random.default_rng(1).random((4, 12, 2), dtype=np.float32)
+    keep = {"k1": [1, 2, 5], "k2": [0, 3]}
+    np.testing.assert_allclose(prune_units(c1d, keep)(x1).numpy(), mask_units(c1d, keep)(x1).numpy(), rtol=1e-5,
+                               atol=1e-6)
+
+
+def residual(seed=0):
+    tf.keras.utils.set_random_seed(seed)
+    inp = tf.keras.Input((8, 8, 2))
+    a = L.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    b = L.DepthwiseConv2D(3, padding="same", name="dw")(a)
+    b = L.BatchNormalization(name="bn")(b)
+    b = L.ReLU(name="r")(b)
+    b = L.Conv2D(4, 1, name="pw")(b)
+    h = L.ReLU(name="r2")(L.Add(name="add")([a, b]))
+    h = L.SeparableConv2D(4, 3, padding="same", activation="relu", name="sep")(h)
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    return tf.keras.Model(inp, L.Dense(4, name="out")(h), name="residual")
+
+
+@pytest.mark.slow
+def test_methods_on_a_residual_graph():
+    """Unstructured relevance pruning, weight sharing and mixed precision run on a graph with Add,
+    DepthwiseConv2D and SeparableConv2D; structured pruning refuses it with a clear message."""
+    m = residual()
+    x, y = toy((8, 8, 2), 32)
+    keys = ["c1", "dw", "pw", "sep/depthwise_kernel", "sep/pointwise_kernel", "out"]
+    pr = prune_unstructured(m, x, y, 0.5, rounds=1, epochs_per_round=1, batch_size=16)
+    assert sorted(pr.masks) == sorted(keys)
+    for k, mask in pr.masks.items():
+        assert mask.mean() == pytest.approx(0.5, abs=0.05), k
+    assert pr.sparsity >= 0.45
+    with pytest.raises(ValueError, match="only in single-chain models; model 'residual' has merge layers 'add' \\(Add\\)"):
+        prune_structured(m, x, y, 0.5)
+    books = cluster_layers(m, 7, "relevance", x, y)
+    assert sorted(books) == sorted(keys)
+    q = quantize_shared(m, books)
+    ft = finetune_qat(q, x, y, x, y, epochs=1, batch_size=16)
+    info = sharing_info(q)
+    assert info["sep/pointwise_kernel"].kernel == "pointwise_kernel" and info["sep/pointwise_kernel"].layer == "sep"
+    for k, qk in info.items():
+        np.testing.assert_array_equal(getattr(ft.stripped.get_layer(qk.layer), qk.kernel).numpy(), qk.values())
+    res = get_method("mixed_precision", avg_bits=3.0, epochs=1, batch_size=16, relevance_samples=32,
+                     min_bits=2, max_bits=4).apply(m, x, y, x, y)
+    bits = res.report["bits"]
+    assert sorted(bits) == ["c1", "dw", "out", "pw", "sep"]
+    for k, qk in res.quant.items():
+        assert qk.bits == bits[qk.layer]
+    assert res.report["allocation"]["bytes"] <= res.report["allocation"]["budget_bytes"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -514,18 +514,23 @@ def test_import_keeps_eager_and_does_not_load_innvestigate():
 # (e) errors
 
 
-def test_unsupported_layer_is_named():
-    model = tf.keras.Sequential([tf.keras.Input((6, 2)), L.Conv1D(3, 2, name="my_conv1d"), L.Flatten(), L.Dense(2)])
-    with pytest.raises(UnsupportedLayerError, match=r"'my_conv1d'.*Conv1D.*supported layer types: Dense, Conv2D"):
+def test_unsupported_layers_are_all_named():
+    model = tf.keras.Sequential([tf.keras.Input((6, 2)), L.LSTM(3, return_sequences=True, name="my_lstm"),
+                                 L.Conv1D(3, 2, name="c", padding="causal"), L.Flatten(), L.Dense(2)])
+    with pytest.raises(UnsupportedLayerError, match=r"'my_lstm' \(LSTM\): unsupported layer type.*'c' \(Conv1D\): "
+                       r"padding='causal'.*Supported layer types: Activation, Add"):
         weight_relevance(model, np.zeros((1, 6, 2), np.float32), [0])
 
 
-def test_branching_model_is_rejected():
+def test_shared_layer_and_two_outputs_are_rejected():
     inp = tf.keras.Input((4,))
-    a, b = L.Dense(3, name="a")(inp), L.Dense(3, name="b")(inp)
-    model = tf.keras.Model(inp, L.Dense(2)(L.Add(name="merge")([a, b])))
-    with pytest.raises(UnsupportedLayerError, match="single chain"):
+    shared = L.Dense(4, name="shared")
+    model = tf.keras.Model(inp, L.Dense(2)(shared(shared(inp))))
+    with pytest.raises(UnsupportedLayerError, match="'shared' \\(Dense\\) is called 2 times"):
         weight_relevance(model, np.zeros((1, 4), np.float32), [0])
+    two = tf.keras.Model(inp, [L.Dense(2, name="a")(inp), L.Dense(2, name="b")(inp)])
+    with pytest.raises(UnsupportedLayerError, match="1 inputs and 2 outputs"):
+        weight_relevance(two, np.zeros((1, 4), np.float32), [0])
 
 
 def test_data_errors_name_shapes():
@@ -549,7 +554,7 @@ def test_argument_errors():
         weight_relevance(model, x, y, backend="torch")
     with pytest.raises(ValueError, match="unknown LRP composite 'nope'; accepted: epsilon, epsilon_plus_flat"):
         weight_relevance(model, x, y, composite="nope")
-    with pytest.raises(ValueError, match=r"layer 'nope' is not a Dense/Conv2D layer"):
+    with pytest.raises(ValueError, match=r"layer 'nope' is not a kernel layer"):
         weight_relevance(model, x, y, layers=["nope"])
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         weight_relevance(model, x, y, batch_size=0)

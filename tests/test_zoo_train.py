@@ -19,6 +19,28 @@ CASES = {
     "lenet5": ((28, 28, 1), 10),
     "vgg_small": ((32, 32, 3), 10),
     "resnet20": ((32, 32, 3), 10),
+    "ds_cnn": ((49, 10, 1), 12),
+    "mobilenet_v1_025": ((96, 96, 3), 2),
+    "resnet8": ((32, 32, 3), 10),
+    "fc_autoencoder": ((640,), 640),
+    "sensor_cnn1d": ((128, 9), 6),
+}
+
+#: the models added with the MLPerf Tiny networks (their one-step test uses the small variant)
+NEW = ("ds_cnn", "mobilenet_v1_025", "resnet8", "fc_autoencoder", "sensor_cnn1d")
+
+# small variants (size options, tiny inputs) for the training tests
+SMALL = {
+    "kws_mlp": ((6, 4, 1), 3, {}),
+    "mnist_mlp": ((6, 6, 1), 3, {}),
+    "lenet5": ((12, 12, 1), 3, {}),
+    "vgg_small": ((8, 8, 1), 3, {"stages": (4,), "dense": 6}),
+    "resnet20": ((8, 8, 2), 3, {"filters": 4, "blocks": 1}),
+    "ds_cnn": ((13, 6, 1), 4, {"filters": 6, "blocks": 1}),
+    "mobilenet_v1_025": ((16, 16, 3), 2, {"alpha": 0.0625, "blocks": 2}),
+    "resnet8": ((12, 12, 3), 3, {"filters": 4}),
+    "fc_autoencoder": ((24,), 24, {"width": 8, "bottleneck": 3, "depth": 2}),
+    "sensor_cnn1d": ((16, 3), 3, {"filters": (4, 6)}),
 }
 
 
@@ -48,17 +70,19 @@ def test_every_registered_model_is_covered():
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_builds_outputs_logits_and_one_step_changes_weights(name):
-    shape, classes = CASES[name]
-    model = zoo.build(name, shape, classes, seed=0)
+    shape, classes, size = SMALL[name] if name in NEW else CASES[name] + ({},)
+    model = zoo.build(name, shape, classes, seed=0, **size)
     assert model.name == name
     assert tuple(model.input_shape[1:]) == shape
     assert tuple(model.output_shape) == (None, classes)
+    if name == "fc_autoencoder":  # reconstructs its input
+        assert classes == shape[0]
     last = model.layers[-1]
     assert isinstance(last, tf.keras.layers.Dense) and last.activation is tf.keras.activations.linear
     assert last.name.startswith("dense_")
     names = [layer.name for layer in model.layers]
     assert len(set(names)) == len(names)
-    assert names == [layer.name for layer in zoo.build(name, shape, classes, seed=0).layers]
+    assert names == [layer.name for layer in zoo.build(name, shape, classes, seed=0, **size).layers]
 
     rng = np.random.default_rng(0)
     x = rng.random((4, *shape), dtype=np.float32)
@@ -74,10 +98,10 @@ def test_builds_outputs_logits_and_one_step_changes_weights(name):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_same_seed_same_init_different_seed_different(name):
-    shape, classes = CASES[name]
-    a = zoo.build(name, shape, classes, seed=3)
-    b = zoo.build(name, shape, classes, seed=3)
-    c = zoo.build(name, shape, classes, seed=4)
+    shape, classes, size = SMALL[name] if name in NEW else CASES[name] + ({},)
+    a = zoo.build(name, shape, classes, seed=3, **size)
+    b = zoo.build(name, shape, classes, seed=3, **size)
+    c = zoo.build(name, shape, classes, seed=4, **size)
     assert _weights_equal(a, b)
     assert not _weights_equal(a, c)
 
@@ -91,6 +115,12 @@ def test_param_counts():
     r = zoo.build("resnet20", (32, 32, 3), 10)
     trainable = _trainable_count(r)
     assert (trainable, r.count_params()) == (272_474, 274_042)
+    # MLPerf Tiny reference networks (Banbury et al. 2021): exact parameter counts
+    assert zoo.build("ds_cnn", (49, 10, 1), 12).count_params() == 24_908
+    assert zoo.build("mobilenet_v1_025", (96, 96, 3), 2).count_params() == 221_794
+    assert zoo.build("resnet8", (32, 32, 3), 10).count_params() == 78_666
+    assert zoo.build("fc_autoencoder", (640,), 640).count_params() == 269_992
+    assert zoo.build("sensor_cnn1d", (128, 9), 6).count_params() == 14_358
     # He et al. 2016 report 0.27M for option A (zero-padding shortcuts). Our option B differs
     # only by the two projection shortcuts (1x1 conv + BN gamma/beta):
     projections = sum(
@@ -104,7 +134,8 @@ def test_param_counts():
 
 
 def test_build_errors():
-    with pytest.raises(ValueError, match="accepted: kws_mlp, lenet5, mnist_mlp, resnet20, vgg_small"):
+    with pytest.raises(ValueError, match="accepted: ds_cnn, fc_autoencoder, kws_mlp, lenet5, mnist_mlp, mobilenet_v1_025, "
+                                         "resnet20, resnet8, sensor_cnn1d, vgg_small"):
         zoo.build("mlp9000", (28, 28, 1), 10)
     with pytest.raises(ValueError, match=r"lenet5.*at least 12x12.*\(8, 8, 1\)"):
         zoo.build("lenet5", (8, 8, 1), 10)
@@ -120,6 +151,15 @@ def test_build_errors():
         zoo.build("mnist_mlp", (784,), 10.0)
     with pytest.raises(ValueError, match="seed must be a non-negative int"):
         zoo.build("mnist_mlp", (784,), 10, seed=-1)
+    with pytest.raises(ValueError, match=r"model 'ds_cnn' has no size option\(s\) \['width'\]; accepted: \['blocks', 'filters'\]"):
+        zoo.build("ds_cnn", (49, 10, 1), 12, width=3)
+    with pytest.raises(ValueError, match="option filters must be >= 1, got 0"):
+        zoo.build("resnet8", (32, 32, 3), 10, filters=0)
+    with pytest.raises(ValueError, match="num_classes .* must equal the input size 640, got 10"):
+        zoo.build("fc_autoencoder", (640,), 10)
+    with pytest.raises(ValueError, match=r"'sensor_cnn1d' takes \(timesteps, channels\)"):
+        zoo.build("sensor_cnn1d", (128, 9, 1), 6)
+    assert zoo.options("mobilenet_v1_025") == {"alpha": 0.25, "blocks": 13}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,7 +214,7 @@ def test_save_model_atomic_rejects_other_suffix(tmp_path):
 
 
 def test_train_errors(small_mnist, tmp_path):
-    with pytest.raises(ValueError, match="unknown zoo model 'nope'; accepted: kws_mlp, lenet5"):
+    with pytest.raises(ValueError, match="unknown zoo model 'nope'; accepted: ds_cnn, fc_autoencoder, kws_mlp, lenet5"):
         train_float("nope", small_mnist)
     with pytest.raises(ValueError, match="unknown data set 'nope'; accepted: .*mnist_bundled"):
         train_float("mnist_mlp", "nope")
@@ -242,3 +282,56 @@ def test_cli_errors(tmp_path, capsys):
     blocker.write_text("x")
     assert main(["--model", "mnist_mlp", "--data", "digits", "--out", str(blocker / "out")]) == 2
     assert f"output folder '{blocker / 'out'}'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# ECQ and ECQx training of every zoo model (small variants)
+
+
+def test_small_variants_cover_the_zoo():
+    assert sorted(SMALL) == zoo.names()
+
+
+def _pure_indices_match(qmodel, Lambda, p, method):
+    import ecqx_tf
+    from ecqx_tf import assign
+    from ecqx_tf.keras.api import ecq_layers
+
+    slots = ecq_layers(qmodel)
+    n_largest = max(s.kernel.numpy().size for s in slots)
+    for s in slots:
+        w, c = s.kernel.numpy(), s.centroids.numpy()
+        lam = assign.layer_lambda(w, c, Lambda, w.size, n_largest)
+        want = assign.ecqx_assign(w, c, lam, s.relevance.numpy(), p=p) if method == "ecqx" else assign.ecq_assign(w, c, lam)
+        np.testing.assert_array_equal(s.indices.numpy(), want, err_msg=s.name)
+    plain = ecqx_tf.strip(qmodel)
+    for qk in ecqx_tf.quantization_info(qmodel).values():
+        np.testing.assert_array_equal(getattr(plain.get_layer(qk.layer), qk.kernel).numpy(), qk.values())
+    return len(slots)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_every_zoo_model_trains_with_ecq_and_ecqx(name):
+    """quantize + fit (2 steps) + ECQxCallback with ECQ and with ECQx; afterwards the stored indices
+    are the pure assignment (ecq_assign / ecqx_assign) of the final float kernels and relevances, and
+    the stripped kernels are the centroids. The autoencoder gets its relevance from x alone."""
+    import ecqx_tf
+
+    shape, classes, size = SMALL[name]
+    model = zoo.build(name, shape, classes, seed=0, **size)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16,) + shape).astype(np.float32)
+    if name == "fc_autoencoder":
+        y, rdata, loss = x, x, "mse"
+    else:
+        y = rng.integers(0, classes, 16)
+        rdata, loss = (x, y), tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    for method in ("ecq", "ecqx"):
+        q = ecqx_tf.quantize(model, bits=4, method=method, Lambda=0.1, p=0.1,
+                             relevance_data=rdata if method == "ecqx" else None)
+        q.compile(tf.keras.optimizers.Adam(1e-3), loss)
+        cb = ecqx_tf.ECQxCallback(relevance_batch_size=8)
+        q.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[cb])
+        assert cb.refreshes == 2
+        assert _pure_indices_match(q, 0.1, 0.1, method) >= 2

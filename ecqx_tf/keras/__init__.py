@@ -12,6 +12,7 @@ from .api import (
     strip,
 )
 from .callback import ECQxCallback
+from .fold import fold_batchnorm, foldable_batchnorms
 from .quantize_config import METHODS, ECQQuantizeConfig
 from .quantizer import ECQWeightQuantizer
 
@@ -23,6 +24,8 @@ __all__ = [
     "PASSTHROUGH_LAYERS",
     "custom_objects",
     "ecq_layers",
+    "fold_batchnorm",
+    "foldable_batchnorms",
     "layer_stats",
     "load_model",
     "quantization_info",

@@ -2,16 +2,18 @@
 ``strip`` / ``quantization_info`` / ``layer_stats``; ``load_model`` and ``quantize_scope`` for
 saved models in training.
 
-``quantize`` never mutates the user's model: it clones it, annotates every Dense and Conv2D
-layer with :class:`ECQQuantizeConfig` (every other layer with tfmot's default 8-bit scheme),
-applies tfmot's ``quantize_apply`` and makes the initial ECQ assignment (spec section 5: "before
-training, one ECQ assignment, entropy term on, no relevance").
+``quantize`` never mutates the user's model. It checks the whole model against the layer registry
+(:mod:`ecqx_tf.layers`) before any work, folds every BatchNormalization that directly follows a
+kernel layer into that layer (:func:`ecqx_tf.fold_batchnorm`, on by default), annotates every kernel
+layer (Dense, Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D) with :class:`ECQQuantizeConfig`
+(every other layer with tfmot's default 8-bit scheme), applies tfmot's ``quantize_apply`` and makes
+the initial ECQ assignment ("before training, one ECQ assignment, entropy term on, no relevance").
 """
 from __future__ import annotations
 
 import logging
 import weakref
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -27,9 +29,12 @@ from ..config import (
     validate_positive_int,
     validate_unit_interval,
 )
+from .. import layers as _layers
+from .. import stats as _stats
 from ..grid import GRID_KINDS, make_grid
 from ..quantized import QuantizedKernel
-from .. import stats as _stats
+from ..topology import refuse_unsupported
+from .fold import fold_batchnorm as _fold_batchnorm
 from .quantize_config import METHODS, SUPPORTED_LAYERS, ECQQuantizeConfig, ECQQuantizeScheme
 from .quantizer import ECQWeightQuantizer
 
@@ -44,6 +49,9 @@ __all__ = [
     "custom_objects",
     "ecq_layers",
     "PASSTHROUGH_LAYERS",
+    "SUPPORTED_LAYERS",
+    "RelevanceData",
+    "relevance_data_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,20 +64,9 @@ from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer
 
 _DEFAULT_REGISTRY = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
 
-# Layers without weights to quantize that may stand between quantized layers.
-PASSTHROUGH_LAYERS = (
-    tf.keras.layers.InputLayer,
-    tf.keras.layers.Flatten,
-    tf.keras.layers.Reshape,
-    tf.keras.layers.Dropout,
-    tf.keras.layers.ReLU,
-    tf.keras.layers.Activation,
-    tf.keras.layers.MaxPooling2D,
-    tf.keras.layers.AveragePooling2D,
-    tf.keras.layers.GlobalAveragePooling2D,
-    tf.keras.layers.BatchNormalization,
-    tf.keras.layers.Add,
-    tf.keras.layers.ZeroPadding2D,
+#: Layers without weights to quantize that may stand between quantized layers (from the registry).
+PASSTHROUGH_LAYERS = tuple(
+    getattr(tf.keras.layers, n) for n in _layers._ordered() if not _layers.get(n).is_kernel
 )
 
 # Relevance data registered by quantize() for the callback (not part of the saved model).
@@ -95,24 +92,17 @@ def _check_model(model) -> None:
 
 
 def _quantizable(model, exclude: Sequence[str]) -> List[tf.keras.layers.Layer]:
+    """The kernel layers of ``model`` not in ``exclude``, after checking that EVERY layer of the
+    model is supported (one error listing all unsupported layers with the supported set)."""
+    refuse_unsupported(model, "quantize()")
     names = {l.name for l in model.layers}
     unknown = sorted(set(exclude) - names)
     if unknown:
         raise ValueError(f"exclude names layers the model does not have: {unknown}; layers: {sorted(names)}")
-    out = []
-    for layer in model.layers:
-        if isinstance(layer, SUPPORTED_LAYERS) and type(layer) not in (tf.keras.layers.DepthwiseConv2D,):
-            if layer.name not in exclude:
-                out.append(layer)
-        elif not isinstance(layer, PASSTHROUGH_LAYERS):
-            raise ValueError(
-                f"layer {layer.name!r} of type {type(layer).__name__} is not supported; "
-                f"quantized: Dense, Conv2D; passed through: "
-                f"{', '.join(t.__name__ for t in PASSTHROUGH_LAYERS)}"
-            )
+    out = [l for l in model.layers if _layers.spec_of(l) is not None and _layers.get(l).is_kernel and l.name not in exclude]
     if not out:
         raise ValueError(
-            "the model has no quantizable layer (Dense or Conv2D)"
+            f"the model has no quantizable layer ({', '.join(_layers.kernel_types())})"
             + (f" left after excluding {list(exclude)}" if exclude else "")
         )
     return out
@@ -125,10 +115,12 @@ def quantize(
     Lambda: float = ECQ_DEFAULTS["Lambda"],
     p: float = ECQ_DEFAULTS["p"],
     grid: str = ECQ_DEFAULTS["grid"],
-    relevance_data: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+    relevance_data: Optional[Any] = None,
     exclude: Iterable[str] = (),
     gradient: str = ECQ_DEFAULTS["gradient"],
     lambda_reduce: str = ECQ_DEFAULTS["lambda_reduce"],
+    fold_batchnorm: bool = True,
+    relevance_target: str = "auto",
 ) -> tf.keras.Model:
     r"""Return a new quantization-aware model, ready for ``compile``/``fit`` with
     :class:`ecqx_tf.ECQxCallback`.
@@ -136,23 +128,36 @@ def quantize(
     Defaults: ``ecqx_tf.config.ECQ_DEFAULTS`` (the authors' values; shared with the command lines).
 
     Args:
-        model: a built float tf.keras model (Sequential or functional); not modified.
+        model: a built float tf.keras model (Sequential, or functional with one input and one
+            output; branches and merges allowed) of the layer registry (``docs/layers.md``); not
+            modified.
         bits: bit width of every quantized kernel, 2..8.
         method: ``"ecq"`` (entropy-constrained) or ``"ecqx"`` (relevance-adjusted).
         Lambda: :math:`\Lambda \ge 0`, the rate hyper-parameter (Becking et al. 2021; larger =
             sparser; 0 = nearest neighbour).
         p: ECQx's largest sparsity drop relative to ECQ per layer, in [0, 1].
         grid: ``"symmetric"`` (default, exact INT4/INT8) or ``"paper"`` (the authors' 2^b levels).
-        relevance_data: ``(x, y)`` used by ECQx for LRP (labels as class indices); required for
-            ``method="ecqx"``.
-        exclude: names of Dense/Conv2D layers to keep float.
+        relevance_data: data for ECQx's LRP (required for ``method="ecqx"``): ``x`` alone (an array)
+            or a tuple ``(x, y)`` with class labels ``y`` (indices or one-hot). With ``x`` alone the
+            relevance starts from the predicted class (argmax of the output) of a classifier, and
+            from the whole output (every output unit with its own value) of any other model, e.g. an
+            autoencoder (``relevance_target``). A ``y`` shaped like a regression target (the model's
+            output, not one-hot, e.g. ``(x, x)`` for an autoencoder) is refused with a message to pass
+            ``x`` alone.
+        exclude: names of kernel layers to keep out of ECQ (tfmot's default 8-bit scheme).
         gradient: ``"ste"`` or ``"ec2t"``.
         lambda_reduce: ``"min"`` (thesis) or ``"max"`` (ECQx code) for :math:`\lambda_{max}`.
+        fold_batchnorm: fold every BatchNormalization that directly follows a kernel layer into its
+            kernel and bias first (:func:`ecqx_tf.fold_batchnorm`; default True), so the quantized
+            integers are those of the folded kernel the exporters store; False keeps the BNs float.
+        relevance_target: ``"auto"`` (default), ``"label"``, ``"predicted"`` or ``"output"``:
+            where the relevance starts (``ecqx_tf.relevance.TARGETS``).
 
     Raises:
         ValueError / TypeError: unknown method or grid, bits outside 2..8, negative Lambda, p
-            outside [0, 1], a model with no quantizable layer, an unsupported layer (named),
-            relevance data that does not match the model's input.
+            outside [0, 1], a model with no quantizable layer, unsupported layers (ALL of them are
+            listed, with name and type, before any work), a model the relevance engine cannot walk
+            (ECQx), relevance data that does not match the model.
     """
     _check_model(model)
     bits = validate_bits(bits)
@@ -162,75 +167,123 @@ def quantize(
     grid = validate_choice("grid", grid, GRID_KINDS)
     gradient = validate_choice("gradient", gradient, GRADIENTS)
     lambda_reduce = validate_choice("lambda_reduce", lambda_reduce, LAMBDA_REDUCE)
+    if not isinstance(fold_batchnorm, bool):
+        raise TypeError(f"fold_batchnorm must be a bool, got {fold_batchnorm!r}")
     exclude = tuple(exclude)
-    targets = {l.name for l in _quantizable(model, exclude)}
-    if method == "ecqx":
-        if relevance_data is None:
-            raise ValueError("method='ecqx' needs relevance_data=(x, y) for LRP")
+    _quantizable(model, exclude)  # complete refusal before any work
+    if method == "ecqx" and relevance_data is None:
+        raise ValueError("method='ecqx' needs relevance_data: x alone, or a tuple (x, y) with class labels, for LRP")
+    float_model = _fold_batchnorm(model) if fold_batchnorm else model
+    targets = {l.name for l in _quantizable(float_model, exclude)}
+    rdata = None
     if relevance_data is not None:
-        relevance_data = _check_relevance_data(model, relevance_data)
+        rdata = _check_relevance_data(float_model, relevance_data, relevance_target)
 
     cfg = dict(bits=bits, grid=grid, method=method, Lambda=Lambda, p=p, gradient=gradient, lambda_reduce=lambda_reduce)
-
-    def annotate(layer):
-        clone = layer.__class__.from_config(layer.get_config())
-        if layer.name in targets:
-            return tfmot.quantization.keras.quantize_annotate_layer(clone, quantize_config=ECQQuantizeConfig(**cfg))
-        if isinstance(layer, tf.keras.layers.InputLayer) or not _DEFAULT_REGISTRY.supports(layer):
-            return clone  # stays float (e.g. BatchNormalization, folded only at export)
-        return tfmot.quantization.keras.quantize_annotate_layer(clone)
-
-    annotated = tf.keras.models.clone_model(model, clone_function=annotate)
-    annotated.set_weights(model.get_weights())
-    with quantize_scope():
-        qmodel = tfmot.quantization.keras.quantize_apply(annotated, scheme=ECQQuantizeScheme())
-    missing = targets - {s.name for s in ecq_layers(qmodel)}
-    if missing:  # a tfmot transform replaced the ECQ config: never leave a layer silently float
-        raise RuntimeError(f"tfmot's layout transforms dropped ECQ quantization of layers {sorted(missing)}")
+    qmodel = _quantize_apply(float_model, {n: ECQQuantizeConfig(**cfg) for n in targets})
     initialize_assignment(qmodel)
-    if relevance_data is not None:
-        _RELEVANCE_DATA[qmodel] = relevance_data
+    if rdata is not None:
+        _RELEVANCE_DATA[qmodel] = rdata
     return qmodel
 
 
-def _check_relevance_data(model, data) -> Tuple[np.ndarray, np.ndarray]:
-    try:
-        x, y = data
-    except (TypeError, ValueError):
-        raise TypeError("relevance_data must be a pair (x, y) of arrays") from None
-    x = np.asarray(x, dtype=np.float32)
-    y = np.asarray(y).reshape(-1)
-    if len(x) == 0:
-        raise ValueError("relevance_data is empty")
-    if len(x) != len(y):
-        raise ValueError(f"relevance_data has {len(x)} inputs but {len(y)} labels")
-    expected = tuple(model.input_shape[1:])
-    if tuple(x.shape[1:]) != expected:
-        raise ValueError(f"relevance_data inputs have shape {tuple(x.shape[1:])} per sample; the model takes {expected}")
-    n_out = int(model.output_shape[-1])
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_out:
-        raise ValueError(f"relevance_data labels must be class indices in [0, {n_out}), got dtype {y.dtype}, range [{y.min()}, {y.max()}]")
-    return x, y.astype(np.int64)
+def _annotate_function(configs: Dict[str, ECQQuantizeConfig]):
+    def annotate(layer):
+        clone = layer.__class__.from_config(layer.get_config())
+        if layer.name in configs:
+            cfg = ECQQuantizeConfig.from_config(configs[layer.name].get_config())
+            return tfmot.quantization.keras.quantize_annotate_layer(clone, quantize_config=cfg)
+        if isinstance(layer, tf.keras.layers.InputLayer):
+            return clone
+        if _layers.type_name(layer) == "SeparableConv2D":
+            # excluded: tfmot's 8-bit scheme on both kernels, as one layer (tfmot's own transform
+            # would split it into DepthwiseConv2D + Conv2D with new names)
+            return tfmot.quantization.keras.quantize_annotate_layer(clone, quantize_config=_separable_8bit_config())
+        if not _DEFAULT_REGISTRY.supports(layer):
+            return clone  # stays float (e.g. BatchNormalization not folded, Conv1D excluded)
+        return tfmot.quantization.keras.quantize_annotate_layer(clone)
+
+    return annotate
 
 
-def relevance_data_of(qmodel) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+def _separable_8bit_config():
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry import (
+        Default8BitQuantizeConfig,
+    )
+
+    return Default8BitQuantizeConfig(["depthwise_kernel", "pointwise_kernel"], ["activation"], False)
+
+
+def _quantize_apply(float_model: tf.keras.Model, configs: Dict[str, ECQQuantizeConfig]) -> tf.keras.Model:
+    """tfmot ``quantize_apply`` of ``float_model`` with ``configs[name]`` on the named kernel layers;
+    checks that no ECQ kernel was dropped by a tfmot transform."""
+    annotated = tf.keras.models.clone_model(float_model, clone_function=_annotate_function(configs))
+    annotated.set_weights(float_model.get_weights())
+    with quantize_scope():
+        qmodel = tfmot.quantization.keras.quantize_apply(annotated, scheme=ECQQuantizeScheme())
+    want = {_layers.kernel_key(n, a, len(_layers.get(float_model.get_layer(n)).kernels))
+            for n in configs for a in _layers.get(float_model.get_layer(n)).kernels}
+    missing = want - {s.name for s in ecq_layers(qmodel)}
+    if missing:  # a tfmot transform replaced the ECQ config: never leave a kernel silently float
+        raise RuntimeError(f"tfmot's layout transforms dropped ECQ quantization of kernels {sorted(missing)}")
+    return qmodel
+
+
+class RelevanceData:
+    """The relevance data registered by :func:`quantize` for the callback: ``x`` (float32),
+    ``y`` (int labels, or None) and the target ``mode`` (``"label"``, ``"predicted"``, ``"output"``)."""
+
+    def __init__(self, x: np.ndarray, y: Optional[np.ndarray], mode: str):
+        self.x, self.y, self.mode = x, y, mode
+
+    def __iter__(self):  # (x, y) unpacking, as before
+        return iter((self.x, self.y))
+
+
+def _split_relevance_data(data: Any) -> Tuple[Any, Any]:
+    if isinstance(data, tuple):
+        if len(data) != 2:
+            raise TypeError(f"relevance_data must be x (an array) or a tuple (x, y), got a tuple of {len(data)} items")
+        return data
+    if isinstance(data, RelevanceData):
+        return data.x, data.y
+    return data, None
+
+
+def _check_relevance_data(model, data, target: str = "auto") -> RelevanceData:
+    """Validate relevance data for ``model`` (x alone or (x, y)); see :func:`quantize`."""
+    from ..relevance.graph import RelevanceGraph
+
+    x, y = _split_relevance_data(data)
+    graph = RelevanceGraph(model, "ECQx's relevance engine")  # a graph it cannot walk fails here
+    mode = graph.resolve_target(y, target)
+    xa, ya = graph.check_data(x, y, mode)
+    return RelevanceData(xa, ya, mode)
+
+
+def relevance_data_of(qmodel) -> Optional[RelevanceData]:
     return _RELEVANCE_DATA.get(qmodel)
 
 
 class _ECQSlot:
-    """One quantized kernel inside a QuantizeWrapper: the wrapper, its config and variables."""
+    """One quantized kernel inside a QuantizeWrapper: the wrapper, its config and variables.
 
-    def __init__(self, wrapper, config: ECQQuantizeConfig, kernel, qvars: dict):
+    ``name`` is the kernel key (the layer name, or ``"<layer>/<attr>"`` for a layer with several
+    quantized kernels), ``layer_name`` the Keras layer name, ``attr`` the kernel attribute."""
+
+    def __init__(self, wrapper, config: ECQQuantizeConfig, kernel, qvars: dict, attr: str, n_kernels: int):
         self.wrapper = wrapper
         self.config = config
         self.kernel = kernel
+        self.attr = attr
         self.centroids = qvars["centroids"]
         self.indices = qvars["indices"]
         self.relevance = qvars["relevance"]
         self.step = qvars["step"]
+        self.name = _layers.kernel_key(wrapper.layer.name, attr, n_kernels)
 
     @property
-    def name(self) -> str:
+    def layer_name(self) -> str:
         return self.wrapper.layer.name
 
     def levels_and_step(self) -> Tuple[np.ndarray, float]:
@@ -240,19 +293,22 @@ class _ECQSlot:
 
 
 def ecq_layers(qmodel) -> List[_ECQSlot]:
-    """The quantized kernels of a model made by :func:`quantize` (in layer order)."""
+    """The quantized kernels of a model made by :func:`quantize` (in layer order; the kernels of one
+    layer in the registry's order)."""
     slots = []
     for layer in qmodel.layers:
         if isinstance(layer, _QuantizeWrapper) and isinstance(layer.quantize_config, ECQQuantizeConfig):
-            for kernel, quantizer, qvars in layer._weight_vars:
-                if isinstance(quantizer, ECQWeightQuantizer):
-                    slots.append(_ECQSlot(layer, layer.quantize_config, kernel, qvars))
+            ecq = [(k, q, v) for k, q, v in layer._weight_vars if isinstance(q, ECQWeightQuantizer)]
+            for kernel, quantizer, qvars in ecq:
+                slots.append(_ECQSlot(layer, layer.quantize_config, kernel, qvars, _short_name(kernel.name), len(ecq)))
     return slots
 
 
 def initialize_assignment(qmodel) -> None:
-    """Grid from each float kernel, then one ECQ assignment (no relevance)."""
-    from ..assign import ecq_assign, layer_lambda
+    """Grid from each float kernel, then one ECQ assignment (no relevance), in one linear pass
+    per kernel (:func:`ecqx_tf.assign_fast.assign_layer`, equal to ``layer_lambda`` then
+    ``ecq_assign``)."""
+    from ..assign_fast import assign_layer
 
     slots = ecq_layers(qmodel)
     if not slots:
@@ -261,25 +317,27 @@ def initialize_assignment(qmodel) -> None:
     for s in slots:
         w = s.kernel.numpy()
         g = make_grid(w, s.config.bits, s.config.grid)
-        lam = layer_lambda(w, g.centroids, s.config.Lambda, w.size, n_largest, reduce=s.config.lambda_reduce)
-        idx = ecq_assign(w, g.centroids, lam)
+        res = assign_layer(w, g.centroids, s.config.Lambda, n_largest, method="ecq", reduce=s.config.lambda_reduce)
         s.centroids.assign(g.centroids)
         s.step.assign(np.float32(g.step))
-        s.indices.assign(idx.astype(np.int32))
+        s.indices.assign(res.indices)
 
 
 def quantization_info(qmodel) -> Dict[str, QuantizedKernel]:
-    """Layer name -> :class:`QuantizedKernel` (the integers every exporter must store)."""
+    """Kernel key -> :class:`QuantizedKernel` (the integers every exporter must store). The key is
+    the layer name for a layer with one quantized kernel (Dense, Conv1D, Conv2D, DepthwiseConv2D)
+    and ``"<layer>/<kernel attr>"`` for each kernel of a layer with several (SeparableConv2D)."""
     out = {}
     for s in ecq_layers(qmodel):
         levels, step = s.levels_and_step()
         out[s.name] = QuantizedKernel(
-            layer=s.name,
+            layer=s.layer_name,
             bits=s.config.bits,
             grid=s.config.grid,
             step=step,
             levels=levels,
             indices=s.indices.numpy().astype(np.int32),
+            kernel=s.attr,
         )
     if not out:
         raise ValueError("the model has no ECQ-quantized layer (was it made by ecqx_tf.quantize?)")
@@ -388,9 +446,10 @@ def _strip_sequential_config(qconfig: dict) -> dict:
 
 
 def strip(qmodel) -> tf.keras.Model:
-    """A plain Keras model (no tfmot wrappers, no fake quantization) whose Dense/Conv2D kernels
-    are exactly the assigned centroid values ``levels[idx] * step`` (float32) and whose other
-    weights (biases, BatchNorm) are the trained ones. Layer names are the original ones."""
+    """A plain Keras model (no tfmot wrappers, no fake quantization) whose quantized kernels are
+    exactly the assigned centroid values ``levels[idx] * step`` (float32) and whose other weights
+    (biases, BatchNorm kept float) are the trained ones. Layer names are the original ones; a
+    BatchNormalization folded by :func:`quantize` is not in it (its kernel layer carries it)."""
     with quantize_scope():
         if isinstance(qmodel, tf.keras.Sequential):
             plain = tf.keras.Sequential.from_config(_strip_sequential_config(qmodel.get_config()))
@@ -402,17 +461,19 @@ def strip(qmodel) -> tf.keras.Model:
 
 def _copy_weights(qmodel, plain) -> None:
     """Write ``qmodel``'s current weights into its stripped twin ``plain`` (kernels snapped)."""
-    snapped = {s.name: tf.gather(s.centroids, s.indices).numpy() for s in ecq_layers(qmodel)}
+    snapped = {(s.layer_name, s.attr): tf.gather(s.centroids, s.indices).numpy() for s in ecq_layers(qmodel)}
     for layer in qmodel.layers:
         if isinstance(layer, (_QuantizeLayer, tf.keras.layers.InputLayer)):
             continue
         inner = layer.layer if isinstance(layer, _QuantizeWrapper) else layer
         target = plain.get_layer(inner.name)
-        weights = {_short_name(v.name): v for v in inner.weights}
+        # the wrapper's weights: tfmot replaces a quantized kernel attribute of the inner layer by a
+        # tensor, so only the wrapper still lists every original variable (plus its quantizer's)
+        weights = {_short_name(v.name): v for v in layer.weights}
         values = []
         for v in target.weights:
             key = _short_name(v.name)
-            values.append(snapped[inner.name] if (key == "kernel" and inner.name in snapped) else weights[key].numpy())
+            values.append(snapped[(inner.name, key)] if (inner.name, key) in snapped else weights[key].numpy())
         target.set_weights(values)
 
 

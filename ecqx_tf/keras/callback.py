@@ -3,14 +3,22 @@ steps it recomputes (ECQx) the LRP weight relevances and re-assigns every quanti
 
 1. (ECQx) the relevance mirror, a plain Keras copy of the model whose kernels are the current
    centroids, is synced; the LRP weight relevance of one batch of ``relevance_data`` is computed
-   (spec section 4) and folded into the per-layer exponential moving average
+   (from the labelled class, or without labels from the predicted class / the whole output, see
+   :func:`ecqx_tf.quantize`) and folded into the per-kernel exponential moving average
    :math:`R \leftarrow (1-\alpha) R_{batch} + \alpha R`, reset at each epoch;
 2. for every quantized layer, :math:`\lambda_l` is recomputed from the current float shadow
-   kernel and the kernel is assigned with ECQ or ECQx (spec sections 2 and 3);
+   kernel and the kernel is assigned with ECQ or ECQx (docs/algorithm.md, sections 2 and 3);
 3. the index (and relevance) variables are written; the next forward pass uses them.
 
+Each kernel is assigned in one linear pass (:func:`ecqx_tf.assign_fast.assign_layer`, equal to
+the reference functions of :mod:`ecqx_tf.assign`; ``assignment="reference"`` uses those).
+
 Under ``tf.distribute`` strategies the callback runs in the cross-replica context, so the same
-indices and relevances are written to every replica (replica-consistent by construction).
+indices and relevances are written to every replica (replica-consistent by construction). Under
+``MultiWorkerMirroredStrategy`` every worker runs its own callback; they take the chief's seed
+for the relevance batches and compare fingerprints of their state at the start of training and
+after every refresh, raising :class:`~ecqx_tf.keras.multiworker.WorkersDisagreeError` on all
+workers if they differ (:mod:`ecqx_tf.keras.multiworker`).
 """
 from __future__ import annotations
 
@@ -20,9 +28,10 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from ..assign import ecq_assign, ecqx_assign, layer_lambda
+from ..assign_fast import ASSIGNMENTS
 from ..config import validate_positive_int, validate_unit_interval
-from .api import _copy_weights, ecq_layers, relevance_data_of, strip
+from .api import RelevanceData, _check_relevance_data, _copy_weights, ecq_layers, relevance_data_of, strip
+from .multiworker import WorkerSync
 
 __all__ = ["ECQxCallback"]
 
@@ -33,30 +42,44 @@ class ECQxCallback(tf.keras.callbacks.Callback):
     """Refresh relevances and assignments during ``fit``.
 
     Args:
-        relevance_data: ``(x, y)`` for LRP; defaults to what :func:`ecqx_tf.quantize` was given.
+        relevance_data: ``x`` alone or a tuple ``(x, y)`` for LRP (see :func:`ecqx_tf.quantize`);
+            defaults to what :func:`ecqx_tf.quantize` was given.
+        relevance_target: where relevance starts (``"auto"``, ``"label"``, ``"predicted"``,
+            ``"output"``) for ``relevance_data`` given here; default the one of ``quantize``.
         refresh_every: re-assign after every k-th optimizer step (1 = every step, as the paper).
         relevance_batch_size: samples per LRP batch (cycled through ``relevance_data``).
-        alpha: EMA factor of the relevance (spec: 0.1).
+        alpha: EMA factor of the relevance (0.1, as the authors' train.py).
         backend: LRP backend for training, ``"native"`` (default) or ``"innvestigate"``.
         composite: LRP composite name (``ecqx_tf.relevance.COMPOSITES``).
-        seed: order in which relevance batches are drawn.
+        seed: order in which relevance batches are drawn (multi-worker: the chief's is used).
+        assignment: ``"fast"`` (default, linear in the weights) or ``"reference"`` (the
+            reference functions; identical results, for verification and benchmarks).
     """
 
     def __init__(
         self,
-        relevance_data: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+        relevance_data=None,
         refresh_every: int = 1,
         relevance_batch_size: int = 64,
         alpha: float = 0.1,
         backend: str = "native",
         composite: str = "epsilon_plus_flat",
         seed: int = 0,
+        relevance_target: str = "auto",
+        assignment: str = "fast",
     ):
         super().__init__()
+        ASSIGNMENTS.get(assignment)  # unknown name -> ValueError listing the accepted ones
+        self.assignment = assignment
         self.relevance_data = relevance_data
+        self.relevance_target = relevance_target
         self.refresh_every = validate_positive_int("refresh_every", refresh_every)
         self.relevance_batch_size = validate_positive_int("relevance_batch_size", relevance_batch_size)
         self.alpha = validate_unit_interval("alpha", alpha)
+        from ..relevance import BACKENDS, get_composite
+
+        BACKENDS.get(backend)  # unknown names fail here, not inside fit
+        get_composite(composite)
         self.backend = backend
         self.composite = composite
         self.seed = int(seed)
@@ -71,6 +94,8 @@ class ECQxCallback(tf.keras.callbacks.Callback):
             "backend": self.backend,
             "composite": self.composite,
             "seed": self.seed,
+            "relevance_target": self.relevance_target,
+            "assignment": self.assignment,
         }
 
     # -- Keras hooks -------------------------------------------------------------------------
@@ -82,15 +107,34 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         self._needs_relevance = any(s.config.method == "ecqx" for s in self._slots)
         self._mirror = None
         if self._needs_relevance:
-            data = self.relevance_data if self.relevance_data is not None else relevance_data_of(self.model)
+            self._mirror = strip(self.model)
+            self._check_engine()
+            if self.relevance_data is not None:
+                data = _check_relevance_data(self._mirror, self.relevance_data, self.relevance_target)
+            else:
+                data = relevance_data_of(self.model)
             if data is None:
-                raise ValueError("ECQxCallback: method 'ecqx' needs relevance_data=(x, y) (here or in quantize())")
-            self._x, self._y = np.asarray(data[0], np.float32), np.asarray(data[1]).astype(np.int64)
+                raise ValueError("ECQxCallback: method 'ecqx' needs relevance_data: x alone or (x, y) (here or in quantize())")
+            self._x, self._y, self._mode = data.x, data.y, data.mode
             self._rng = np.random.default_rng(self.seed)
             self._order = self._rng.permutation(len(self._x))
             self._cursor = 0
-            self._mirror = strip(self.model)
         self._ema: Dict[str, np.ndarray] = {}
+        self._start_workers()
+
+    def _start_workers(self) -> None:
+        """Multi-worker: every worker draws relevance batches with the chief's seed, and the
+        workers' relevance data, layer configurations, grids and settings must agree."""
+        self._sync = WorkerSync.for_model(self.model)
+        if self._sync is None:
+            return
+        seed = self._sync.chief_seed(self.seed)
+        data = (self._x, getattr(self, "_y", None)) if self._needs_relevance else ()
+        self._sync.check_start(self._slots, self.get_config(), data)
+        if self._needs_relevance and seed != self.seed:
+            self._rng = np.random.default_rng(seed)
+            self._order = self._rng.permutation(len(self._x))
+            self._cursor = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._ema = {}
@@ -104,6 +148,17 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         if self._steps % self.refresh_every != 0:
             self.refresh()
 
+    def _check_engine(self) -> None:
+        """Build the relevance engine of the mirror now, so an unsupported model or backend fails
+        before the first training step."""
+        from ..relevance import native_engine
+        from ..relevance.innvestigate_backend import check_innvestigate_support
+
+        names = [s.name for s in self._slots if s.config.method == "ecqx"]
+        engine = native_engine(self._mirror, self.composite, names)
+        if self.backend == "innvestigate":
+            check_innvestigate_support(engine)
+
     # -- the work ----------------------------------------------------------------------------
     def _next_batch(self):
         n = len(self._x)
@@ -113,15 +168,16 @@ class ECQxCallback(tf.keras.callbacks.Callback):
             self._cursor = 0
         sel = self._order[self._cursor : self._cursor + b]
         self._cursor += b
-        return self._x[sel], self._y[sel]
+        return self._x[sel], (None if self._y is None else self._y[sel])
 
     def _relevances(self) -> Dict[str, np.ndarray]:
         from ..relevance import weight_relevance
 
         _copy_weights(self.model, self._mirror)
         xb, yb = self._next_batch()
-        names = [s.name for s in self._slots if s.config.method == "ecqx"]
-        batch_r = weight_relevance(self._mirror, xb, yb, layers=names, backend=self.backend, composite=self.composite)
+        names = [s.name for s in self._slots if s.config.method == "ecqx"]  # kernel keys
+        batch_r = weight_relevance(self._mirror, xb, yb, layers=names, backend=self.backend, composite=self.composite,
+                                   target=self._mode)
         for name, r in batch_r.items():
             prev = self._ema.get(name)
             self._ema[name] = r if prev is None else (1.0 - self.alpha) * r + self.alpha * prev
@@ -130,15 +186,23 @@ class ECQxCallback(tf.keras.callbacks.Callback):
     def refresh(self) -> None:
         """Recompute relevances (ECQx) and re-assign every quantized kernel now."""
         relevances = self._relevances() if self._needs_relevance else {}
+        assign_layer = ASSIGNMENTS.get(self.assignment)
+        used: Dict[str, np.ndarray] = {}
+        assigned: Dict[str, np.ndarray] = {}
         for s in self._slots:
             w = s.kernel.numpy()
             c = s.centroids.numpy()
-            lam = layer_lambda(w, c, s.config.Lambda, w.size, self._n_largest, reduce=s.config.lambda_reduce)
+            r = None
             if s.config.method == "ecqx":
-                r = relevances[s.name]
-                idx = ecqx_assign(w, c, lam, r, p=s.config.p)
-                s.relevance.assign(r.astype(np.float32))
-            else:
-                idx = ecq_assign(w, c, lam)
-            s.indices.assign(np.asarray(idx, dtype=np.int32))
+                r = used[s.name] = np.asarray(relevances[s.name], dtype=np.float32)  # stored = used
+            res = assign_layer(
+                w, c, s.config.Lambda, self._n_largest, method=s.config.method, relevance=r,
+                p=s.config.p, reduce=s.config.lambda_reduce,
+            )
+            if r is not None:
+                s.relevance.assign(r)
+            s.indices.assign(res.indices)
+            assigned[s.name] = res.indices
         self.refreshes += 1
+        if getattr(self, "_sync", None) is not None:
+            self._sync.check_refresh(assigned, used, self.refreshes)

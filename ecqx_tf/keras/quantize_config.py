@@ -1,6 +1,9 @@
-"""The tfmot ``QuantizeConfig`` of ECQ/ECQx for Dense and Conv2D layers.
+"""The tfmot ``QuantizeConfig`` of ECQ/ECQx for the kernel layers of the layer registry
+(:mod:`ecqx_tf.layers`): Dense, Conv1D, Conv2D, DepthwiseConv2D and SeparableConv2D.
 
-The kernel goes through :class:`ECQWeightQuantizer`; the layer's activation keeps tfmot's
+Every quantized kernel attribute of the layer (``kernel``; ``depthwise_kernel``; both
+``depthwise_kernel`` and ``pointwise_kernel`` of a SeparableConv2D) goes through
+:class:`ECQWeightQuantizer`; the layer's activation keeps tfmot's
 default 8-bit scheme (``MovingAverageQuantizer``: 8 bits, per-tensor, asymmetric), so the trained
 model converts to a full-integer TFLite model. Biases stay float (int32 at export), BatchNorm
 stays float during training. The config also carries the method's hyper-parameters, so a saved
@@ -13,20 +16,23 @@ from typing import Optional
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
+from .. import layers as _layers
 from ..config import ECQ_DEFAULTS, LAMBDA_REDUCE, validate_choice, validate_nonnegative, validate_unit_interval
 from .quantizer import ECQWeightQuantizer
 
 __all__ = ["ECQQuantizeConfig", "ECQQuantizeScheme", "METHODS", "SUPPORTED_LAYERS"]
 
 METHODS = ("ecq", "ecqx")
-SUPPORTED_LAYERS = (tf.keras.layers.Dense, tf.keras.layers.Conv2D)
+#: The kernel layer classes (from the layer registry).
+SUPPORTED_LAYERS = tuple(getattr(tf.keras.layers, n) for n in _layers.kernel_types())
 
 _MovingAverageQuantizer = tfmot.quantization.keras.quantizers.MovingAverageQuantizer
 _Default8BitScheme = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme
 
 
 class ECQQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
-    """Quantize ``kernel`` with ECQ/ECQx and ``activation`` with 8-bit fake quantization.
+    """Quantize the layer's kernel(s) (registry ``LayerSpec.kernels``) with ECQ/ECQx and its
+    ``activation`` with 8-bit fake quantization.
 
     Args:
         bits, grid, gradient: see :class:`ECQWeightQuantizer`.
@@ -68,8 +74,13 @@ class ECQQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     def grid(self) -> str:
         return self.weight_quantizer.grid
 
+    @staticmethod
+    def kernel_attrs(layer) -> tuple:
+        """The quantized kernel attributes of ``layer`` (from the layer registry)."""
+        return _layers.get(layer).kernels
+
     def get_weights_and_quantizers(self, layer):
-        return [(layer.kernel, self.weight_quantizer)]
+        return [(getattr(layer, a), self.weight_quantizer) for a in self.kernel_attrs(layer)]
 
     def get_activations_and_quantizers(self, layer):
         if not self.quantize_output:
@@ -77,9 +88,14 @@ class ECQQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         return [(layer.activation, _MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False))]
 
     def set_quantize_weights(self, layer, quantize_weights):
-        if len(quantize_weights) != 1:
-            raise ValueError(f"layer {layer.name!r}: expected 1 quantized weight (kernel), got {len(quantize_weights)}")
-        layer.kernel = quantize_weights[0]
+        attrs = self.kernel_attrs(layer)
+        if len(quantize_weights) != len(attrs):
+            raise ValueError(
+                f"layer {layer.name!r}: expected {len(attrs)} quantized weights ({', '.join(attrs)}), "
+                f"got {len(quantize_weights)}"
+            )
+        for a, w in zip(attrs, quantize_weights):
+            setattr(layer, a, w)
 
     def set_quantize_activations(self, layer, quantize_activations):
         if quantize_activations:
@@ -114,7 +130,8 @@ class ECQQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
 class ECQQuantizeScheme(_Default8BitScheme):
     """tfmot's default 8-bit scheme, except that its layout transforms never drop ECQ.
 
-    tfmot's ``LayerReLUQuantize`` transform (a Dense/Conv2D followed by a ReLU layer) replaces the
+    tfmot's ``LayerReLUQuantize`` transform (a Dense/Conv2D/DepthwiseConv2D followed by a ReLU
+    layer) replaces the
     first layer's QuantizeConfig with a no-op config so that no fake quantization sits between
     the two; for an ECQ layer that would silently leave the kernel unquantized. Here the ECQ config
     is kept and only its output fake quantization is switched off, which is what the transform

@@ -13,7 +13,6 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_model_optimization as tfmot
 
 from ..keras import api as _api
 from ..keras.callback import ECQxCallback
@@ -30,19 +29,20 @@ def quantize_per_layer(
     initialize: bool = True,
 ) -> tf.keras.Model:
     """A new model in ECQ/ECQx training whose layer ``name`` is quantized with ``configs[name]``;
-    Dense/Conv2D layers without a config keep tfmot's default 8-bit scheme (as ``exclude=`` of
-    :func:`ecqx_tf.quantize`). ``model`` is not modified.
+    kernel layers without a config keep tfmot's default 8-bit scheme (as ``exclude=`` of
+    :func:`ecqx_tf.quantize`). ``model`` is not modified; its BatchNormalizations are NOT folded
+    here (fold first with :func:`ecqx_tf.fold_batchnorm` where wanted, as the methods do).
 
     Args:
         model: a built float tf.keras model.
         configs: layer name -> :class:`ECQQuantizeConfig` (e.g. different ``bits`` per layer).
-        relevance_data: ``(x, y)`` for ECQx's LRP (needed when a config has ``method="ecqx"``).
+        relevance_data: ``x`` or ``(x, y)`` for ECQx's LRP (needed when a config has ``method="ecqx"``).
         initialize: make the initial ECQ assignment on the layer's own grid (False: the caller sets
             centroids, step and indices, e.g. a non-uniform codebook).
 
     Raises:
         TypeError: ``configs`` values are not ``ECQQuantizeConfig``.
-        ValueError: a name that is not a quantizable Dense/Conv2D layer of ``model`` (lists them),
+        ValueError: a name that is not a quantizable kernel layer of ``model`` (lists them),
             no config at all, ECQx without relevance data, and :func:`ecqx_tf.quantize`'s errors.
     """
     _api._check_model(model)
@@ -55,23 +55,10 @@ def quantize_per_layer(
         if not isinstance(cfg, ECQQuantizeConfig):
             raise TypeError(f"configs[{name!r}] must be an ECQQuantizeConfig, got {type(cfg).__name__}")
     if any(c.method == "ecqx" for c in configs.values()) and relevance_data is None:
-        raise ValueError("method='ecqx' needs relevance_data=(x, y) for LRP")
+        raise ValueError("method='ecqx' needs relevance_data: x alone, or a tuple (x, y), for LRP")
     if relevance_data is not None:
         relevance_data = _api._check_relevance_data(model, relevance_data)
-
-    def annotate(layer):
-        clone = layer.__class__.from_config(layer.get_config())
-        if layer.name in configs:
-            cfg = ECQQuantizeConfig.from_config(configs[layer.name].get_config())
-            return tfmot.quantization.keras.quantize_annotate_layer(clone, quantize_config=cfg)
-        if isinstance(layer, tf.keras.layers.InputLayer) or not _api._DEFAULT_REGISTRY.supports(layer):
-            return clone
-        return tfmot.quantization.keras.quantize_annotate_layer(clone)
-
-    annotated = tf.keras.models.clone_model(model, clone_function=annotate)
-    annotated.set_weights(model.get_weights())
-    with _api.quantize_scope():
-        qmodel = tfmot.quantization.keras.quantize_apply(annotated)
+    qmodel = _api._quantize_apply(model, dict(configs))
     if initialize:
         _api.initialize_assignment(qmodel)
     if relevance_data is not None:

@@ -140,14 +140,14 @@ def summarize(model: tf.keras.Model, quant: Dict[str, QuantizedKernel], original
     from ..keras.finetune import evaluate_logits
     from .pruning import kernel_sparsity, kernel_weight_count
 
+    from .. import layers as _layers
+
     rows, packed, ints = [], 0, []
-    for layer in model.layers:
-        if type(layer) not in (tf.keras.layers.Dense, tf.keras.layers.Conv2D):
-            continue
-        k = layer.kernel.numpy()
-        row = {"layer": layer.name, "shape": list(k.shape), "weights": int(k.size),
+    for key, layer, attr in _layers.model_kernels(model):
+        k = getattr(layer, attr).numpy()
+        row = {"layer": key, "shape": list(k.shape), "weights": int(k.size),
                "zeros": float(np.mean(k == 0))}
-        q = quant.get(layer.name)
+        q = quant.get(key)
         if q is not None:
             b = _index_bits(q)
             row.update(bits=b, levels=int(len(np.unique(q.levels))), used=int(len(np.unique(q.integers()))))
@@ -351,9 +351,11 @@ def _quantize_after(model, masks, bits, epochs, Lambda, x_train, y_train, x_test
     """ECQ (nearest for ``Lambda=0``) of a pruned model, masks kept; returns (stripped, quant, qmodel, acc)."""
     from ..keras.api import quantization_info
     from ..keras.quantize_config import ECQQuantizeConfig
+    from ..keras.fold import fold_batchnorm
     from ._qat import MaskCallback, finetune_qat, kernel_masks_of, quantize_per_layer
     from .criteria import kernel_layer_names
 
+    model = fold_batchnorm(model)  # folding scales kernels per channel: the masks' zeros stay zeros
     cfg = {n: ECQQuantizeConfig(bits=bits, grid="symmetric", method="ecq", Lambda=Lambda)
            for n in kernel_layer_names(model)}
     qmodel = quantize_per_layer(model, cfg)
@@ -487,6 +489,9 @@ class WeightSharing(CompressionMethod):
         from .pruning import kernel_weight_count
         from .sharing import ReclusterCallback, cluster_layers, quantize_shared, sharing_info
 
+        from ..keras.fold import fold_batchnorm
+
+        model = fold_batchnorm(model)  # cluster the kernels the device multiplies with
         x_ref, y_ref = self._reference(x_train, y_train, self.relevance_samples)
         opts = self._criterion_options(x_ref)
         books = cluster_layers(model, self.n_clusters, self.weighting, x_ref, y_ref, self.criterion,
@@ -556,6 +561,9 @@ class MixedPrecision(CompressionMethod):
         from .mixed_precision import choose_bits, quantize_mixed
         from .pruning import kernel_weight_count
 
+        from ..keras.fold import fold_batchnorm
+
+        model = fold_batchnorm(model)  # allocate bits to the kernels that are quantized
         x_ref, y_ref = self._reference(x_train, y_train, self.relevance_samples)
         bits, details = choose_bits(model, self.budget_bytes, x_ref, y_ref, criterion=self.criterion,
                                     avg_bits=self.avg_bits, choices=range(self.min_bits, self.max_bits + 1),

@@ -1,6 +1,7 @@
 r"""Importance criteria for the compression methods, by name (:data:`CRITERIA`): the relevance of
-every Dense unit / Conv2D filter and of every kernel weight, from LRP or DeepLIFT, or the weight
-magnitude as the non-explanation baseline.
+every output unit / filter of a kernel layer and of every kernel weight, from LRP or DeepLIFT, or
+the weight magnitude as the non-explanation baseline. Kernels are named by their kernel key (the
+layer name; ``"<layer>/<attr>"`` for the two kernels of a SeparableConv2D), as everywhere else.
 
 Unit (neuron / filter) score of unit :math:`j` of a layer, over reference samples :math:`n`
 (Yeom et al. 2021, "Pruning by explaining", eq. for :math:`R_c`; spatial positions summed for a
@@ -30,6 +31,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from .. import layers as _layers
 from .. import names
 from ..registry import Registry
 
@@ -41,6 +43,8 @@ __all__ = [
     "weight_scores",
     "relevance_gradient",
     "kernel_layer_names",
+    "kernel_keys",
+    "kernel_of",
 ]
 
 AGGREGATES = ("sum", "abs")
@@ -63,8 +67,22 @@ CRITERIA: Registry[Criterion] = Registry("importance criterion", known=names.CRI
 
 
 def kernel_layer_names(model: tf.keras.Model) -> list:
-    """Names of the exact Dense/Conv2D layers of ``model`` in layer order."""
-    return [l.name for l in model.layers if type(l) in (tf.keras.layers.Dense, tf.keras.layers.Conv2D)]
+    """Names of the kernel layers (layer registry: Dense, Conv1D, Conv2D, DepthwiseConv2D,
+    SeparableConv2D) of ``model`` in layer order."""
+    return [l.name for l in model.layers if _layers.kernel_keys(l)]
+
+
+def kernel_keys(model: tf.keras.Model) -> list:
+    """Kernel keys of ``model`` in layer order (one per quantizable kernel)."""
+    return [k for k, _, _ in _layers.model_kernels(model)]
+
+
+def kernel_of(model: tf.keras.Model, key: str) -> np.ndarray:
+    """The float kernel named by a kernel key."""
+    for k, layer, attr in _layers.model_kernels(model):
+        if k == key:
+            return getattr(layer, attr).numpy()
+    raise ValueError(f"{key!r} is not a kernel of model {model.name!r}; kernels: {kernel_keys(model)}")
 
 
 def _lrp_units(model, x, y, layers, composite="epsilon_plus_flat", batch_size=64, **_):
@@ -98,13 +116,18 @@ def _dl_weights(model, x, y, layers, reference="zeros", batch_size=64, deeplift_
 def _mag_units(model, x, y, layers, **_):
     out = {}
     for n in layers:
-        k = np.abs(model.get_layer(n).kernel.numpy())
-        out[n] = k.reshape(-1, k.shape[-1]).sum(axis=0)[None]  # one pseudo-sample
+        k = np.abs(kernel_of(model, n))
+        channels = k.shape[-2] * k.shape[-1] if _is_depthwise(model, n) else k.shape[-1]
+        out[n] = k.reshape(-1, channels).sum(axis=0)[None]  # one pseudo-sample per output channel
     return out
 
 
+def _is_depthwise(model, key: str) -> bool:
+    return any(k == key and attr == "depthwise_kernel" for k, _, attr in _layers.model_kernels(model))
+
+
 def _mag_weights(model, x, y, layers, **_):
-    return {n: model.get_layer(n).kernel.numpy().astype(np.float32) for n in layers}
+    return {n: kernel_of(model, n).astype(np.float32) for n in layers}
 
 
 CRITERIA.register("lrp")(Criterion("lrp", True, _lrp_units, _lrp_weights))
@@ -112,16 +135,34 @@ CRITERIA.register("deeplift")(Criterion("deeplift", True, _dl_units, _dl_weights
 CRITERIA.register("magnitude")(Criterion("magnitude", False, _mag_units, _mag_weights))
 
 
-def _layers(model, layers: Optional[Sequence[str]]) -> list:
-    names = kernel_layer_names(model)
+def _keys(model, layers: Optional[Sequence[str]]) -> list:
+    """Kernel keys for ``layers`` (layer names select all their kernels; kernel keys themselves)."""
+    keys = kernel_keys(model)
     if layers is None:
-        return names
+        return keys
     if isinstance(layers, str):
         raise TypeError(f"layers must be a sequence of layer names, got the str {layers!r}")
+    out = []
     for n in layers:
-        if n not in names:
-            raise ValueError(f"layer {n!r} is not a Dense/Conv2D layer of model {model.name!r}; accepted: {names}")
-    return list(layers)
+        sel = [n] if n in keys else [k for k, l, _ in _layers.model_kernels(model) if l.name == n]
+        if not sel:
+            raise ValueError(f"layer {n!r} is not a kernel layer of model {model.name!r}; accepted: {keys}")
+        out.extend(k for k in sel if k not in out)
+    return out
+
+
+def _unit_keys(model, layers: Optional[Sequence[str]]) -> list:
+    """``(layer name, output kernel key)`` of the requested layers (default all kernel layers)."""
+    names = kernel_layer_names(model) if layers is None else list(layers)
+    if isinstance(layers, str):
+        raise TypeError(f"layers must be a sequence of layer names, got the str {layers!r}")
+    out = []
+    for n in names:
+        if n not in kernel_layer_names(model):
+            raise ValueError(f"layer {n!r} is not a kernel layer of model {model.name!r}; "
+                             f"accepted: {kernel_layer_names(model)}")
+        out.append((n, _layers.output_kernel_key(model.get_layer(n))))
+    return out
 
 
 def unit_scores(
@@ -133,13 +174,13 @@ def unit_scores(
     aggregate: str = "sum",
     **options: Any,
 ) -> Dict[str, np.ndarray]:
-    """Score of every unit (Dense) / filter (Conv2D): layer name -> float64 ``(units,)``.
+    """Score of every output unit / filter of a kernel layer: layer name -> float64 ``(units,)``.
 
     Args:
         model: a plain chain model (see the relevance engine's limits).
         x, y: reference samples and their labels (not needed for ``"magnitude"``).
         criterion: a :data:`CRITERIA` name.
-        layers: Dense/Conv2D names (default all).
+        layers: kernel layer names (default all).
         aggregate: ``"sum"`` (signed sum over samples, as Yeom et al.; default) or ``"abs"`` (sum
             of the absolute per-sample unit relevance).
         options: passed to the criterion (``composite`` for LRP; ``reference``,
@@ -151,13 +192,13 @@ def unit_scores(
     crit = CRITERIA.get(criterion)
     if aggregate not in AGGREGATES:
         raise ValueError(f"unknown aggregate {aggregate!r}; accepted: {', '.join(AGGREGATES)}")
-    names = _layers(model, layers)
+    pairs = _unit_keys(model, layers)
     if crit.needs_data and (x is None or y is None):
         raise ValueError(f"criterion {criterion!r} needs reference data x and labels y")
-    per_sample = crit.units(model, x, y, names, **options)
+    per_sample = crit.units(model, x, y, [k for _, k in pairs], **options)
     out = {}
-    for n in names:
-        r = np.asarray(per_sample[n], np.float64)
+    for n, key in pairs:
+        r = np.asarray(per_sample[key], np.float64)
         r = r.reshape(r.shape[0], -1, r.shape[-1]).sum(axis=1)  # sum over positions: (N, units)
         out[n] = (np.abs(r) if aggregate == "abs" else r).sum(axis=0)
     return out
@@ -171,14 +212,14 @@ def weight_scores(
     layers: Optional[Sequence[str]] = None,
     **options: Any,
 ) -> Dict[str, np.ndarray]:
-    """Non-negative score of every kernel weight (kernel-shaped float64): the absolute weight
-    relevance summed over the samples, or ``|w|`` for ``"magnitude"``.
+    """Non-negative score of every kernel weight (kernel key -> kernel-shaped float64): the absolute
+    weight relevance summed over the samples, or ``|w|`` for ``"magnitude"``.
 
     Raises:
         ValueError: unknown criterion / layer, or missing data for a data criterion.
     """
     crit = CRITERIA.get(criterion)
-    names = _layers(model, layers)
+    names = _keys(model, layers)
     if crit.needs_data and (x is None or y is None):
         raise ValueError(f"criterion {criterion!r} needs reference data x and labels y")
     return {n: np.abs(np.asarray(v, np.float64)) for n, v in crit.weights(model, x, y, names, **options).items()}
@@ -195,15 +236,15 @@ def relevance_gradient(
     r""":math:`|g_{ij}| = |R_{ij} / w_{ij}|` (0 where :math:`w_{ij} = 0`), kernel-shaped float64;
     for ``"magnitude"`` all ones (every weight counts the same). Errors as :func:`weight_scores`."""
     crit = CRITERIA.get(criterion)
-    names = _layers(model, layers)
+    names = _keys(model, layers)
     if not crit.needs_data:
-        return {n: np.ones(model.get_layer(n).kernel.shape, np.float64) for n in names}
+        return {n: np.ones(kernel_of(model, n).shape, np.float64) for n in names}
     if x is None or y is None:
         raise ValueError(f"criterion {criterion!r} needs reference data x and labels y")
     r = crit.weights(model, x, y, names, **options)
     out = {}
     for n in names:
-        w = model.get_layer(n).kernel.numpy().astype(np.float64)
+        w = kernel_of(model, n).astype(np.float64)
         rv = np.asarray(r[n], np.float64)
         out[n] = np.abs(np.divide(rv, w, out=np.zeros_like(rv), where=w != 0))
     return out

@@ -43,7 +43,8 @@ from ..config import BITS_RANGE
 from ..grid import make_grid
 from .. import names
 from ..registry import Registry
-from .criteria import kernel_layer_names, relevance_gradient
+from .. import layers as _layers
+from .criteria import relevance_gradient
 
 __all__ = [
     "COSTS",
@@ -172,19 +173,24 @@ def choose_bits(
     grid: str = "symmetric",
     **criterion_options: Any,
 ) -> Tuple[Dict[str, int], Dict[str, Any]]:
-    """Bits per Dense/Conv2D layer of ``model`` under ``budget_bytes`` (default: the bytes of
-    every layer at ``avg_bits``). Returns ``(bits, details)`` with the distortions, sizes, budget
-    and the chosen bytes.
+    """Bits per kernel layer of ``model`` under ``budget_bytes`` (default: the bytes of every layer
+    at ``avg_bits``). Returns ``(bits, details)`` with the distortions, sizes, budget and the chosen
+    bytes. A layer with several quantized kernels (SeparableConv2D) gets one width: its size and
+    distortion are the sums over its kernels.
 
     Raises:
         ValueError: unreachable budget, unknown criterion/cost, missing data for a data criterion.
     """
-    names = kernel_layer_names(model)
-    sizes = {n: int(np.prod(model.get_layer(n).kernel.shape)) for n in names}
+    entries = _layers.model_kernels(model)
+    layer_of = {k: l.name for k, l, _ in entries}
+    names = list(dict.fromkeys(layer_of.values()))
+    kernels = {k: getattr(l, a).numpy() for k, l, a in entries}
+    sizes = {n: int(sum(kernels[k].size for k in kernels if layer_of[k] == n)) for n in names}
     budget = budget_for(sizes, avg_bits, cost) if budget_bytes is None else budget_bytes
-    grads = relevance_gradient(model, x, y, criterion=criterion, layers=names, **criterion_options)
-    kernels = {n: model.get_layer(n).kernel.numpy() for n in names}
-    dist = distortions(kernels, grads, choices, grid)
+    grads = relevance_gradient(model, x, y, criterion=criterion, layers=list(kernels), **criterion_options)
+    per_kernel = distortions(kernels, grads, choices, grid)
+    dist = {n: {b: float(sum(per_kernel[k][b] for k in kernels if layer_of[k] == n)) for b in per_kernel[next(iter(kernels))]}
+            for n in names}
     bits = allocate_bits(dist, sizes, int(budget), cost)
     details = {
         "budget_bytes": int(budget),

@@ -3,18 +3,23 @@ deep neural network pruning", Pattern Recognition 115; Sabih et al. 2020, "Utili
 AI for Quantization and Pruning of Deep Neural Networks", arXiv:2008.09072), and the magnitude
 baselines.
 
-**Structured** (:func:`prune_structured`): the Dense units and Conv2D filters with the lowest
+**Structured** (:func:`prune_structured`): the Dense units and Conv1D/Conv2D filters with the lowest
 relevance aggregated over reference data (:func:`ecqx_tf.methods.criteria.unit_scores`) are
 removed, in ``rounds`` steps of a cubic schedule :math:`s_r = s\,(1 - (1 - r/R)^3)` (Zhu & Gupta
 2017; the schedule tfmot's ``PolynomialDecay`` uses) with fine-tuning after each step, until the
 kernels hold at most :math:`(1 - s)` of the original number of kernel weights. Removal is real
 surgery (:func:`prune_units`): the layer gets fewer units/filters, the next kernel layer loses the
 matching input rows (through ``Flatten``: every spatial position of a removed channel), a
-``BatchNormalization`` in between is sliced; the result is a plain, smaller Keras model.
+``BatchNormalization`` in between is sliced, a ``DepthwiseConv2D`` in between keeps only the
+channels of the kept filters (its kernel and bias are sliced); the result is a plain, smaller Keras
+model. Structured pruning works on single-chain models only: in a graph with ``Add`` or
+``Concatenate`` the channel counts of the merged branches would have to stay consistent, which it
+does not attempt; such a model (and a ``SeparableConv2D``) is refused with a clear message.
 :func:`mask_units` gives the same function on the original architecture (weights zeroed), which the
 tests compare with.
 
-**Unstructured** (:func:`prune_unstructured`): per layer, the weights with the lowest
+**Unstructured** (:func:`prune_unstructured`, any model of the layer registry, graphs included):
+per kernel, the weights with the lowest
 :math:`|R_{ij}|` (weight relevance summed over reference data) are set to zero, same cubic schedule,
 masks kept through fine-tuning by :class:`~ecqx_tf.methods._qat.MaskCallback`.
 
@@ -37,8 +42,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from ..relevance.native import _chain_layers
-from .criteria import CRITERIA, unit_scores, weight_scores
+from .. import layers as _layers
+from ..topology import TopologyError, topology
+from .criteria import CRITERIA, kernel_of, unit_scores, weight_scores
 
 __all__ = [
     "SCOPES",
@@ -61,10 +67,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCOPES = ("global", "layer")
-_KERNEL = ("Dense", "Conv2D")
-#: Layers that act per channel and need no change when channels are removed.
-PASS_THROUGH = ("ReLU", "Activation", "Dropout", "SpatialDropout2D", "MaxPooling2D", "AveragePooling2D",
-                "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Softmax")
+_STRUCTURED = [n for n in _layers.kernel_types() if "structured_pruning" in _layers.get(n).methods]
+#: Kernel layers whose channels follow their kept inputs (a depthwise kernel: not pruned itself).
+_FOLLOWS = tuple(n for n in _STRUCTURED if _layers.get(n).kernels == ("depthwise_kernel",))
+#: Kernel layers whose output units/filters structured pruning removes.
+_KERNEL = tuple(n for n in _STRUCTURED if n not in _FOLLOWS)
+#: Layers that act per channel and need no change when channels are removed (from the registry).
+PASS_THROUGH = tuple(
+    n for n in _layers._ordered()
+    if "structured_pruning" in _layers.get(n).methods and not _layers.get(n).is_kernel
+    and n not in ("InputLayer", "BatchNormalization", "Flatten")
+)
 
 
 def _type(layer) -> str:
@@ -72,23 +85,48 @@ def _type(layer) -> str:
 
 
 def _chain(model: tf.keras.Model) -> List[tf.keras.layers.Layer]:
+    """The layers of a single-chain model that structured pruning can handle, else a clear error."""
     if not isinstance(model, tf.keras.Model):
         raise TypeError(f"model must be a tf.keras.Model, got {type(model).__name__}")
     if not model.built:
         raise ValueError(f"model {model.name!r} is not built; call it on data or give it an Input")
     try:
-        return _chain_layers(model)
-    except ValueError as e:
-        raise ValueError(f"pruning needs a chain of layers: {e}") from None
+        topo = topology(model)
+    except TopologyError as e:
+        raise ValueError(f"structured pruning: {e}") from None
+    merges = [f"{n.name!r} ({_type(n.layer)})" for n in topo.nodes if len(n.inputs) > 1]
+    if merges or not topo.is_chain:
+        where = f"merge layers {', '.join(merges)}" if merges else "branches"
+        raise ValueError(
+            f"structured pruning removes units/filters only in single-chain models; model {model.name!r} has "
+            f"{where}, across which the channel counts of the merged branches would have to stay equal, which "
+            "structured pruning does not handle. Use unstructured relevance pruning (structured=False), weight "
+            "sharing or mixed precision for this model"
+        )
+    bad = [f"{n.name!r} ({_type(n.layer)})" for n in topo.nodes
+           if _layers.spec_of(n.layer) is None or "structured_pruning" not in _layers.get(n.layer).methods]
+    if bad:
+        ok = [n for n in _layers.supported_names() if "structured_pruning" in _layers.get(n).methods]
+        raise ValueError(f"structured pruning does not support layers {', '.join(bad)}; it supports: {', '.join(ok)}")
+    return [n.layer for n in topo.nodes]
 
 
 def _kernels(layers) -> List[tf.keras.layers.Layer]:
-    return [l for l in layers if _type(l) in _KERNEL]
+    return [l for l in layers if _type(l) in _KERNEL + _FOLLOWS]
+
+
+def _units(layer) -> int:
+    """Output channels of a kernel layer."""
+    if _type(layer) == "DepthwiseConv2D":
+        k = layer.depthwise_kernel.shape
+        return int(k[2] * k[3])
+    return int(getattr(layer, _layers.get(layer).kernels[-1]).shape[-1])
 
 
 def prunable_layers(model: tf.keras.Model) -> List[str]:
-    """Dense/Conv2D layers whose units may be removed: all but the last kernel layer (the output)."""
-    return [l.name for l in _kernels(_chain(model))[:-1]]
+    """Dense/Conv1D/Conv2D layers whose units may be removed: all but the last kernel layer (the
+    output); a DepthwiseConv2D is never pruned itself (its channels follow its inputs)."""
+    return [l.name for l in _kernels(_chain(model))[:-1] if _type(l) in _KERNEL]
 
 
 @dataclasses.dataclass
@@ -101,8 +139,8 @@ class _Plan:
 def _check_keep(model, layers, keep: Mapping[str, Any]) -> Dict[str, np.ndarray]:
     kernels = _kernels(layers)
     if not kernels:
-        raise ValueError(f"model {model.name!r} has no Dense/Conv2D layer")
-    prunable = [l.name for l in kernels[:-1]]
+        raise ValueError(f"model {model.name!r} has no Dense/Conv1D/Conv2D layer")
+    prunable = [l.name for l in kernels[:-1] if _type(l) in _KERNEL]
     out_name = kernels[-1].name
     if not isinstance(keep, Mapping):
         raise TypeError(f"keep must map layer names to kept unit indices, got {type(keep).__name__}")
@@ -113,7 +151,7 @@ def _check_keep(model, layers, keep: Mapping[str, Any]) -> Dict[str, np.ndarray]
                 f"cannot prune the output layer {name!r}: its units are the model's outputs; prunable layers: {prunable}"
             )
         if name not in prunable:
-            raise ValueError(f"layer {name!r} is not a prunable Dense/Conv2D layer of model {model.name!r}; "
+            raise ValueError(f"layer {name!r} is not a prunable Dense/Conv1D/Conv2D layer of model {model.name!r}; "
                              f"prunable layers: {prunable}")
         layer = model.get_layer(name)
         n = int(layer.kernel.shape[-1])
@@ -139,8 +177,14 @@ def _plan(model: tf.keras.Model, keep: Mapping[str, Any]) -> List[_Plan]:
     for layer in layers:
         t = _type(layer)
         p = _Plan(layer)
-        if t in _KERNEL:
-            if t == "Conv2D" and getattr(layer, "groups", 1) != 1:
+        if t in _FOLLOWS:
+            p.inp = cur
+            if cur is not None:
+                m = int(layer.depth_multiplier)
+                cur = (cur[:, None] * m + np.arange(m, dtype=np.int64)[None, :]).ravel()
+            p.out = cur
+        elif t in _KERNEL:
+            if t in ("Conv1D", "Conv2D") and getattr(layer, "groups", 1) != 1:
                 raise ValueError(f"layer {layer.name!r}: grouped convolutions (groups={layer.groups}) cannot be pruned")
             if t == "Dense" and len(layer.input_shape) != 2:
                 raise ValueError(f"layer {layer.name!r}: Dense on a rank-{len(layer.input_shape)} input is not "
@@ -165,7 +209,7 @@ def _plan(model: tf.keras.Model, keep: Mapping[str, Any]) -> List[_Plan]:
         elif cur is not None:
             raise ValueError(
                 f"cannot prune through layer {layer.name!r} ({t}): channels can be removed only across "
-                f"{', '.join(PASS_THROUGH + ('BatchNormalization', 'Flatten'))}"
+                f"{', '.join(PASS_THROUGH + ('BatchNormalization', 'Flatten') + _FOLLOWS)}"
             )
         plans.append(p)
     return plans
@@ -174,6 +218,15 @@ def _plan(model: tf.keras.Model, keep: Mapping[str, Any]) -> List[_Plan]:
 def _new_weights(p: _Plan) -> List[np.ndarray]:
     layer = p.layer
     t = _type(layer)
+    if t in _FOLLOWS:
+        w = layer.depthwise_kernel.numpy()
+        if p.inp is not None:
+            w = np.take(w, p.inp, axis=2)
+        out = [w]
+        if layer.use_bias:
+            b = layer.bias.numpy()
+            out.append(b if p.out is None else b[p.out])
+        return out
     if t in _KERNEL:
         w = layer.kernel.numpy()
         if p.inp is not None:
@@ -191,13 +244,13 @@ def _new_weights(p: _Plan) -> List[np.ndarray]:
 
 
 def prune_units(model: tf.keras.Model, keep: Mapping[str, Sequence[int]]) -> tf.keras.Model:
-    """A new, smaller model in which layer ``name`` keeps only the units (Dense) or filters (Conv2D)
+    """A new, smaller model in which layer ``name`` keeps only the units (Dense) or filters (Conv1D/Conv2D)
     ``keep[name]`` (in ascending order); the following kernel layer's input weights and any
     BatchNormalization in between are sliced to match. Layers not in ``keep`` keep all units.
     ``model`` is not modified.
 
     Raises:
-        ValueError: ``keep`` names the output layer, a layer that is not a prunable Dense/Conv2D
+        ValueError: ``keep`` names the output layer, a layer that is not a prunable Dense/Conv1D/Conv2D
             layer, would leave a layer empty, has out-of-range or repeated indices; the model is
             not a chain or has a layer that channels cannot be removed across (named).
         TypeError: ``keep`` is not a mapping of integer index sequences.
@@ -209,7 +262,7 @@ def prune_units(model: tf.keras.Model, keep: Mapping[str, Sequence[int]]) -> tf.
     built = []
     for p in plans:
         cfg = p.layer.get_config()
-        if p.out is not None:
+        if p.out is not None and _type(p.layer) in _KERNEL:
             cfg["units" if _type(p.layer) == "Dense" else "filters"] = int(p.out.size)
         new = type(p.layer).from_config(cfg)
         x = new(x)
@@ -228,6 +281,14 @@ def mask_units(model: tf.keras.Model, keep: Mapping[str, Sequence[int]]) -> tf.k
     copy = tf.keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     for p in plans:
+        if _type(p.layer) in _FOLLOWS and p.inp is not None:
+            layer = copy.get_layer(p.layer.name)
+            w = layer.depthwise_kernel.numpy()
+            m = np.zeros(w.shape[2], bool)
+            m[p.inp] = True
+            w[:, :, ~m, :] = 0.0
+            layer.depthwise_kernel.assign(w)
+            continue
         if _type(p.layer) not in _KERNEL:
             continue
         layer = copy.get_layer(p.layer.name)
@@ -249,14 +310,14 @@ def mask_units(model: tf.keras.Model, keep: Mapping[str, Sequence[int]]) -> tf.k
 
 
 def kernel_weight_count(model: tf.keras.Model) -> int:
-    """Number of Dense/Conv2D kernel weights (biases not counted)."""
-    return int(sum(np.prod(l.kernel.shape) for l in model.layers if _type(l) in _KERNEL))
+    """Number of quantizable kernel weights (layer registry; biases not counted)."""
+    return int(sum(np.prod(getattr(l, a).shape) for _, l, a in _layers.model_kernels(model)))
 
 
 def kernel_sparsity(model: tf.keras.Model, reference_count: Optional[int] = None) -> float:
     """Share of kernel weights that are zero or removed: ``1 - nonzero / reference_count``
     (``reference_count`` default: this model's own kernel count)."""
-    nz = sum(int(np.count_nonzero(l.kernel.numpy())) for l in model.layers if _type(l) in _KERNEL)
+    nz = sum(int(np.count_nonzero(getattr(l, a).numpy())) for _, l, a in _layers.model_kernels(model))
     total = kernel_weight_count(model) if reference_count is None else int(reference_count)
     return 1.0 - nz / total
 
@@ -268,18 +329,27 @@ class _Counter:
         kernels = _kernels(_chain(model))
         _plan(model, {})  # validates the structure once
         self.names = [l.name for l in kernels]
-        self.spatial = [int(np.prod(l.kernel.shape[:-2])) for l in kernels]
-        self.units = [int(l.kernel.shape[-1]) for l in kernels]
-        ins = [int(l.kernel.shape[-2]) for l in kernels]
+        self.depthwise = [_type(l) in _FOLLOWS for l in kernels]
+        shapes = [(l.depthwise_kernel if d else l.kernel).shape for l, d in zip(kernels, self.depthwise)]
+        self.spatial = [int(np.prod(k[:-2])) for k in shapes]
+        self.dm = [int(k[-1]) if d else 1 for k, d in zip(shapes, self.depthwise)]
+        self.units = [_units(l) for l in kernels]
+        ins = [int(k[-2]) for k in shapes]
         self.first_in = ins[0]
         self.mult = [0] + [ins[i] // self.units[i - 1] for i in range(1, len(kernels))]
 
     def count(self, kept: Sequence[int]) -> int:
+        """Kernel weights when kernel layer i keeps ``kept[i]`` units (ignored for a depthwise
+        layer, whose channels follow its input)."""
         total, prev = 0, None
         for i, n in enumerate(kept):
             cin = self.first_in if i == 0 else self.mult[i] * prev
-            total += self.spatial[i] * cin * n
-            prev = n
+            if self.depthwise[i]:
+                total += self.spatial[i] * cin * self.dm[i]
+                prev = cin * self.dm[i]
+            else:
+                total += self.spatial[i] * cin * n
+                prev = n
         return total
 
 
@@ -311,7 +381,7 @@ def select_units(
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; accepted: {', '.join(SCOPES)}")
     c = _Counter(model)
-    prunable = c.names[:-1]
+    prunable = [n for n, d in zip(c.names[:-1], c.depthwise[:-1]) if not d]
     for n in prunable:
         if n not in scores:
             raise ValueError(f"no scores for prunable layer {n!r}")
@@ -470,7 +540,7 @@ def prune_structured(
         if epochs_per_round > 0:
             _compile(current, lr)
             current.fit(x_train, y_train, epochs=int(epochs_per_round), batch_size=batch_size, shuffle=True, verbose=0)
-        units = {l.name: int(l.kernel.shape[-1]) for l in current.layers if _type(l) in _KERNEL}
+        units = {l.name: _units(l) for l in current.layers if _type(l) in _KERNEL + _FOLLOWS}
         history.append(PruneRound(r, s, kernel_weight_count(current), units, 1 - kernel_weight_count(current) / w0,
                                   time.perf_counter() - t0))
         log.info("structured pruning round %d: %s", r, history[-1])
@@ -493,7 +563,7 @@ def prune_unstructured(
     criterion_options: Optional[Dict[str, Any]] = None,
 ) -> PruneResult:
     """Zero the weights with the lowest score (``|R_ij|``, or ``|w|`` for ``"magnitude"``) in every
-    Dense/Conv2D kernel (the same share per layer, as ``prune_low_magnitude`` does), cubic
+    quantizable kernel (the same share per kernel, as ``prune_low_magnitude`` does), cubic
     schedule, masks kept during fine-tuning. Masks only grow: a pruned weight scores ``-inf``.
     ``model`` is not modified. Errors as :func:`prune_structured`."""
     import time
@@ -506,8 +576,9 @@ def prune_unstructured(
     opts = dict(criterion_options or {})
     tf.keras.utils.set_random_seed(seed)
     current = _copy(model)
-    names = [l.name for l in _kernels(_chain(current))]
-    masks = {n: np.ones(current.get_layer(n).kernel.shape, np.float32) for n in names}
+    kernels = {k: (layer, attr) for k, layer, attr in _layers.model_kernels(current)}
+    names = list(kernels)
+    masks = {n: np.ones(kernel_of(current, n).shape, np.float32) for n in names}
     w0 = kernel_weight_count(current)
     history = []
     for r, s in enumerate(cubic_schedule(float(sparsity), int(rounds)), start=1):
@@ -519,13 +590,13 @@ def prune_unstructured(
             m = np.ones(sc.size, np.float32)
             m[np.lexsort((np.arange(sc.size), sc))[:k]] = 0.0
             masks[n] = m.reshape(masks[n].shape)
-        cb = MaskCallback([(current.get_layer(n).kernel, masks[n]) for n in names])
+        cb = MaskCallback([(getattr(*kernels[n]), masks[n]) for n in names])
         cb.apply()
         if epochs_per_round > 0:
             _compile(current, lr)
             current.fit(x_train, y_train, epochs=int(epochs_per_round), batch_size=batch_size, shuffle=True,
                         verbose=0, callbacks=[cb])
-        units = {n: int(current.get_layer(n).kernel.shape[-1]) for n in names}
+        units = {n: int(kernel_of(current, n).shape[-1]) for n in names}
         history.append(PruneRound(r, s, w0, units, kernel_sparsity(current), time.perf_counter() - t0))
     return PruneResult(current, masks, history, w0)
 
@@ -541,7 +612,7 @@ def prune_tfmot_magnitude(
     lr: float = 1e-3,
     seed: int = 0,
 ) -> PruneResult:
-    """Baseline: ``tfmot.sparsity.keras.prune_low_magnitude`` on every Dense/Conv2D kernel with
+    """Baseline: ``tfmot.sparsity.keras.prune_low_magnitude`` on every kernel layer with
     ``PolynomialDecay(0 -> sparsity, power 3)`` ending after ``rounds - 1`` of the ``rounds *
     epochs_per_round`` epochs (the last ``epochs_per_round`` fine-tune at the final sparsity, as in
     the relevance methods), mask updates ``rounds`` times per ramp; then ``strip_pruning``.
@@ -571,7 +642,7 @@ def prune_tfmot_magnitude(
 
     def wrap(layer):
         clone = layer.__class__.from_config(layer.get_config())
-        if _type(layer) in _KERNEL:
+        if _layers.kernel_keys(layer):
             return tfmot.sparsity.keras.prune_low_magnitude(clone, pruning_schedule=schedule)
         return clone
 
@@ -582,7 +653,7 @@ def prune_tfmot_magnitude(
                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     plain = tfmot.sparsity.keras.strip_pruning(pruned)
     w0 = kernel_weight_count(plain)
-    masks = {l.name: (l.kernel.numpy() != 0).astype(np.float32) for l in plain.layers if _type(l) in _KERNEL}
+    masks = {k: (getattr(l, a).numpy() != 0).astype(np.float32) for k, l, a in _layers.model_kernels(plain)}
     units = {n: int(m.shape[-1]) for n, m in masks.items()}
     log.info("tfmot magnitude pruning: %d steps, end_step %d, frequency %d", total, end, freq)
     return PruneResult(plain, masks, [PruneRound(1, float(sparsity), w0, units, kernel_sparsity(plain),

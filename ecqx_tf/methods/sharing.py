@@ -22,7 +22,7 @@ the ECQ quantization-aware machinery and exported exactly.
    :math:`s = \max_k |c_k| / 127`, levels :math:`q_k = \mathrm{round}(c_k / s)` (a level that
    collides with a neighbour moves to the next free integer), centroids :math:`q_k s` in float32.
    The maximum change of a centroid is :math:`s/2` (plus the collision moves, reported).
-3. **Training**: every Dense/Conv2D layer becomes an ECQ layer (``ECQQuantizeConfig``, ``Lambda=0``
+3. **Training**: every kernel layer (layer registry) becomes an ECQ layer (``ECQQuantizeConfig``, ``Lambda=0``
    so the assignment is the nearest codebook entry) whose centroid variable holds the codebook
    instead of a uniform grid; ``ECQxCallback`` re-assigns after every step, and
    :class:`ReclusterCallback` re-runs the clustering from the current float weights before every
@@ -47,7 +47,7 @@ import tensorflow as tf
 
 from ..assign import nearest_assign
 from ..quantized import QuantizedKernel
-from .criteria import kernel_layer_names, weight_scores
+from .criteria import kernel_keys, kernel_of, weight_scores
 
 __all__ = [
     "ALLOWED_CLUSTERS",
@@ -231,7 +231,8 @@ def cluster_layers(
     kernels: Optional[Mapping[str, np.ndarray]] = None,
     **criterion_options: Any,
 ) -> Dict[str, Codebook]:
-    """Integer codebooks (:class:`Codebook`) of the Dense/Conv2D kernels of a plain model.
+    """Integer codebooks (:class:`Codebook`) of the quantizable kernels of a plain model, by kernel
+    key (the layer name; ``"<layer>/<attr>"`` for the two kernels of a SeparableConv2D).
 
     ``kernels`` overrides the kernels to cluster (e.g. the float shadow weights of a model in
     training, while ``model`` is its stripped twin used for the relevance).
@@ -243,7 +244,7 @@ def cluster_layers(
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r}; accepted: {', '.join(WEIGHTINGS)}")
     _config_for(n_clusters)
-    names = kernel_layer_names(model) if layers is None else list(layers)
+    names = kernel_keys(model) if layers is None else list(layers)
     rel = None
     if weighting == "relevance":
         if x is None or y is None:
@@ -251,7 +252,7 @@ def cluster_layers(
         rel = weight_scores(model, x, y, criterion=criterion, layers=names, **criterion_options)
     out = {}
     for n in names:
-        w = model.get_layer(n).kernel.numpy() if kernels is None else np.asarray(kernels[n])
+        w = kernel_of(model, n) if kernels is None else np.asarray(kernels[n])
         rho = None if rel is None else _relevance_weights(rel[n])
         c = weighted_kmeans(w, n_clusters, rho, iters=iters, init=None if init is None else init.get(n))
         levels, scale, moved = int8_codebook(c)
@@ -274,8 +275,9 @@ def quantize_shared(
     codebooks: Mapping[str, Codebook],
     relevance_data: Optional[Tuple[np.ndarray, np.ndarray]] = None,
 ) -> tf.keras.Model:
-    """A model in ECQ training (nearest assignment, ``Lambda=0``) whose layer ``name`` uses
-    ``codebooks[name]`` as its centroids. ``model`` is not modified.
+    """A model in ECQ training (nearest assignment, ``Lambda=0``) whose kernel ``key`` uses
+    ``codebooks[key]`` as its centroids (every kernel of a layer needs a codebook of the same
+    size). ``model`` is not modified.
 
     Raises:
         ValueError: codebooks of different sizes than the quantizer's, or the errors of
@@ -285,10 +287,18 @@ def quantize_shared(
     from ..keras.quantize_config import ECQQuantizeConfig
     from ._qat import quantize_per_layer
 
+    from .. import layers as _layers
+
     configs = {}
+    layer_of = {k: l.name for k, l, _ in _layers.model_kernels(model)}
     for n, book in codebooks.items():
+        if n not in layer_of:
+            raise ValueError(f"codebook {n!r} names no kernel of model {model.name!r}; kernels: {sorted(layer_of)}")
         bits, grid = _config_for(int(book.levels.size))
-        configs[n] = ECQQuantizeConfig(bits=bits, grid=grid, method="ecq", Lambda=0.0)
+        cfg = ECQQuantizeConfig(bits=bits, grid=grid, method="ecq", Lambda=0.0)
+        prev = configs.setdefault(layer_of[n], cfg)
+        if prev != cfg:
+            raise ValueError(f"the kernels of layer {layer_of[n]!r} need codebooks of the same size")
     qmodel = quantize_per_layer(model, configs, relevance_data=relevance_data, initialize=False)
     for s in ecq_layers(qmodel):
         _write(s, codebooks[s.name])
@@ -356,8 +366,8 @@ def sharing_info(qmodel: tf.keras.Model) -> Dict[str, QuantizedKernel]:
         levels = np.rint(c.astype(np.float64) / np.float64(step)).astype(np.int32) if step > 0 else None
         if levels is None or not np.array_equal(levels.astype(np.float32) * step, c) or levels.min() < -128 or levels.max() > 127:
             raise ValueError(f"layer {s.name!r}: centroids are not int8 multiples of the step; not a shared model")
-        out[s.name] = QuantizedKernel(layer=s.name, bits=8, grid="paper", step=float(step), levels=levels,
-                                      indices=s.indices.numpy().astype(np.int32))
+        out[s.name] = QuantizedKernel(layer=s.layer_name, bits=8, grid="paper", step=float(step), levels=levels,
+                                      indices=s.indices.numpy().astype(np.int32), kernel=s.attr)
     if not out:
         raise ValueError("the model has no ECQ-quantized layer (was it made by quantize_shared?)")
     return out

@@ -5,6 +5,7 @@ Importing this package never changes TensorFlow's global execution mode (it stay
 iNNvestigate backend runs in a separate process. See ``docs/relevance.md``.
 
     >>> R = weight_relevance(model, x, y)                       # native, epsilon_plus_flat
+    >>> R = weight_relevance(model, x)                          # no labels: predicted class / whole output
     >>> R = weight_relevance(model, x, y, backend="innvestigate")
 """
 from ecqx_tf.relevance.composites import (
@@ -16,6 +17,7 @@ from ecqx_tf.relevance.composites import (
     Composite,
     get_composite,
 )
+from ecqx_tf.relevance.graph import TARGETS, RelevanceGraph
 from ecqx_tf.relevance.innvestigate_backend import (
     InnvestigateWorker,
     InnvestigateWorkerError,
@@ -73,6 +75,8 @@ __all__ = [
     "BACKENDS",
     "EMA_ALPHA",
     "LayerRelevance",
+    "RelevanceGraph",
+    "TARGETS",
     # rules and composites
     "Rule",
     "Epsilon",

@@ -2,38 +2,35 @@
 first-layer override, as data).
 
 A composite maps exact ``tf.keras.layers`` class names to :mod:`~ecqx_tf.relevance.rules` objects
-and may override the rule of the *first* kernel layer (a Dense/Conv2D layer fed by the model input
+and may override the rule of the *first* kernel layer (a kernel layer fed by the model input
 directly or through Flatten/Reshape/Permute only; the same test as iNNvestigate's
-``checks.is_input_layer``). :data:`ALLOWED_RULES` is the single table that says which rules each
-backend can run for each layer type; it drives validation and the error messages.
+``checks.is_input_layer``). Everything here is read from the layer registry
+(:mod:`ecqx_tf.layers`): :data:`ALLOWED_RULES` (which rules both backends run for each layer type;
+it drives validation and the error messages) and the registered composites (:data:`COMPOSITES`):
 
-Registered composites (:data:`COMPOSITES`):
+* ``epsilon_plus_flat`` (the ECQx authors' composite): Epsilon(1e-6) for Dense, ZPlus for every
+  convolution (Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D), Flat for the first layer.
+* ``epsilon``: Epsilon(1e-6) for every kernel layer, no first-layer override.
 
-* ``epsilon_plus_flat`` (the ECQx authors' composite): Epsilon(1e-6) for Dense, ZPlus for Conv2D,
-  Flat for the first layer.
-* ``epsilon``: Epsilon(1e-6) for Dense and Conv2D, no first-layer override.
-
-Both treat the layers without a kernel as iNNvestigate 2.1.2's ``LRP`` analyzer does
-(:data:`INNVESTIGATE_LAYER_RULES`): BatchNormalization and average pooling with the z-rule,
-``Activation`` layers passed through, everything else (ReLU layer, max pooling, Flatten,
-Reshape, Dropout) routed by its gradient.
+Both treat the layers without a kernel alike (see ``docs/layers.md``): Add with the epsilon rule
+(relevance split in proportion to each input, zennit's ``Norm``), average pooling and a standalone
+BatchNormalization with the z-rule (iNNvestigate's rules), ``Activation`` layers passed through,
+everything else (ReLU layer, max pooling, Concatenate, padding, Flatten, Reshape, Dropout) routed by
+its gradient.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, Union
 
+from ecqx_tf import layers as _layers
 from ecqx_tf import names
 from ecqx_tf.registry import Registry
 from ecqx_tf.relevance.rules import (
     DEFAULT_EPSILON,
+    RULES,
     Epsilon,
-    Flat,
-    Gradient,
-    Pass,
     Rule,
-    Z,
-    ZPlus,
     rule_from_config,
 )
 
@@ -48,46 +45,37 @@ __all__ = [
     "SUPPORTED_LAYER_TYPES",
 ]
 
-#: Layer types whose kernel is quantized and whose weight relevance is computed.
-KERNEL_LAYER_TYPES: Tuple[str, ...] = ("Dense", "Conv2D")
+#: Layer types whose kernel(s) are quantized and whose weight relevance is computed.
+KERNEL_LAYER_TYPES: Tuple[str, ...] = tuple(_layers.kernel_types())
 
-_KERNEL_RULES: Tuple[Type[Rule], ...] = (Epsilon, ZPlus, Flat, Z)
+_KERNEL_RULES: Tuple[Type[Rule], ...] = tuple(RULES.get(r) for r in _layers.get("Dense").lrp_allowed)
 
 #: Layer type -> rules that BOTH backends implement for it (the native backend and iNNvestigate).
 ALLOWED_RULES: Dict[str, Tuple[Type[Rule], ...]] = {
-    "Dense": _KERNEL_RULES,
-    "Conv2D": _KERNEL_RULES,
-    "BatchNormalization": (Z, Pass),
-    "AveragePooling2D": (Z,),
-    "GlobalAveragePooling2D": (Z,),
-    "Activation": (Pass,),
-    "ReLU": (Gradient,),
-    "MaxPooling2D": (Gradient,),
-    "GlobalMaxPooling2D": (Gradient,),
-    "Flatten": (Gradient,),
-    "Reshape": (Gradient,),
-    "Dropout": (Gradient,),
+    name: tuple(RULES.get(r) for r in _layers.get(name).lrp_allowed)
+    for name in _layers._ordered()
+    if _layers.get(name).role != "input"
 }
 
-#: Every layer type the relevance engine accepts (``InputLayer`` needs no rule; a final
-#: ``Softmax`` layer or softmax ``Activation`` is removed: relevance starts at the logits).
+#: Every layer type the relevance engine accepts (``InputLayer`` needs no rule; a ``Softmax``
+#: layer or softmax ``Activation`` only as the last layer, where it is removed).
 SUPPORTED_LAYER_TYPES: Tuple[str, ...] = tuple(ALLOWED_RULES) + ("InputLayer",)
 
 #: Layers that do not stop a kernel layer from being the "first" layer (iNNvestigate's list).
 FIRST_LAYER_TRANSPARENT_TYPES: Tuple[str, ...] = ("Flatten", "Reshape", "Permute")
 
-#: How iNNvestigate 2.1.2's ``LRP`` treats layers without a kernel (``bn_layer_rule=None``).
-INNVESTIGATE_LAYER_RULES: Tuple[Tuple[str, Rule], ...] = (
-    ("BatchNormalization", Z()),
-    ("AveragePooling2D", Z()),
-    ("GlobalAveragePooling2D", Z()),
-    ("Activation", Pass()),
-    ("ReLU", Gradient()),
-    ("MaxPooling2D", Gradient()),
-    ("GlobalMaxPooling2D", Gradient()),
-    ("Flatten", Gradient()),
-    ("Reshape", Gradient()),
-    ("Dropout", Gradient()),
+
+def _rule(name: str) -> Rule:
+    return Epsilon(DEFAULT_EPSILON) if name == "epsilon" else RULES.get(name)()
+
+
+def _registry_rules(composite: str) -> Tuple[Tuple[str, Rule], ...]:
+    return tuple((name, _rule(_layers.get(name).lrp_rule(composite))) for name in ALLOWED_RULES)
+
+
+#: The rules of the layers without a kernel in the default composite (from the registry).
+INNVESTIGATE_LAYER_RULES: Tuple[Tuple[str, Rule], ...] = tuple(
+    (t, r) for t, r in _registry_rules("epsilon_plus_flat") if t not in KERNEL_LAYER_TYPES
 )
 
 
@@ -191,21 +179,15 @@ def _register(composite: Composite) -> Composite:
     return COMPOSITES.register(composite.name)(composite)
 
 
-_register(
-    Composite(
-        name="epsilon_plus_flat",
-        layer_rules=(("Dense", Epsilon(DEFAULT_EPSILON)), ("Conv2D", ZPlus())) + INNVESTIGATE_LAYER_RULES,
-        first_layer=Flat(),
-    )
-)
-_register(
-    Composite(
-        name="epsilon",
-        layer_rules=(("Dense", Epsilon(DEFAULT_EPSILON)), ("Conv2D", Epsilon(DEFAULT_EPSILON)))
-        + INNVESTIGATE_LAYER_RULES,
-        first_layer=None,
-    )
-)
+def _first_rule(composite: str) -> Optional[Rule]:
+    firsts = {dict(_layers.get(t).lrp_first).get(composite) for t in KERNEL_LAYER_TYPES}
+    assert len(firsts) == 1, f"composite {composite!r}: kernel layers disagree on the first-layer rule"
+    name = firsts.pop()
+    return None if name is None else _rule(name)
+
+
+for _name in _layers.COMPOSITE_NAMES:
+    _register(Composite(name=_name, layer_rules=_registry_rules(_name), first_layer=_first_rule(_name)))
 
 
 def get_composite(composite: Union[str, Composite]) -> Composite:

@@ -1,5 +1,7 @@
 r"""DeepLIFT (Shrikumar, Greenside, Kundaje, ICML 2017) with the Rescale rule, in the same
-rule / composite framework as the LRP engine, on the same chain models.
+rule / composite framework as the LRP engine, on the same models and with the same graph walker
+(:class:`~ecqx_tf.relevance.graph.RelevanceGraph`: multipliers that meet at a branch point are summed,
+which is the chain rule for multipliers over several paths).
 
 DeepLIFT explains the *difference* of the selected logit from its value at a reference input,
 :math:`\Delta t = t(x) - t(x^0)`, by multipliers :math:`m_{\Delta x \Delta t}` propagated backwards
@@ -10,7 +12,8 @@ with the chain rule for multipliers (paper eq. 3):
     m_{\Delta x_i \Delta t} = \sum_j m_{\Delta x_i \Delta y_j}\, m_{\Delta y_j \Delta t},
     \qquad C_{\Delta x_i \Delta t} = \Delta x_i\, m_{\Delta x_i \Delta t}
 
-* **Linear rule** (sec. 3.5.1), for Dense/Conv2D kernels, BatchNormalization in inference mode,
+* **Linear rule** (sec. 3.5.1), for every kernel (each half of a SeparableConv2D), Add,
+  Concatenate, zero padding, BatchNormalization in inference mode,
   average pooling, Flatten/Reshape/Dropout: :math:`m_{\Delta x_i \Delta y_j} = \partial y_j /
   \partial x_i` (the weight); the bias cancels in :math:`\Delta`. Expressed by the existing
   :class:`~ecqx_tf.relevance.rules.Gradient` rule (a vector-Jacobian product is exact for an affine
@@ -32,14 +35,15 @@ with the chain rule for multipliers (paper eq. 3):
   constant within every pooling window.
 
 **Summation-to-delta** (paper eq. 1): :math:`\sum_i C_{\Delta x_i \Delta t} = \Delta t`. It holds
-exactly (up to float round-off) at the input and, for every Dense/Conv2D layer, for the
+exactly (up to float round-off) at the input and, for every kernel, for the
 contributions of its output units and of its weights, with the Rescale rules whenever no fallback is
 taken; for ReLU networks the fallback only ever affects inputs with :math:`\Delta x \approx 0`.
 
 What is reported, as the LRP engine does (so pruning / sharing / mixed precision can take either
 criterion):
 
-* ``LayerRelevance.layers[name]``: contribution of every output unit of a Dense/Conv2D layer,
+* ``LayerRelevance.layers[key]``: contribution of every output unit of a kernel (key as in
+  ``weight_relevance``),
   :math:`C_j = \Delta z_j\, m_{\Delta z_j \Delta t}` (pre-activation; equal to the post-activation
   contribution under Rescale), per sample;
 * weight contributions :math:`C_{ij} = \sum_n \sum_{pos} w_{ij}\, \Delta a_i\, m_{\Delta z_j \Delta t}`
@@ -60,23 +64,19 @@ from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Seque
 import numpy as np
 import tensorflow as tf
 
+from ecqx_tf import layers as _layers
 from ecqx_tf import names
 from ecqx_tf.registry import Registry
-from ecqx_tf.relevance.composites import KERNEL_LAYER_TYPES
-from ecqx_tf.relevance.native import (
-    chain_forward,
-    chain_layers_before_softmax,
-    check_layer_names,
-    LayerRelevance,
+from ecqx_tf.relevance.graph import (
+    GraphNode,
+    NodeActs,
+    RelevanceGraph,
     UnsupportedLayerError,
-    _describe,
-    _is_softmax,
-    _linear,
-    _vjp,
     check_batch_size,
-    check_data,
-    keras_type_name,
+    target_mask,
+    vjp,
 )
+from ecqx_tf.relevance.native import LayerRelevance, check_layer_names
 from ecqx_tf.relevance.rules import RULES, Gradient, Rule
 
 __all__ = [
@@ -146,20 +146,12 @@ class RescaleMax(Rule):
         object.__setattr__(self, "threshold", _check_threshold("RescaleMax", self.threshold))
 
 
-#: Layer type -> DeepLIFT rules the engine implements for it (drives validation and errors).
+#: Layer type -> DeepLIFT rules the engine implements for it (from the layer registry; drives
+#: validation and errors). The ``Activation`` entry also covers activations fused into kernel layers.
 DEEPLIFT_ALLOWED_RULES: Dict[str, Tuple[Type[Rule], ...]] = {
-    "Dense": (Gradient,),
-    "Conv2D": (Gradient,),
-    "BatchNormalization": (Gradient,),
-    "AveragePooling2D": (Gradient,),
-    "GlobalAveragePooling2D": (Gradient,),
-    "Flatten": (Gradient,),
-    "Reshape": (Gradient,),
-    "Dropout": (Gradient,),
-    "Activation": (Rescale,),
-    "ReLU": (Rescale,),
-    "MaxPooling2D": (RescaleMax, Gradient),
-    "GlobalMaxPooling2D": (RescaleMax, Gradient),
+    name: tuple(RULES.get(r) for r in _layers.get(name).deeplift_allowed)
+    for name in _layers._ordered()
+    if _layers.get(name).role != "input"
 }
 
 _SUPPORTED = tuple(DEEPLIFT_ALLOWED_RULES) + ("InputLayer",)
@@ -168,7 +160,7 @@ _SUPPORTED = tuple(DEEPLIFT_ALLOWED_RULES) + ("InputLayer",)
 @dataclasses.dataclass(frozen=True)
 class DeepLiftComposite:
     """Layer type -> DeepLIFT rule (the ``Activation`` entry also covers the activations fused
-    into Dense/Conv2D).
+    into kernel layers).
 
     Raises:
         TypeError: a rule is not a :class:`Rule`.
@@ -233,22 +225,20 @@ class DeepLiftComposite:
         return cls(name=config["name"], layer_rules=tuple((t, rule_from_config(r)) for t, r in config["layer_rules"]))
 
 
-_LINEAR = tuple((t, Gradient()) for t in (
-    "Dense", "Conv2D", "BatchNormalization", "AveragePooling2D", "GlobalAveragePooling2D", "Flatten", "Reshape",
-    "Dropout",
-))
+def _registry_rule(name: str, gradient_max: bool) -> Rule:
+    rule = _layers.get(name).deeplift
+    if gradient_max and rule == "rescale_max":
+        rule = "gradient"
+    return RULES.get(rule)()
+
 
 #: name -> DeepLiftComposite
 DEEPLIFT_COMPOSITES: Registry[DeepLiftComposite] = Registry("DeepLIFT composite")
 DEEPLIFT_COMPOSITES.register("deeplift_rescale")(DeepLiftComposite(
-    "deeplift_rescale",
-    _LINEAR + (("Activation", Rescale()), ("ReLU", Rescale()), ("MaxPooling2D", RescaleMax()),
-               ("GlobalMaxPooling2D", RescaleMax())),
+    "deeplift_rescale", tuple((t, _registry_rule(t, False)) for t in DEEPLIFT_ALLOWED_RULES),
 ))
 DEEPLIFT_COMPOSITES.register("deeplift_rescale_gradmax")(DeepLiftComposite(
-    "deeplift_rescale_gradmax",
-    _LINEAR + (("Activation", Rescale()), ("ReLU", Rescale()), ("MaxPooling2D", Gradient()),
-               ("GlobalMaxPooling2D", Gradient())),
+    "deeplift_rescale_gradmax", tuple((t, _registry_rule(t, True)) for t in DEEPLIFT_ALLOWED_RULES),
 ))
 
 
@@ -333,23 +323,31 @@ def rescale_multiplier(
     dx = x - x_ref
     dy = y - y_ref
     small = tf.abs(dx) < threshold
-    grad = _vjp(fn, x, tf.ones_like(x))
+    grad = vjp(fn, x, tf.ones_like(x))
     safe = tf.where(small, tf.ones_like(dx), dx)
     return tf.where(small, grad, dy / safe)
 
 
-def _maxpool_params(layer: tf.keras.layers.Layer, a: tf.Tensor) -> Tuple[Tuple[int, int], Tuple[int, int], str]:
-    if type(layer) is tf.keras.layers.GlobalMaxPooling2D:
-        return (int(a.shape[1]), int(a.shape[2])), (1, 1), "VALID"
+def _maxpool_params(layer: tf.keras.layers.Layer, a4: tf.Tensor) -> Tuple[Tuple[int, int], Tuple[int, int], str]:
+    """Window, strides and padding of a (1-D or 2-D) max pooling on the 4-D view ``a4``."""
+    if type(layer).__name__.startswith("GlobalMaxPooling"):
+        return (int(a4.shape[1]), int(a4.shape[2])), (1, 1), "VALID"
     pool = tuple(int(v) for v in layer.pool_size)
     strides = tuple(int(v) for v in layer.strides)
+    if len(pool) == 1:
+        pool, strides = (pool[0], 1), (strides[0], 1)
     return pool, strides, str(layer.padding).upper()
 
 
 def _rescale_max(layer, a, a_ref, y, y_ref, m_y, threshold):
     """Scaled-gradient max pooling, exact: every window's ``m_y * dy`` goes to the x-winner ``w``
     divided by ``dx_w``; where ``|dx_w| < threshold`` to the reference winner ``r`` divided by
-    ``dx_r`` (then ``dy != 0`` implies ``|dx_r| >= |dy|``); where both are tiny, unscaled to ``w``."""
+    ``dx_r`` (then ``dy != 0`` implies ``|dx_r| >= |dy|``); where both are tiny, unscaled to ``w``.
+    1-D pooling runs on the 4-D view ``(N, L, 1, C)``."""
+    shape_a = tf.shape(a)
+    if a.shape.rank == 3:
+        a = tf.expand_dims(a, 2)
+        a_ref = tf.expand_dims(a_ref, 2)
     pool, strides, padding = _maxpool_params(layer, a)
     n = tf.shape(a, out_type=tf.int64)[0]
     per = tf.reduce_prod(tf.shape(a, out_type=tf.int64)[1:])
@@ -358,7 +356,7 @@ def _rescale_max(layer, a, a_ref, y, y_ref, m_y, threshold):
     offset = tf.reshape(tf.range(n, dtype=tf.int64) * per, [-1, 1, 1, 1])
     arg_x = arg_x + offset
     arg_r = tf.zeros_like(arg_x) + arg_r + offset
-    m = tf.reshape(m_y, tf.shape(arg_x))  # GlobalMaxPooling2D: (N, C) -> (N, 1, 1, C)
+    m = tf.reshape(m_y, tf.shape(arg_x))  # global / 1-D pooling: reshaped onto the 4-D windows
     dy = tf.reshape(y - y_ref, tf.shape(arg_x))
     flat_dx = tf.reshape(a - a_ref, [-1])  # (N, H, W, C) flattened, a_ref broadcast
     dx_w = tf.gather(flat_dx, arg_x)
@@ -374,58 +372,31 @@ def _rescale_max(layer, a, a_ref, y, y_ref, m_y, threshold):
         tf.concat([tf.reshape(arg_x, [-1]), tf.reshape(arg_r, [-1])], 0),
         total,
     )
-    return tf.reshape(out, tf.shape(a))
+    return tf.reshape(out, shape_a)
 
 
 # --------------------------------------------------------------------------------------------
 # the engine
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Step:
-    layer: tf.keras.layers.Layer
-    type_name: str
-    rule: Rule
-    kernel: bool
-    act_rule: Optional[Rule]  # rule of a fused activation (kernel layers)
-    skip_activation: bool
-
-
-def _steps(model: tf.keras.Model, composite: DeepLiftComposite) -> List[_Step]:
-    layers, _ = chain_layers_before_softmax(model)
-    out: List[_Step] = []
-    for i, layer in enumerate(layers):
-        t = keras_type_name(layer)
-        if t is None or t not in _SUPPORTED or t == "InputLayer":
-            raise UnsupportedLayerError(
-                f"{_describe(layer)} in model {model.name!r} is not supported by DeepLIFT; supported layer "
-                f"types: {', '.join(_SUPPORTED)} (plus a final Softmax)"
-            )
-        if layer.get_config().get("data_format", "channels_last") != "channels_last":
-            raise UnsupportedLayerError(f"{_describe(layer)}: only data_format='channels_last' is supported")
-        kernel = t in KERNEL_LAYER_TYPES
-        skip = kernel and i == len(layers) - 1 and _is_softmax(layer.activation)
-        act = None
-        if kernel and not skip and getattr(layer.activation, "__name__", "") != "linear":
-            act = composite.rule("Activation")
-        if t == "Activation" and _is_softmax(layer.activation):
-            raise UnsupportedLayerError(f"{_describe(layer)}: softmax is only supported as the last layer")
-        out.append(_Step(layer, t, composite.rule(t), kernel, act, skip))
-    return out
+def _activation_rule(node: GraphNode, composite: "DeepLiftComposite") -> Optional[Rule]:
+    if not node.kernel or node.skip_activation or getattr(node.layer.activation, "__name__", "") == "linear":
+        return None
+    return composite.rule("Activation")
 
 
 class DeepLIFT:
-    """DeepLIFT with one composite on one model, compiled once (``tf.function``) and reused.
+    """DeepLIFT with one composite on one model, compiled once per target mode (``tf.function``).
 
     Args:
-        model: a built Sequential or chain-shaped functional ``tf.keras`` model with logits (or
-            a final softmax, which is skipped) output; not modified.
+        model: a built single-input, single-output Sequential or functional ``tf.keras`` model of
+            the layer registry (a final softmax is skipped); not modified.
         composite: a :class:`DeepLiftComposite` or a registered name (default ``deeplift_rescale``).
-        layers: Dense/Conv2D layer names to report; None = all.
+        layers: kernel layer names or kernel keys to report; None = all.
 
     Raises:
         UnsupportedLayerError: an unsupported layer or structure (names it, lists the supported types).
-        ValueError: unknown or non-kernel names in ``layers``; output not ``(N, classes)``.
+        ValueError: unknown or non-kernel names in ``layers``.
     """
 
     def __init__(
@@ -435,86 +406,109 @@ class DeepLIFT:
         layers: Optional[Sequence[str]] = None,
     ):
         self.composite = get_deeplift_composite(composite)
-        self._steps = _steps(model, self.composite)
+        self.graph = RelevanceGraph(model, "DeepLIFT")
         self.model_name: str = model.name
-        self.input_shape: Tuple[Optional[int], ...] = tuple(tf.TensorShape(model.input_shape).as_list())
-        names = check_layer_names(layers, [s.layer.name for s in self._steps if s.kernel], model.name)
-        self.layer_names: Tuple[str, ...] = tuple(names)
-        shape = tf.TensorShape(self.input_shape)
-        for s in self._steps:
-            shape = tf.TensorShape(s.layer.compute_output_shape(shape))
-        if shape.rank != 2 or shape[-1] is None:
-            raise ValueError(f"model {model.name!r} must output (batch, classes) logits, got shape {shape}")
-        self.num_classes = int(shape[-1])
-        sample = (None,) + self.input_shape[1:]
-        x_spec = tf.TensorSpec(sample, tf.float32)
-        r_spec = tf.TensorSpec((1,) + self.input_shape[1:], tf.float32)
-        y_spec = tf.TensorSpec((None,), tf.int32)
-        s_spec = tf.TensorSpec((), tf.float32)
-        self._explain_fn = tf.function(self._explain, input_signature=[x_spec, r_spec, y_spec, s_spec])
-        self._weights_fn = tf.function(self._weights, input_signature=[x_spec, r_spec, y_spec, s_spec])
+        self.input_shape: Tuple[Optional[int], ...] = self.graph.input_shape
+        if not self.graph.kernels:
+            raise ValueError(f"model {model.name!r} has no kernel layer to compute contributions for")
+        self.layer_names: Tuple[str, ...] = tuple(check_layer_names(self.graph, layers))
+        self._target = set(self.layer_names)
+        self._rules = {g.index: (None if g.kernel else self.composite.rule(g.type_name)) for g in self.graph.nodes}
+        self._act = {g.index: _activation_rule(g, self.composite) for g in self.graph.nodes}
+        self._fns: Dict[Tuple[str, str], Any] = {}
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        out = self.graph.output_shape
+        return int(out[-1]) if len(out) == 2 and out[-1] is not None else None
 
     # -- graph pieces -------------------------------------------------------------------------
-    def _forward(self, x: tf.Tensor):
-        return chain_forward(self._steps, x)
-
-    def _backward(self, acts, acts_ref, labels, scale, want_weights: bool):
-        out_logits, ref_logits = acts[-1][2], acts_ref[-1][2]
-        m = tf.one_hot(labels, self.num_classes, dtype=out_logits.dtype) * scale
+    def _backward(self, acts, acts_ref, labels, scale, mode: str, want_weights: bool):
+        out = acts[self.graph.output].y
+        m0 = target_mask(out, mode, labels) * scale
         contrib: Dict[str, tf.Tensor] = {}
         weights: Dict[str, tf.Tensor] = {}
-        for i in range(len(self._steps) - 1, -1, -1):
-            s = self._steps[i]
-            a, z, y = acts[i]
-            a0, z0, y0 = acts_ref[i]
-            if s.kernel:
-                if s.act_rule is not None:
-                    m = m * rescale_multiplier(s.layer.activation, z, z0, y, y0, s.act_rule.threshold)
-                name = s.layer.name
-                if name in self.layer_names:
-                    contrib[name] = (z - z0) * m
-                    if want_weights:
-                        kernel = tf.convert_to_tensor(s.layer.kernel)
-                        da = a - a0
-                        with tf.GradientTape() as tape:
-                            tape.watch(kernel)
-                            zz = _linear(s.layer, da, kernel, None)
-                        weights[name] = kernel * tape.gradient(zz, kernel, output_gradients=m)
-                kernel = tf.convert_to_tensor(s.layer.kernel)
-                m = _vjp(lambda t, k=kernel, l=s.layer: _linear(l, t, k, None), a, m)
-            elif isinstance(s.rule, Rescale):
-                fn = (lambda t, l=s.layer: l(t, training=False))
-                m = m * rescale_multiplier(fn, a, a0, y, y0, s.rule.threshold)
-            elif isinstance(s.rule, RescaleMax):
-                m = _rescale_max(s.layer, a, a0, y, y0, m, s.rule.threshold)
-            else:  # Gradient: linear layers (exact) or max pooling in gradient mode
-                m = _vjp(lambda t, l=s.layer: l(t, training=False), a, m)
-        return m, contrib, weights, out_logits, ref_logits
 
-    def _explain(self, x, ref, labels, scale):
-        acts, _ = self._forward(x)
-        acts_ref, _ = self._forward(ref)
-        m, contrib, _, _, _ = self._backward(acts, acts_ref, labels, scale, want_weights=False)
+        def step(g: GraphNode, a: NodeActs, m: tf.Tensor):
+            a0 = acts_ref[g.index]
+            if g.kernel:
+                act = self._act[g.index]
+                if act is not None:
+                    m = m * rescale_multiplier(g.layer.activation, a.stages[-1][1], a0.stages[-1][1], a.y, a0.y,
+                                               act.threshold)
+                for k in range(len(g.stages) - 1, -1, -1):
+                    st = g.stages[k]
+                    (x_k, z_k), (x0_k, z0_k) = a.stages[k], a0.stages[k]
+                    key = g.kernel_key(st.attr)
+                    if key in self._target:
+                        contrib[key] = (z_k - z0_k) * m
+                        if want_weights:
+                            kernel = tf.convert_to_tensor(getattr(g.layer, st.attr))
+                            with tf.GradientTape() as tape:
+                                tape.watch(kernel)
+                                zz = st.op(g.layer, x_k - x0_k, kernel)
+                            weights[key] = kernel * tape.gradient(zz, kernel, output_gradients=m)
+                    kernel = tf.convert_to_tensor(getattr(g.layer, st.attr))
+                    m = vjp(lambda t, k_=kernel, s_=st: s_.op(g.layer, t, k_), x_k, m)
+                return [m]
+            rule = self._rules[g.index]
+            single = len(a.inputs) == 1
+
+            def fn(t):
+                return g.layer(t[0] if single else t, training=False)
+
+            if isinstance(rule, Rescale):
+                return [m * rescale_multiplier(lambda t: g.layer(t, training=False), a.inputs[0], a0.inputs[0],
+                                               a.y, a0.y, rule.threshold)]
+            if isinstance(rule, RescaleMax):
+                return [_rescale_max(g.layer, a.inputs[0], a0.inputs[0], a.y, a0.y, m, rule.threshold)]
+            return list(vjp(fn, list(a.inputs), m))  # Gradient: linear layers, or max pooling in gradient mode
+
+        m_in = self.graph.backward(acts, m0, step)
+        return m_in, contrib, weights
+
+    def _explain(self, x, ref, labels, scale, mode):
+        acts = self.graph.forward(x)
+        acts_ref = self.graph.forward(ref)
+        m, contrib, _ = self._backward(acts, acts_ref, labels, scale, mode, want_weights=False)
         return (x - ref) * m, tuple(contrib[n] for n in self.layer_names)
 
-    def _weights(self, x, ref, labels, scale):
-        acts, _ = self._forward(x)
-        acts_ref, _ = self._forward(ref)
-        _, _, weights, _, _ = self._backward(acts, acts_ref, labels, scale, want_weights=True)
+    def _weights(self, x, ref, labels, scale, mode):
+        acts = self.graph.forward(x)
+        acts_ref = self.graph.forward(ref)
+        _, _, weights = self._backward(acts, acts_ref, labels, scale, mode, want_weights=True)
         return tuple(weights[n] for n in self.layer_names)
 
-    # -- public -------------------------------------------------------------------------------
-    def check_data(self, x: Any, y: Any) -> Tuple[np.ndarray, np.ndarray]:
-        return check_data(x, y, self.input_shape, self.num_classes, self.model_name)
+    def _fn(self, kind: str, mode: str):
+        key = (kind, mode)
+        fn = self._fns.get(key)
+        if fn is None:
+            x_spec = tf.TensorSpec((None,) + self.input_shape[1:], tf.float32)
+            r_spec = tf.TensorSpec((1,) + self.input_shape[1:], tf.float32)
+            y_spec = tf.TensorSpec((None,), tf.int32)
+            s_spec = tf.TensorSpec((), tf.float32)
+            body = self._explain if kind == "explain" else self._weights
+            fn = tf.function(lambda x, r, y, s: body(x, r, y, s, mode), input_signature=[x_spec, r_spec, y_spec, s_spec], autograph=False)
+            self._fns[key] = fn
+        return fn
 
-    def explain_batch(self, x: np.ndarray, ref: np.ndarray, y: np.ndarray, scale: float) -> LayerRelevance:
-        """Contributions of one validated batch (input and every reported layer's output units)."""
-        r_in, rs = self._explain_fn(tf.constant(x), tf.constant(ref), tf.constant(y), tf.constant(scale, tf.float32))
+    # -- public -------------------------------------------------------------------------------
+    def check_data(self, x: Any, y: Any, target: str = "auto") -> Tuple[np.ndarray, np.ndarray, str]:
+        """``(x float32, labels int32 (zeros unless mode "label"), mode)``; see the LRP engine."""
+        mode = self.graph.resolve_target(y, target)
+        xa, ya = self.graph.check_data(x, y, mode)
+        return xa, (np.zeros(len(xa), np.int32) if ya is None else ya), mode
+
+    def explain_batch(self, x: np.ndarray, ref: np.ndarray, y: np.ndarray, scale: float,
+                      mode: str = "label") -> LayerRelevance:
+        """Contributions of one validated batch (input and every reported kernel's output units)."""
+        r_in, rs = self._fn("explain", mode)(tf.constant(x), tf.constant(ref), tf.constant(y), tf.constant(scale, tf.float32))
         return LayerRelevance(r_in.numpy(), {n: r.numpy() for n, r in zip(self.layer_names, rs)})
 
-    def weight_contributions_batch(self, x: np.ndarray, ref: np.ndarray, y: np.ndarray, scale: float) -> Dict[str, np.ndarray]:
+    def weight_contributions_batch(self, x: np.ndarray, ref: np.ndarray, y: np.ndarray, scale: float,
+                                   mode: str = "label") -> Dict[str, np.ndarray]:
         """Kernel-shaped weight contributions of one validated batch, summed over it."""
-        out = self._weights_fn(tf.constant(x), tf.constant(ref), tf.constant(y), tf.constant(scale, tf.float32))
+        out = self._fn("weights", mode)(tf.constant(x), tf.constant(ref), tf.constant(y), tf.constant(scale, tf.float32))
         return {n: w.numpy() for n, w in zip(self.layer_names, out)}
 
 
@@ -541,26 +535,28 @@ def deeplift_engine(
     return engine
 
 
-def _prepare(model, x, y, reference, reference_data, composite, layers, batch_size):
+def _prepare(model, x, y, reference, reference_data, composite, layers, batch_size, target):
     engine = deeplift_engine(model, composite, layers)
-    xa, ya = engine.check_data(x, y)
+    xa, ya, mode = engine.check_data(x, y, target)
     bs = check_batch_size(batch_size)
     ref = make_reference(reference, engine.input_shape, xa if reference_data is None else reference_data)
-    return engine, xa, ya, bs, ref
+    return engine, xa, ya, bs, ref, mode
 
 
 def deeplift_layer_relevance(
     model: tf.keras.Model,
     x: Any,
-    y: Any,
+    y: Any = None,
     reference: Union[str, np.ndarray] = "zeros",
     layers: Optional[Sequence[str]] = None,
     composite: Union[str, DeepLiftComposite] = "deeplift_rescale",
     batch_size: int = 64,
     reference_data: Optional[np.ndarray] = None,
+    target: str = "auto",
 ) -> LayerRelevance:
-    """DeepLIFT contributions at the input and at each Dense/Conv2D output, per sample, target the
-    true-class logit, scaled by ``1/N`` (``N = len(x)``; ``batch_size`` does not change the result).
+    """DeepLIFT contributions at the input and at each kernel's output, per sample, target the
+    true-class logit (or, without labels, the predicted class / the whole output, see ``target``),
+    scaled by ``1/N`` (``N = len(x)``; ``batch_size`` does not change the result).
 
     ``reference="mean"`` averages ``reference_data`` (default: ``x``) once over the whole call.
 
@@ -568,9 +564,10 @@ def deeplift_layer_relevance(
         ValueError / TypeError: as :func:`ecqx_tf.relevance.layer_relevance`, plus a bad reference.
         UnsupportedLayerError: a layer type DeepLIFT does not support here.
     """
-    engine, xa, ya, bs, ref = _prepare(model, x, y, reference, reference_data, composite, layers, batch_size)
+    engine, xa, ya, bs, ref, mode = _prepare(model, x, y, reference, reference_data, composite, layers, batch_size,
+                                             target)
     scale = 1.0 / xa.shape[0]
-    parts = [engine.explain_batch(xa[i : i + bs], ref, ya[i : i + bs], scale) for i in range(0, xa.shape[0], bs)]
+    parts = [engine.explain_batch(xa[i : i + bs], ref, ya[i : i + bs], scale, mode) for i in range(0, xa.shape[0], bs)]
     return LayerRelevance(
         np.concatenate([p.input for p in parts]),
         {n: np.concatenate([p.layers[n] for p in parts]) for n in engine.layer_names},
@@ -580,21 +577,23 @@ def deeplift_layer_relevance(
 def deeplift_weight_relevance(
     model: tf.keras.Model,
     x: Any,
-    y: Any,
+    y: Any = None,
     reference: Union[str, np.ndarray] = "zeros",
     layers: Optional[Sequence[str]] = None,
     composite: Union[str, DeepLiftComposite] = "deeplift_rescale",
     batch_size: int = 64,
     reference_data: Optional[np.ndarray] = None,
+    target: str = "auto",
 ) -> Dict[str, np.ndarray]:
     r"""DeepLIFT weight contributions :math:`C_{ij} = \sum_n \sum_{pos} w_{ij} \Delta a_i m_{\Delta z_j \Delta t}`
-    (kernel-shaped float32, scaled by ``1/N``); per layer they sum to the mean :math:`\Delta t`.
+    (kernel-shaped float32, scaled by ``1/N``); per kernel they sum to the mean :math:`\Delta t`.
     Arguments and errors as :func:`deeplift_layer_relevance`."""
-    engine, xa, ya, bs, ref = _prepare(model, x, y, reference, reference_data, composite, layers, batch_size)
+    engine, xa, ya, bs, ref, mode = _prepare(model, x, y, reference, reference_data, composite, layers, batch_size,
+                                             target)
     scale = 1.0 / xa.shape[0]
     total: Dict[str, np.ndarray] = {}
     for i in range(0, xa.shape[0], bs):
-        part = engine.weight_contributions_batch(xa[i : i + bs], ref, ya[i : i + bs], scale)
+        part = engine.weight_contributions_batch(xa[i : i + bs], ref, ya[i : i + bs], scale, mode)
         for n, v in part.items():
             total[n] = v.astype(np.float64) if n not in total else total[n] + v
     return {n: total[n].astype(np.float32) for n in engine.layer_names}

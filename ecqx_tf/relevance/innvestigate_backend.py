@@ -11,14 +11,17 @@ worker process started with the ``spawn`` context, which
    composite, and keeps it while the architecture/composite/layers stay the same; later calls
    only ``set_weights`` (the analyzer graph reads the model's variables);
 3. returns NumPy arrays: the relevance at the model input and at the OUTPUT of every requested
-   Dense/Conv2D layer (captured from iNNvestigate's reversed-tensor dictionary, the data behind
+   kernel layer (captured from iNNvestigate's reversed-tensor dictionary, the data behind
    its ``reverse_keep_tensors`` option).
 
 Worker exceptions come back as :class:`InnvestigateWorkerError` with the worker's traceback. A
 worker is a context manager; the shared :func:`default_worker` is shut down at exit.
 
-Composite -> iNNvestigate mapping (built in the worker, :func:`_make_analyzer`): Dense/Conv2D rules
-via conditions ``[(is Dense, rule), (is Conv2D, rule)]``; ``Epsilon(e)`` -> ``EpsilonRule(epsilon=e,
+Composite -> iNNvestigate mapping (built in the worker, :func:`_make_analyzer`): kernel-layer rules
+via conditions ``[(is Dense, rule), (is Conv1D, rule), (is Conv2D, rule), (is DepthwiseConv2D,
+rule)]`` (SeparableConv2D is refused: iNNvestigate treats its two halves as one layer); Add and
+average pooling: iNNvestigate's z-rule mappings, or for ``Epsilon`` the same with the epsilon
+stabilizer; ``Epsilon(e)`` -> ``EpsilonRule(epsilon=e,
 bias=True)``, ``ZPlus`` -> ``ZPlusRule``, ``Flat`` -> ``FlatRule``, ``Z`` -> ``ZRule``; the first-layer
 rule -> ``input_layer_rule``; BatchNormalization ``Z`` -> ``bn_layer_rule=None`` (iNNvestigate's own
 BN rule), ``Pass`` -> an identity rule. All other layer types use iNNvestigate's fixed handling,
@@ -38,8 +41,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ecqx_tf import layers as _layers
 from ecqx_tf.relevance.composites import Composite, get_composite
-from ecqx_tf.relevance.native import LayerRelevance, check_batch_size, native_engine
+from ecqx_tf.relevance.graph import UnsupportedLayerError, check_batch_size
+from ecqx_tf.relevance.native import LayerRelevance, NativeLRP, native_engine
 
 __all__ = [
     "InnvestigateWorker",
@@ -48,7 +53,28 @@ __all__ = [
     "shutdown_default_worker",
     "logits_model_json",
     "innvestigate_layer_relevance",
+    "check_innvestigate_support",
+    "NEURON_SELECTION",
 ]
+
+#: target mode (``ecqx_tf.relevance.graph.TARGETS``) -> iNNvestigate ``neuron_selection_mode``
+NEURON_SELECTION = {"label": "index", "predicted": "max_activation", "output": "all"}
+
+
+def check_innvestigate_support(engine: NativeLRP) -> None:
+    """Refuse a model with a layer type the iNNvestigate backend does not run (registry field
+    ``innvestigate``), naming every such layer.
+
+    Raises:
+        UnsupportedLayerError: the list of layers and the types iNNvestigate supports here.
+    """
+    bad = [f"{g.name!r} ({g.type_name})" for g in engine.graph.nodes if not g.spec.innvestigate]
+    if bad:
+        ok = [n for n in _layers.supported_names() if _layers.get(n).innvestigate]
+        raise UnsupportedLayerError(
+            f"the iNNvestigate backend does not support layers {', '.join(bad)} of model {engine.model_name!r} "
+            f"(use backend='native'); iNNvestigate runs: {', '.join(ok)}"
+        )
 
 
 class InnvestigateWorkerError(RuntimeError):
@@ -239,9 +265,11 @@ class InnvestigateWorker:
         layers: Sequence[str],
         x: np.ndarray,
         y: np.ndarray,
+        mode: str = "label",
     ) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
         """Raw iNNvestigate relevance of one batch: ``(input_relevance, {layer: R_j})``, the output
-        relevance being the true-class logit (NOT divided by the batch size).
+        relevance being the target logit(s) of ``mode`` (``"label"``: class ``y``; ``"predicted"``:
+        argmax; ``"output"``: every output unit), NOT divided by the batch size.
 
         ``model_json`` must describe a logits model (see :func:`logits_model_json`) and ``weights``
         must be that model's ``get_weights()``.
@@ -253,6 +281,7 @@ class InnvestigateWorker:
             "layers": list(layers),
             "x": np.ascontiguousarray(x, dtype=np.float32),
             "y": np.asarray(y, dtype=np.int64),
+            "mode": mode,
         }
         out = self.call("relevance", payload)
         return out["input"], dict(out["layers"])
@@ -266,19 +295,22 @@ def innvestigate_layer_relevance(
     layers: Optional[Sequence[str]] = None,
     batch_size: int = 64,
     worker: Optional["InnvestigateWorker"] = None,
+    target: str = "auto",
 ) -> LayerRelevance:
     """Same contract as :func:`~ecqx_tf.relevance.native.native_layer_relevance`, computed by
     iNNvestigate in the worker (``worker`` or :func:`default_worker`). The model is validated by
     the native engine first, so unsupported layers and bad data raise the same errors here."""
     engine = native_engine(model, composite, layers)
-    xa, ya = engine.check_data(x, y)
+    check_innvestigate_support(engine)
+    xa, ya, mode = engine.check_data(x, y, target)
     bs = check_batch_size(batch_size)
     w = default_worker() if worker is None else worker
     model_json, weights = logits_model_json(model), model.get_weights()
     scale = np.float32(1.0 / xa.shape[0])
     inputs, per_layer = [], {n: [] for n in engine.layer_names}
     for i in range(0, xa.shape[0], bs):
-        r_in, rs = w.relevance(model_json, weights, engine.composite, engine.layer_names, xa[i : i + bs], ya[i : i + bs])
+        r_in, rs = w.relevance(model_json, weights, engine.composite, engine.layer_names, xa[i : i + bs],
+                               ya[i : i + bs], mode)
         inputs.append(r_in * scale)
         for n in engine.layer_names:
             per_layer[n].append(rs[n] * scale)
@@ -314,15 +346,18 @@ atexit.register(shutdown_default_worker)
 # worker side (runs only in the spawned process)
 
 
-def _make_analyzer(model: Any, composite_cfg: Dict[str, Any], keep: Sequence[str]) -> Any:
+def _make_analyzer(model: Any, composite_cfg: Dict[str, Any], keep: Sequence[str], mode: str = "label") -> Any:
     """An ``innvestigate.analyzer.LRP`` reproducing the composite, which also returns the
     relevance at the outputs of the layers named in ``keep``."""
     import tensorflow.keras.layers as klayers
     from innvestigate.analyzer.relevance_based import relevance_rule as rrule
     from innvestigate.analyzer.relevance_based.relevance_analyzer import (
         LRP,
+        AddReverseLayer,
+        AveragePoolingReverseLayer,
         BatchNormalizationReverseLayer,
     )
+    from innvestigate import backend as ibackend
     from innvestigate.backend import checks as ichecks
     from innvestigate.backend import graph as igraph
 
@@ -361,11 +396,47 @@ def _make_analyzer(model: Any, composite_cfg: Dict[str, Any], keep: Sequence[str
                 (axis,) = list(axis)
             self._axis = int(axis)
 
+    class EpsilonMergeRule(igraph.ReverseMappingBase):
+        """zennit's Norm rule on a parameter-free linear layer (Add, average pooling): iNNvestigate's
+        own z-rule mapping for these layers with its safe_divide replaced by the epsilon stabilizer
+        R_k = x_k * grad(R / (y + eps (2 [y >= 0] - 1)))."""
+
+        def __init__(self, layer: Any, state: Any, eps: float) -> None:
+            self._layer_wo_act = igraph.copy_layer_wo_activation(layer, name_template="reversed_kernel_%s")
+            self._eps = eps
+
+        def apply(self, Xs: Any, Ys: Any, Rs: Any, reverse_state: Any) -> Any:
+            import tensorflow.keras.backend as kb
+
+            eps = self._eps
+            Zs = ibackend.apply(self._layer_wo_act, Xs)
+            stab = klayers.Lambda(lambda z: z + (kb.cast(kb.greater_equal(z, 0), kb.floatx()) * 2 - 1) * eps)
+            tmp = [klayers.Lambda(lambda t: t[0] / t[1])([r, stab(z)]) for r, z in zip(Rs, Zs)]
+            grads = ibackend.gradients(Xs, Zs, tmp)
+            return [klayers.Multiply()([a, b]) for a, b in zip(Xs, grads)]
+
+    def merge_mapping(rule_cfg: Dict[str, Any], default: Any) -> Any:
+        if rule_cfg["name"] == "z":
+            return default
+        if rule_cfg["name"] == "epsilon":
+            eps = float(rule_cfg["epsilon"])
+
+            class BoundEpsilonMergeRule(EpsilonMergeRule):
+                def __init__(self, layer: Any, state: Any) -> None:
+                    super().__init__(layer, state, eps)
+
+            return BoundEpsilonMergeRule
+        raise ValueError(f"no iNNvestigate mapping for rule {rule_cfg['name']!r} on a merge/pooling layer")
+
     rules = dict((t, r) for t, r in composite_cfg["layer_rules"])
+    kernel_types = [t for t in _layers.kernel_types() if _layers.get(t).innvestigate]
     conditions = [
-        (lambda layer: type(layer) is klayers.Dense, rule_class(rules["Dense"])),
-        (lambda layer: type(layer) is klayers.Conv2D, rule_class(rules["Conv2D"])),
+        ((lambda layer, cls=getattr(klayers, t): type(layer) is cls), rule_class(rules[t])) for t in kernel_types
     ]
+    merge_types = {
+        t: merge_mapping(rules[t], AddReverseLayer if t == "Add" else AveragePoolingReverseLayer)
+        for t in ("Add", "AveragePooling1D", "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D")
+    }
     first = composite_cfg.get("first_layer")
     bn = rules["BatchNormalization"]["name"]
     bn_layer_rule = None if bn == "z" else PassRule
@@ -395,6 +466,11 @@ def _make_analyzer(model: Any, composite_cfg: Dict[str, Any], keep: Sequence[str
                 self._add_conditional_reverse_mapping(
                     ichecks.is_batch_normalization_layer, BatchNormZRule, priority=10, name="ecqx_bn_z"
                 )
+            for t, mapping in merge_types.items():  # before LRP's own Add / average pooling mappings
+                self._add_conditional_reverse_mapping(
+                    (lambda layer, cls=getattr(klayers, t): type(layer) is cls), mapping, priority=10,
+                    name=f"ecqx_{t}",
+                )
             ret = super()._create_analysis(model, stop_analysis_at_tensors=stop_analysis_at_tensors)
             kept = []
             for name in keep:
@@ -417,13 +493,40 @@ def _make_analyzer(model: Any, composite_cfg: Dict[str, Any], keep: Sequence[str
         rule=conditions,
         input_layer_rule=None if first is None else rule_class(first),
         bn_layer_rule=bn_layer_rule,
-        neuron_selection_mode="index",
+        neuron_selection_mode=NEURON_SELECTION[mode],
     )
+
+
+_PREFIX = "ecqx__"
+
+
+def _prefixed_model_json(model_json: str) -> str:
+    """The model JSON with every layer name prefixed: iNNvestigate adds unnamed Keras layers (e.g.
+    ``Add``) to the graph, whose default names ("add", "concatenate", ...) would collide with a user
+    layer of that name; the prefix keeps the weight order and the structure unchanged."""
+    cfg = json.loads(model_json)
+    conf = cfg["config"]
+
+    def rename_entry(entry: Dict[str, Any]) -> None:
+        if "name" in entry:
+            entry["name"] = _PREFIX + entry["name"]
+        entry["config"]["name"] = _PREFIX + entry["config"]["name"]
+        for node in entry.get("inbound_nodes") or []:
+            for item in node:
+                item[0] = _PREFIX + item[0]
+
+    for entry in conf["layers"]:
+        rename_entry(entry)
+    for key in ("input_layers", "output_layers"):
+        if key in conf:
+            for item in conf[key]:
+                item[0] = _PREFIX + item[0]
+    return json.dumps(cfg)
 
 
 class _WorkerState:
     def __init__(self) -> None:
-        self.key: Optional[Tuple[str, str, Tuple[str, ...]]] = None
+        self.key: Optional[Tuple[str, str, Tuple[str, ...], str]] = None
         self.model: Any = None
         self.analyzer: Any = None
         self.builds = 0
@@ -431,22 +534,26 @@ class _WorkerState:
     def relevance(self, p: Dict[str, Any]) -> Dict[str, Any]:
         import tensorflow as tf
 
-        key = (p["model_json"], json.dumps(p["composite"], sort_keys=True), tuple(p["layers"]))
+        mode = p.get("mode", "label")
+        key = (p["model_json"], json.dumps(p["composite"], sort_keys=True), tuple(p["layers"]), mode)
         if key != self.key:
             self.key, self.model, self.analyzer = None, None, None
             tf.compat.v1.keras.backend.clear_session()
-            model = tf.keras.models.model_from_json(p["model_json"])
+            model = tf.keras.models.model_from_json(_prefixed_model_json(p["model_json"]))
             model.set_weights(p["weights"])
-            self.analyzer = _make_analyzer(model, p["composite"], p["layers"])
+            self.analyzer = _make_analyzer(model, p["composite"], [_PREFIX + n for n in p["layers"]], mode)
             self.model, self.key = model, key
             self.builds += 1
         else:
             self.model.set_weights(p["weights"])
-        r_in = self.analyzer.analyze(p["x"], neuron_selection=p["y"])
+        if mode == "label":
+            r_in = self.analyzer.analyze(p["x"], neuron_selection=p["y"])
+        else:
+            r_in = self.analyzer.analyze(p["x"])
         kept = self.analyzer.kept
         return {
             "input": np.asarray(r_in),
-            "layers": {n: np.asarray(kept[n]) for n in p["layers"]},
+            "layers": {n: np.asarray(kept[_PREFIX + n]) for n in p["layers"]},
             "builds": self.builds,
         }
 

@@ -59,7 +59,7 @@ __all__ = [
     "SAFE_DIVIDE_EPSILON",
 ]
 
-#: Stabilizer of the epsilon rule and of the weight-relevance formula (ECQx spec section 4).
+#: Stabilizer of the epsilon rule and of the weight-relevance formula (ECQx; zennit's default).
 DEFAULT_EPSILON = 1e-6
 #: ``tf.keras.backend.epsilon()``: what iNNvestigate's ``safe_divide`` and its BatchNormalization
 #: rule add to a denominator (fixed inside iNNvestigate, mirrored by the native backend).

@@ -1,6 +1,6 @@
-r"""Weight relevance for ECQx (Becking et al. 2021; ECQx spec section 4) and its running average.
+r"""Weight relevance for ECQx (Becking et al. 2021) and its running average.
 
-For a Dense/Conv2D layer :math:`z_j = \sum_i a_i w_{ij} + b_j` with relevance :math:`R_j` at its
+For a kernel layer (Dense, Conv1D, Conv2D, DepthwiseConv2D, each half of a SeparableConv2D) :math:`z_j = \sum_i a_i w_{ij} + b_j` with relevance :math:`R_j` at its
 output (from LRP with a composite, see :mod:`ecqx_tf.relevance.composites`):
 
 .. math::
@@ -10,7 +10,8 @@ output (from LRP with a composite, see :mod:`ecqx_tf.relevance.composites`):
 
 i.e. the epsilon-LRP share of connection :math:`i \to j`, summed over the samples and (for a
 convolution) over the positions; computed as ``W * d<z, stop_grad(R / stab(z))>/dW``. The output
-relevance is the true-class logit divided by the number of samples ``N`` passed in one call, so the
+relevance is the target logit (true class, or predicted class when no labels are given; the
+whole output for a model that is not a classifier) divided by the number of samples ``N`` passed in one call, so the
 result does not depend on ``batch_size``.
 
 :func:`weight_relevance` is the main entry point; ``backend`` picks who propagates :math:`R_j`
@@ -26,8 +27,10 @@ import numpy as np
 
 from ecqx_tf.registry import Registry
 from ecqx_tf.relevance.composites import Composite
+from ecqx_tf.relevance.graph import check_batch_size
 from ecqx_tf.relevance.innvestigate_backend import (
     InnvestigateWorker,
+    check_innvestigate_support,
     default_worker,
     innvestigate_layer_relevance,
     logits_model_json,
@@ -35,7 +38,6 @@ from ecqx_tf.relevance.innvestigate_backend import (
 from ecqx_tf.relevance.native import (
     LayerRelevance,
     NativeLRP,
-    check_batch_size,
     native_engine,
     native_layer_relevance,
 )
@@ -49,10 +51,10 @@ __all__ = [
     "EMA_ALPHA",
 ]
 
-#: Weight of the previous average in the spec's EMA ``R <- (1 - alpha) R_batch + alpha R``.
+#: Weight of the previous average in the EMA ``R <- (1 - alpha) R_batch + alpha R``.
 EMA_ALPHA = 0.1
 
-BatchFn = Callable[[np.ndarray, np.ndarray, float], Dict[str, np.ndarray]]
+BatchFn = Callable[[np.ndarray, np.ndarray, float, str], Dict[str, np.ndarray]]
 
 #: backend name -> factory ``(model, engine, worker) -> per-batch weight-relevance function``
 BACKENDS: Registry[Callable[[Any, NativeLRP, Optional[InnvestigateWorker]], BatchFn]] = Registry(
@@ -68,10 +70,11 @@ def _native_backend(model: Any, engine: NativeLRP, worker: Optional[Innvestigate
 @BACKENDS.register("innvestigate")
 def _innvestigate_backend(model: Any, engine: NativeLRP, worker: Optional[InnvestigateWorker]) -> BatchFn:
     w = default_worker() if worker is None else worker
+    check_innvestigate_support(engine)
     model_json, weights = logits_model_json(model), model.get_weights()
 
-    def run(xb: np.ndarray, yb: np.ndarray, scale: float) -> Dict[str, np.ndarray]:
-        _, rs = w.relevance(model_json, weights, engine.composite, engine.layer_names, xb, yb)
+    def run(xb: np.ndarray, yb: np.ndarray, scale: float, mode: str) -> Dict[str, np.ndarray]:
+        _, rs = w.relevance(model_json, weights, engine.composite, engine.layer_names, xb, yb, mode)
         return engine.weight_relevance_from(xb, {n: r * np.float32(scale) for n, r in rs.items()})
 
     return run
@@ -80,27 +83,33 @@ def _innvestigate_backend(model: Any, engine: NativeLRP, worker: Optional[Innves
 def weight_relevance(
     model: Any,
     x: Any,
-    y: Any,
+    y: Any = None,
     layers: Optional[Sequence[str]] = None,
     backend: str = "native",
     composite: Union[str, Composite] = "epsilon_plus_flat",
     batch_size: int = 64,
     epsilon: float = DEFAULT_EPSILON,
     worker: Optional[InnvestigateWorker] = None,
+    target: str = "auto",
 ) -> Dict[str, np.ndarray]:
-    """Relevance of every kernel weight: layer name -> float32 array of the kernel's shape.
+    """Relevance of every quantized kernel weight: kernel key (the layer name;
+    ``"<layer>/<kernel>"`` for the two kernels of a SeparableConv2D) -> float32 array of the
+    kernel's shape.
 
     Args:
-        model: built Sequential / chain-shaped functional ``tf.keras`` model with logits (or
-            softmax) output; evaluated in inference mode, never modified.
+        model: built single-input, single-output Sequential or functional ``tf.keras`` model of
+            the layer registry (``docs/layers.md``); evaluated in inference mode, never modified.
         x: inputs, ``(N, *model.input_shape[1:])``.
-        y: true labels ``(N,)`` or one-hot ``(N, classes)``.
-        layers: Dense/Conv2D layer names; None = all of them.
+        y: true labels ``(N,)`` or one-hot ``(N, classes)``; None: relevance starts from the
+            predicted class (classifiers) or from the whole output (other models), see ``target``.
+        layers: kernel layer names (or kernel keys); None = all of them.
         backend: ``"native"`` or ``"innvestigate"`` (:data:`BACKENDS`).
         composite: registered composite name or a :class:`Composite`.
         batch_size: samples per forward/backward pass (does not change the result).
         epsilon: stabilizer of the weight-relevance formula.
         worker: iNNvestigate worker to use (default: the shared one).
+        target: ``"auto"``, ``"label"``, ``"predicted"`` or ``"output"``
+            (:data:`ecqx_tf.relevance.graph.TARGETS`).
 
     Raises:
         ValueError: unknown backend/composite/layer, empty data, shapes not matching the model.
@@ -110,13 +119,13 @@ def weight_relevance(
     """
     make = BACKENDS.get(backend)
     engine = native_engine(model, composite, layers, epsilon)
-    xa, ya = engine.check_data(x, y)
+    xa, ya, mode = engine.check_data(x, y, target)
     bs = check_batch_size(batch_size)
     run = make(model, engine, worker)
     scale = 1.0 / xa.shape[0]
     total: Dict[str, np.ndarray] = {}
     for i in range(0, xa.shape[0], bs):
-        part = run(xa[i : i + bs], ya[i : i + bs], scale)
+        part = run(xa[i : i + bs], ya[i : i + bs], scale, mode)
         for n, v in part.items():
             total[n] = v.astype(np.float64) if n not in total else total[n] + v
     return {n: total[n].astype(np.float32) for n in engine.layer_names}
@@ -125,23 +134,24 @@ def weight_relevance(
 def layer_relevance(
     model: Any,
     x: Any,
-    y: Any,
+    y: Any = None,
     layers: Optional[Sequence[str]] = None,
     backend: str = "native",
     composite: Union[str, Composite] = "epsilon_plus_flat",
     batch_size: int = 64,
     worker: Optional[InnvestigateWorker] = None,
+    target: str = "auto",
 ) -> LayerRelevance:
-    """Relevance at the model input and at each Dense/Conv2D layer's output, per sample
-    (output relevance = true-class logit / N). Arguments and errors as :func:`weight_relevance`."""
+    """Relevance at the model input and at each quantized kernel's output, per sample (output
+    relevance = target logit(s) / N). Arguments and errors as :func:`weight_relevance`."""
     BACKENDS.get(backend)  # validates the name
     if backend == "native":
-        return native_layer_relevance(model, x, y, composite, layers, batch_size)
-    return innvestigate_layer_relevance(model, x, y, composite, layers, batch_size, worker)
+        return native_layer_relevance(model, x, y, composite, layers, batch_size, target)
+    return innvestigate_layer_relevance(model, x, y, composite, layers, batch_size, worker, target)
 
 
 class RelevanceAccumulator:
-    """Exponential moving average of weight relevance over batches (ECQx spec section 4):
+    """Exponential moving average of weight relevance over batches (as the authors' ``train.py``):
     ``R <- (1 - alpha) * R_batch + alpha * R``; the first update after construction or
     :meth:`reset` sets ``R = R_batch`` (as the authors' ``train.py`` does).
 
