@@ -235,13 +235,29 @@ class _StderrHandler(logging.StreamHandler):
         super().emit(record)
 
 
-def _configure_logging(level: int) -> None:
+class _Formatter(logging.Formatter):
+    """Progress as written; warnings and errors as ``PROG: warning: ...`` / ``PROG: error: ...``."""
+
+    def __init__(self, prog: str):
+        super().__init__("%(message)s")
+        self.prog = prog
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING and not text.startswith(self.prog):
+            kind = "warning" if record.levelno < logging.ERROR else "error"
+            text = f"{self.prog}: {kind}: {text}"
+        return text
+
+
+def _configure_logging(level: int, prog: str = "ecqx") -> None:
     root = logging.getLogger()
     lvl = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}.get(min(level, 1), logging.INFO)
-    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        h = _StderrHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("%(message)s"))
-        root.addHandler(h)
+    handler = next((h for h in root.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler(sys.stderr)
+        root.addHandler(handler)
+    handler.setFormatter(_Formatter(prog))
     root.setLevel(lvl)
     if level < 2:
         for name in ("tensorflow", "absl", "h5py"):
@@ -350,7 +366,7 @@ def cli_session(prog: str, level: int = 0) -> Iterator[Optional[Path]]:
                 _session_depth -= 1
         return
     quiet_tensorflow(level)
-    _configure_logging(level)
+    _configure_logging(level, prog)
     from .io import write_process_marker
 
     base = Path(tempfile.gettempdir())

@@ -158,7 +158,8 @@ def _run(out: Path, verbose: int = 2, **kw) -> dict:
         try:
             results["stages"][target] = _stage_export(target, qdir / "qat_model.h5", cfg["data"], out / target)
         except Exception as e:  # report, never hide: the table shows the failure
-            log.exception("export to %s failed", target)
+            log.error("export to %s failed: %s: %s", target, type(e).__name__, e,
+                      exc_info=log.isEnabledFor(logging.DEBUG))  # the traceback with -v
             results["stages"][target] = {"error": f"{type(e).__name__}: {e}"}
     results["seconds"] = time.perf_counter() - t0
     results["summary"] = summarize(results)
