@@ -8,49 +8,52 @@ Pipeline: ``make_grid`` / ``ecq_assign`` / ``ecqx_assign`` (pure NumPy) -> ``qua
 ``model.fit(..., callbacks=[ECQxCallback()])`` -> ``strip`` / ``quantization_info`` -> the
 exporters in ``firmware_export``.
 
-Importing this package never changes TensorFlow's global execution mode.
+Importing this package never changes TensorFlow's global execution mode, and does not import
+TensorFlow: the Keras side (``quantize``, ``strip``, ...) is loaded on first use, so light modules
+(``ecqx_tf.io``, ``ecqx_tf.config``, ``ecqx_tf.registry``) and the command lines' ``--help`` stay
+fast.
 """
-from .assign import ecq_assign, ecqx_assign, layer_lambda, nearest_assign
-from .grid import GRID_KINDS, Grid, make_grid
-from .keras import (
-    ECQQuantizeConfig,
-    ECQWeightQuantizer,
-    ECQxCallback,
-    METHODS,
-    custom_objects,
-    fold_batchnorm,
-    layer_stats,
-    load_model,
-    quantization_info,
-    quantize,
-    quantize_scope,
-    save_model,
-    strip,
-)
-from .quantized import QuantizedKernel
+from importlib import import_module as _import_module
+from typing import Any as _Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ECQQuantizeConfig",
-    "ECQWeightQuantizer",
-    "ECQxCallback",
-    "GRID_KINDS",
-    "Grid",
-    "METHODS",
-    "QuantizedKernel",
-    "custom_objects",
-    "ecq_assign",
-    "ecqx_assign",
-    "fold_batchnorm",
-    "layer_lambda",
-    "layer_stats",
-    "load_model",
-    "make_grid",
-    "nearest_assign",
-    "quantization_info",
-    "quantize",
-    "quantize_scope",
-    "save_model",
-    "strip",
-]
+# public name -> submodule that defines it (imported on first access)
+_LAZY = {
+    "ecq_assign": ".assign",
+    "ecqx_assign": ".assign",
+    "layer_lambda": ".assign",
+    "nearest_assign": ".assign",
+    "GRID_KINDS": ".grid",
+    "Grid": ".grid",
+    "make_grid": ".grid",
+    "QuantizedKernel": ".quantized",
+    "ECQQuantizeConfig": ".keras",
+    "ECQWeightQuantizer": ".keras",
+    "ECQxCallback": ".keras",
+    "METHODS": ".keras",
+    "custom_objects": ".keras",
+    "fold_batchnorm": ".keras",
+    "layer_stats": ".keras",
+    "load_model": ".keras",
+    "quantization_info": ".keras",
+    "quantize": ".keras",
+    "quantize_scope": ".keras",
+    "save_model": ".keras",
+    "strip": ".keras",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ecqx_tf' has no attribute {name!r}")
+    value = getattr(_import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -3,7 +3,7 @@ LRP composites, export targets). CLI choices are read from these, so help text a
 drift from what exists."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Generic, Iterator, List, TypeVar
+from typing import Callable, Dict, Generic, Iterator, List, Optional, Sequence, TypeVar
 
 __all__ = ["Registry"]
 
@@ -17,13 +17,23 @@ class Registry(Generic[T]):
     1
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, known: Optional[Sequence[str]] = None, known_in: str = ""):
+        """``known``: the names this registry may hold, from a light module (``known_in``) that
+        the command lines read without importing the registry's own module (which may import
+        TensorFlow); registering any other name fails, so the two never drift apart."""
         self.kind = kind
         self._items: Dict[str, T] = {}
+        self._known = None if known is None else tuple(known)
+        self._known_in = known_in
 
     def register(self, name: str) -> Callable[[T], T]:
         if not isinstance(name, str) or not name:
             raise TypeError(f"{self.kind} name must be a non-empty str, got {name!r}")
+        if self._known is not None and name not in self._known:
+            raise ValueError(
+                f"{self.kind} {name!r} is not in the name table{' ' + self._known_in if self._known_in else ''} "
+                f"({', '.join(self._known)}); add it there: the command lines read their choices from that table "
+                "without importing TensorFlow")
 
         def deco(obj: T) -> T:
             if name in self._items:

@@ -37,15 +37,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
-import tensorflow as tf
 
 from ecqx_tf.io import atomic_write_json, atomic_write_with, check_writable_dir
 from models import datasets as _datasets
-from models import zoo as _zoo
 from models.datasets import Dataset
+from models.names import ZOO_MODELS
+
+if TYPE_CHECKING:  # TensorFlow and the zoo are imported where they are used: ecqx-train's parser stays light
+    import tensorflow as tf
 
 __all__ = [
     "DEFAULT_EPOCHS",
@@ -128,6 +130,8 @@ def op_determinism(enabled: bool = True) -> Iterator[None]:
         disable = getattr(_tf_config, "disable_op_determinism", None)
     except (ImportError, AttributeError):  # pragma: no cover - other TF versions
         was_enabled, disable = False, None
+    import tensorflow as tf
+
     tf.config.experimental.enable_op_determinism()
     try:
         yield
@@ -243,6 +247,10 @@ def train_float(
         TypeError: arguments of the wrong type.
         PermissionError: ``out_dir`` is not writable (naming it), checked before training.
     """
+    import tensorflow as tf
+
+    from models import zoo as _zoo
+
     _zoo.ZOO.get(model_name)  # ValueError listing the accepted names
     epochs = _check_int("epochs", epochs, 1)
     batch_size = _check_int("batch_size", batch_size, 1)
@@ -365,54 +373,78 @@ def train_float(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from ecqx_tf.cli_common import Parser, add_common_arguments
+    from ecqx_tf.config import SEED_MAX, arg_float, arg_int
+
+    p = Parser(
         prog="ecqx-train",
-        description="Train a zoo model in float on a data set (reproducible from --seed); "
-        "writes OUT/model.keras and OUT/metrics.json.",
+        description="Train a zoo model in float on a data set (reproducible from --seed); writes\n"
+        "OUT/model.keras, OUT/metrics.json and OUT/manifest.json. OUT is written atomically and replaced\n"
+        "only when it is a previous ecqx-train output (or with --force), never when it is a file or\n"
+        "holds the data.",
     )
-    p.add_argument("--model", required=True, choices=_zoo.names(), help="zoo model name")
+    add_common_arguments(p)
+    p.add_argument("--model", required=True, choices=ZOO_MODELS, help="zoo model name")
     p.add_argument("--data", required=True, choices=_datasets.names(), help="data set name")
-    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out even when it is a non-empty folder that ecqx-train did not write (files it "
+                        "did not write are kept in OUT.previous; a folder holding an input is never replaced)")
     p.add_argument("--data-path", default=None, help="folder/file of an on-disk data set")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"max epochs (default {DEFAULT_EPOCHS})")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--patience", type=int, default=3, help="early-stopping patience (default 3)")
-    p.add_argument("--validation-split", type=float, default=0.1,
-                   help="fraction of training inputs held out for validation (default 0.1)")
-    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                   help="Keras verbosity: 0 silent, 1 progress bars (default), 2 one line per epoch")
+    p.add_argument("--epochs", type=arg_int(low=1), default=DEFAULT_EPOCHS,
+                   help=f"max epochs, >= 1 (default {DEFAULT_EPOCHS})")
+    p.add_argument("--seed", type=arg_int(0, SEED_MAX), default=0, help="random seed (default 0)")
+    p.add_argument("--batch-size", type=arg_int(low=1), default=64, help="batch size, >= 1 (default 64)")
+    p.add_argument("--lr", type=arg_float(low=0, low_open=True), default=1e-3,
+                   help="Adam learning rate, > 0 (default 1e-3)")
+    p.add_argument("--patience", type=arg_int(low=0), default=3, help="early-stopping patience, >= 0 (default 3)")
+    p.add_argument("--validation-split", type=arg_float(0, 1, high_open=True), default=0.1,
+                   help="fraction of training inputs held out for validation, in [0, 1) (default 0.1)")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``ecqx-train`` entry point. Returns 0; exits with status 2 and a message on bad input."""
+    """``ecqx-train`` entry point: 0 ok; bad input: one line on stderr and 2."""
+    from ecqx_tf.cli_common import run, verbosity
+
     parser = _parser()
     args = parser.parse_args(argv)
-    try:
-        result = train_float(
-            args.model,
-            args.data,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            out_dir=args.out,
-            patience=args.patience,
-            verbose=args.verbose,
-            validation_split=args.validation_split,
-            data_path=args.data_path,
-        )
-    except (ValueError, TypeError, PermissionError, FileNotFoundError) as e:
-        parser.error(str(e))  # exits with status 2
+    return run("ecqx-train", lambda: _train(args, verbosity(args)), level=verbosity(args))
+
+
+def _train(args: argparse.Namespace, level: int = 0) -> int:
+    """The command's work; bad input raises ValueError/TypeError/OSError (one line, exit code 2)."""
+    from ecqx_tf.cli_common import keras_verbosity
+    from ecqx_tf.io import atomic_output_dir, check_output_dir
+
+    inputs = [args.data_path]
+    # every input checked before any work
+    _datasets.check_data_args(args.data, args.data_path)
+    check_output_dir(args.out, "ecqx-train", inputs, args.force)
+    result = train_float(
+        args.model,
+        args.data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        out_dir=None,
+        patience=args.patience,
+        verbose=keras_verbosity(level),
+        validation_split=args.validation_split,
+        data_path=args.data_path,
+    )
+    with atomic_output_dir(args.out, "ecqx-train", inputs, args.force) as tmp:
+        save_model_atomic(result.model, tmp / "model.keras")
+        atomic_write_json(tmp / "metrics.json", result.metrics)
+    out = Path(args.out)
     m = result.metrics
     print(
         f"{args.model} on {args.data}: test accuracy {result.test_accuracy:.4f}, "
         f"test loss {result.test_loss:.4f}, {result.epochs_run} epochs run (best {result.best_epoch}), "
         f"{result.param_count:,} parameters, seed {result.seed}, {m['seconds']:.1f} s"
     )
-    print(f"wrote {result.paths['model']} and {result.paths['metrics']}")
+    print(f"wrote {out / 'model.keras'} and {out / 'metrics.json'}")
     return 0
 
 

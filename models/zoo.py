@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from ecqx_tf.registry import Registry
+from models.names import ZOO_MODELS
 
 __all__ = [
     "ZOO",
@@ -40,7 +41,7 @@ __all__ = [
 
 Builder = Callable[..., tf.keras.Model]
 
-ZOO: Registry[Builder] = Registry("zoo model")
+ZOO: Registry[Builder] = Registry("zoo model", known=ZOO_MODELS, known_in="models/names.py")
 register_model = ZOO.register
 
 #: Hidden widths of ``kws_mlp`` (see docs/zoo.md for the choice).

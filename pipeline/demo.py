@@ -8,7 +8,11 @@ Stages, each writing under ``--out`` (default ``out/demo/``):
 3. ``tflm/``: exported for TensorFlow Lite Micro and checked on the real TFLM interpreter.
 4. ``fantastic4/``: exported to the packed 4-bit sparse format, built and run as C on the host.
 
-Everything ends in ``results.json`` (machine-readable) and a printed summary table.
+Everything ends in ``results.json`` (machine-readable), ``manifest.json`` (``"tool": "ecqx-demo"``,
+every file of the folder with its sha256) and a printed summary table. The whole ``--out`` folder is
+the demo's output: it is built in a hidden partial folder beside it and swapped into place at the
+end; an existing ``--out`` is replaced only when it is a previous ``ecqx-demo`` output (or with
+``--force``), never when it is a file.
 """
 from __future__ import annotations
 
@@ -72,9 +76,47 @@ def _stage_export(target_name: str, model_path: Path, data: str, out_dir: Path) 
     return {"export": manifest["summary"], "check": check, "exit_code": rc}
 
 
-def run(out: Path, **kw) -> dict:
-    import tensorflow as tf
+def run(out: Path, force: bool = False, verbose: int = 2, **kw) -> dict:
+    """Run the whole job into the output folder ``out`` (see the module docstring for the rules
+    on an existing ``out``; ``force`` as ``--force``; ``verbose``: Keras verbosity of the two
+    trainings). ``kw`` override :data:`DEFAULTS`.
 
+    Raises:
+        OutputFolderError: ``out`` may not be written (before any work).
+    """
+    from ecqx_tf.io import atomic_output_dir, check_output_dir
+    from models.datasets.bundled import mnist_bundled_path
+
+    check_config({**DEFAULTS, **{k: v for k, v in kw.items() if v is not None}})
+    inputs = [mnist_bundled_path()]
+    check_output_dir(out, "ecqx-demo", inputs, force)  # before any work; touches nothing
+    with atomic_output_dir(out, "ecqx-demo", inputs, force) as tmp:
+        return _run(tmp, verbose=verbose, **kw)
+
+
+def check_config(cfg: dict) -> dict:
+    """Every setting of the job checked before any work (float training takes minutes).
+
+    Raises:
+        ValueError, TypeError: naming the setting, the value and the accepted range.
+    """
+    from ecqx_tf.config import (QUANT_METHODS, SEED_MAX, validate_bits, validate_choice, validate_float_range,
+                                validate_int_range)
+
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; accepted: {', '.join(sorted(DEFAULTS))}")
+    validate_bits(cfg["bits"])
+    validate_choice("method", cfg["method"], QUANT_METHODS)
+    validate_float_range("Lambda", cfg["Lambda"], low=0)
+    validate_float_range("p", cfg["p"], 0, 1)
+    for key in ("float_epochs", "qat_epochs", "refresh_every"):
+        validate_int_range(key, cfg[key], low=1)
+    validate_int_range("seed", cfg["seed"], 0, SEED_MAX)
+    return cfg
+
+
+def _run(out: Path, verbose: int = 2, **kw) -> dict:
     from ecqx_tf import save_model
     from ecqx_tf.io import atomic_write_json, check_writable_dir
     from ecqx_tf.keras.finetune import quantize_and_train
@@ -82,13 +124,12 @@ def run(out: Path, **kw) -> dict:
     from models.train import train_float
 
     cfg = {**DEFAULTS, **{k: v for k, v in kw.items() if v is not None}}
-    out = check_writable_dir(out)
     t0 = time.perf_counter()
     data = datasets.load(cfg["data"])
     results = {"config": cfg, "dataset": data.summary(), "versions": _versions(), "stages": {}}
 
     log.info("[1/4] float training of %s on %s", cfg["model"], cfg["data"])
-    fl = train_float(cfg["model"], data, epochs=cfg["float_epochs"], seed=cfg["seed"], out_dir=out / "float", verbose=2)
+    fl = train_float(cfg["model"], data, epochs=cfg["float_epochs"], seed=cfg["seed"], out_dir=out / "float", verbose=verbose)
     results["float"] = {"test_accuracy": fl.test_accuracy, "params": fl.param_count,
                         "weight_bytes_float32": int(sum(np.prod(w.shape) for w in fl.model.weights) * 4),
                         "seconds": fl.seconds}
@@ -97,7 +138,7 @@ def run(out: Path, **kw) -> dict:
     ft = quantize_and_train(
         fl.model, data.x_train, data.y_train, data.x_test, data.y_test,
         bits=cfg["bits"], method=cfg["method"], Lambda=cfg["Lambda"], p=cfg["p"],
-        epochs=cfg["qat_epochs"], refresh_every=cfg["refresh_every"], seed=cfg["seed"], verbose=2,
+        epochs=cfg["qat_epochs"], refresh_every=cfg["refresh_every"], seed=cfg["seed"], verbose=verbose,
     )
     qdir = check_writable_dir(out / "ecqx")
     save_model(ft.qmodel, qdir / "qat_model.h5")
@@ -117,7 +158,8 @@ def run(out: Path, **kw) -> dict:
         try:
             results["stages"][target] = _stage_export(target, qdir / "qat_model.h5", cfg["data"], out / target)
         except Exception as e:  # report, never hide: the table shows the failure
-            log.exception("export to %s failed", target)
+            log.error("export to %s failed: %s: %s", target, type(e).__name__, e,
+                      exc_info=log.isEnabledFor(logging.DEBUG))  # the traceback with -v
             results["stages"][target] = {"error": f"{type(e).__name__}: {e}"}
     results["seconds"] = time.perf_counter() - t0
     results["summary"] = summarize(results)
@@ -196,19 +238,33 @@ def format_table(results: dict) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="ecqx-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
-    ap.add_argument("--float-epochs", type=int)
-    ap.add_argument("--qat-epochs", type=int)
-    ap.add_argument("--bits", type=int)
-    ap.add_argument("--Lambda", type=float)
-    ap.add_argument("--method", choices=("ecq", "ecqx"))
-    ap.add_argument("--seed", type=int)
+    from ecqx_tf.cli_common import Parser, add_common_arguments
+    from ecqx_tf.config import BITS_RANGE, QUANT_METHODS, SEED_MAX, arg_float, arg_int
+
+    ap = Parser(prog="ecqx-demo", description=__doc__)
+    add_common_arguments(ap)
+    ap.add_argument("--out", default="out/demo", help="output folder (written atomically)")
+    ap.add_argument("--force", action="store_true",
+                    help="replace --out even when it is a non-empty folder that ecqx-demo did not write (files it "
+                         "did not write are kept in OUT.previous)")
+    ap.add_argument("--float-epochs", type=arg_int(low=1), help=f"float training epochs, >= 1 (default {DEFAULTS['float_epochs']})")
+    ap.add_argument("--qat-epochs", type=arg_int(low=1), help=f"ECQ/ECQx epochs, >= 1 (default {DEFAULTS['qat_epochs']})")
+    ap.add_argument("--bits", type=arg_int(*BITS_RANGE), help=f"bit width, {BITS_RANGE[0]}..{BITS_RANGE[1]} (default {DEFAULTS['bits']})")
+    ap.add_argument("--Lambda", type=arg_float(low=0),
+                    help=f"rate hyper-parameter, a finite number >= 0 (default {DEFAULTS['Lambda']})")
+    ap.add_argument("--method", choices=QUANT_METHODS, help=f"quantization method (default {DEFAULTS['method']})")
+    ap.add_argument("--seed", type=arg_int(0, SEED_MAX), help=f"seed (default {DEFAULTS['seed']})")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from ecqx_tf.cli_common import run as run_command
+    from ecqx_tf.cli_common import verbosity
+
+    return run_command("ecqx-demo", lambda: _main(args, verbosity(args)), level=verbosity(args))
+
+
+def _main(args: argparse.Namespace, level: int = 0) -> int:
     try:
-        results = run(Path(args.out), float_epochs=args.float_epochs, qat_epochs=args.qat_epochs, bits=args.bits,
-                      Lambda=args.Lambda, method=args.method, seed=args.seed)
+        results = run(Path(args.out), force=args.force, verbose=0 if level < 0 else 2, float_epochs=args.float_epochs,
+                      qat_epochs=args.qat_epochs, bits=args.bits, Lambda=args.Lambda, method=args.method, seed=args.seed)
     except (ValueError, TypeError, FileNotFoundError, PermissionError) as e:
         print(f"ecqx-demo: error: {e}", file=sys.stderr)
         return 2
@@ -222,8 +278,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def failed_checks(results: dict) -> List[str]:
-    """Stages that raised, or whose exact host checks did not pass."""
+    """Stages that raised, whose exact host checks did not pass, or a quantized model whose
+    weights all came out zero."""
     out = []
+    q = results.get("ecqx", {})
+    if q.get("sparsity", 0.0) >= 1.0:
+        out.append(f"ecqx: every quantized weight is zero (Lambda {q.get('Lambda')}): the model predicts a constant; "
+                   "lower --Lambda")
     for target, st in results["stages"].items():
         if "error" in st:
             out.append(f"{target}: {st['error']}")

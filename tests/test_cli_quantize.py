@@ -39,14 +39,15 @@ def test_cli_quantizes_and_writes_outputs(float_model_path, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,msg",
     [
-        (["--bits", "9"], "bits must be in 2..8"),
-        (["--Lambda", "-1"], "Lambda must be >= 0"),
-        (["--p", "2"], r"p must be in \[0, 1\]"),
+        (["--bits", "9"], r"argument --bits: must be an integer in 2\.\.8, got '9'"),
+        (["--Lambda", "-1"], r"argument --Lambda: must be a finite number >= 0, got '-1'"),
+        (["--p", "2"], r"argument --p: must be a number in \[0, 1\], got '2'"),
     ],
 )
 def test_cli_bad_values(float_model_path, tmp_path, capsys, argv, msg):
-    rc = main([str(float_model_path), "--data", "digits", "--out", str(tmp_path / "o"), "--epochs", "1"] + argv)
-    assert rc == 2
+    with pytest.raises(SystemExit) as e:
+        main([str(float_model_path), "--data", "digits", "--out", str(tmp_path / "o"), "--epochs", "1"] + argv)
+    assert e.value.code == 2
     import re
 
     assert re.search(msg, capsys.readouterr().err)
@@ -61,3 +62,31 @@ def test_cli_unknown_names_and_missing_model(tmp_path, capsys):
     assert "invalid choice: 'step' (choose from 'constant', 'cosine')" in capsys.readouterr().err
     rc = main([str(tmp_path / "missing.keras"), "--data", "digits", "--out", str(tmp_path / "o")])
     assert rc == 2 and "model file not found" in capsys.readouterr().err
+
+
+def test_exclude_does_not_swallow_the_model():
+    from ecqx_tf.cli import build_parser
+
+    p = build_parser()
+    args = p.parse_args(["--exclude", "a", "model.keras", "--data", "digits", "--out", "o"])
+    assert args.model == "model.keras" and args.exclude == ["a"]
+    args = p.parse_args(["--exclude", "a,b", "--exclude", "c", "m.keras", "--data", "digits", "--out", "o"])
+    assert args.exclude == ["a", "b", "c"]
+    assert p.parse_args(["m.keras", "--data", "digits", "--out", "o"]).exclude == []
+
+
+def test_every_flag_has_help_and_a_shown_default():
+    import argparse
+
+    from ecqx_tf.cli import build_parser
+
+    p = build_parser()
+    for action in p._actions:
+        if not action.option_strings or isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            continue
+        text = p._get_formatter()._expand_help(action) if action.help else ""
+        assert text, action.option_strings
+        if action.default not in (None, False) and not action.required:
+            assert "default" in text, (action.option_strings, text)
+    for flag in ("--method", "--grid", "--gradient", "--lambda-reduce", "--epochs", "--batch-size", "--lr", "--seed"):
+        assert flag in p.format_help()

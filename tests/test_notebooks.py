@@ -55,3 +55,25 @@ def test_kernel_is_this_interpreter():
     cmd = km.format_kernel_cmd()
     assert spec.language.lower() == "python"
     assert Path(cmd[0]).resolve() == Path(sys.executable).resolve() or cmd[0] == sys.executable, cmd
+
+
+STORED_NOISE = ("WARNING:tensorflow", "is slow compared to the batch time", "fully_quantize:", "tensorflow/",
+                "Unable to register", "UserWarning", "DeprecationWarning", "/tmp/", "/home/", "/root/", "/work/",
+                "Traceback")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_stored_outputs_are_clean(path: Path):
+    """What the repository shows: no TensorFlow warnings or debug lines, no path of the machine the
+    notebook ran on, no error, and no per-run timing metadata."""
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        assert "execution" not in cell.get("metadata", {}), f"cell {i} stores execution timings"
+        for out in cell.get("outputs", []):
+            assert out.get("output_type") != "error", f"cell {i} stored an error"
+            text = out.get("text", "") if out.get("output_type") == "stream" else \
+                "".join(v for k, v in out.get("data", {}).items() if k.startswith("text/") and isinstance(v, str))
+            for needle in STORED_NOISE:
+                assert needle not in text, f"cell {i}: {needle!r} in a stored output: {text[:300]!r}"
+            if out.get("output_type") == "stream":
+                assert out.get("name") == "stdout", f"cell {i} stored stderr output: {text[:300]!r}"

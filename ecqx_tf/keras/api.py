@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
 from ..config import (
+    ECQ_DEFAULTS,
     GRADIENTS,
     LAMBDA_REDUCE,
     validate_bits,
@@ -109,20 +110,22 @@ def _quantizable(model, exclude: Sequence[str]) -> List[tf.keras.layers.Layer]:
 
 def quantize(
     model: tf.keras.Model,
-    bits: int = 4,
-    method: str = "ecqx",
-    Lambda: float = 0.05,
-    p: float = 0.1,
-    grid: str = "symmetric",
+    bits: int = ECQ_DEFAULTS["bits"],
+    method: str = ECQ_DEFAULTS["method"],
+    Lambda: float = ECQ_DEFAULTS["Lambda"],
+    p: float = ECQ_DEFAULTS["p"],
+    grid: str = ECQ_DEFAULTS["grid"],
     relevance_data: Optional[Any] = None,
     exclude: Iterable[str] = (),
-    gradient: str = "ste",
-    lambda_reduce: str = "min",
+    gradient: str = ECQ_DEFAULTS["gradient"],
+    lambda_reduce: str = ECQ_DEFAULTS["lambda_reduce"],
     fold_batchnorm: bool = True,
     relevance_target: str = "auto",
 ) -> tf.keras.Model:
     r"""Return a new quantization-aware model, ready for ``compile``/``fit`` with
     :class:`ecqx_tf.ECQxCallback`.
+
+    Defaults: ``ecqx_tf.config.ECQ_DEFAULTS`` (the authors' values; shared with the command lines).
 
     Args:
         model: a built float tf.keras model (Sequential, or functional with one input and one

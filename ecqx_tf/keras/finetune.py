@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from ..config import LR_SCHEDULES, validate_choice
+from ..config import ECQ_DEFAULTS, LR_SCHEDULES, validate_choice
 from .api import layer_stats, quantize, strip
 from .callback import ECQxCallback
 
@@ -69,24 +69,25 @@ def quantize_and_train(
     y_train: np.ndarray,
     x_test: np.ndarray,
     y_test: np.ndarray,
-    bits: int = 4,
-    method: str = "ecqx",
-    Lambda: float = 0.05,
-    p: float = 0.1,
-    grid: str = "symmetric",
-    epochs: int = 3,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    lr_schedule: str = "constant",
-    refresh_every: int = 1,
-    relevance_samples: int = 1024,
+    bits: int = ECQ_DEFAULTS["bits"],
+    method: str = ECQ_DEFAULTS["method"],
+    Lambda: float = ECQ_DEFAULTS["Lambda"],
+    p: float = ECQ_DEFAULTS["p"],
+    grid: str = ECQ_DEFAULTS["grid"],
+    epochs: int = ECQ_DEFAULTS["epochs"],
+    batch_size: int = ECQ_DEFAULTS["batch_size"],
+    lr: float = ECQ_DEFAULTS["lr"],
+    lr_schedule: str = ECQ_DEFAULTS["lr_schedule"],
+    refresh_every: int = ECQ_DEFAULTS["refresh_every"],
+    relevance_samples: int = ECQ_DEFAULTS["relevance_samples"],
     exclude: Sequence[str] = (),
-    seed: int = 0,
+    seed: int = ECQ_DEFAULTS["seed"],
     verbose: int = 0,
     strategy: Optional[tf.distribute.Strategy] = None,
     **quantize_kwargs,
 ) -> FinetuneResult:
-    """Quantize ``model`` (not modified) and fine-tune it with ECQ/ECQx.
+    """Quantize ``model`` (not modified) and fine-tune it with ECQ/ECQx. Defaults:
+    ``ecqx_tf.config.ECQ_DEFAULTS`` (the authors' values; shared with the command lines).
 
     ``relevance_samples`` training samples (a fixed seeded subset) feed the LRP relevances.
     With ``strategy`` the model is quantized and trained inside ``strategy.scope()``.

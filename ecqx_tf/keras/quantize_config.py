@@ -17,7 +17,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
 from .. import layers as _layers
-from ..config import LAMBDA_REDUCE, validate_choice, validate_nonnegative, validate_unit_interval
+from ..config import ECQ_DEFAULTS, LAMBDA_REDUCE, validate_choice, validate_nonnegative, validate_unit_interval
 from .quantizer import ECQWeightQuantizer
 
 __all__ = ["ECQQuantizeConfig", "ECQQuantizeScheme", "METHODS", "SUPPORTED_LAYERS"]
@@ -47,13 +47,13 @@ class ECQQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
 
     def __init__(
         self,
-        bits: int = 4,
-        grid: str = "symmetric",
-        method: str = "ecqx",
-        Lambda: float = 0.05,
-        p: float = 0.1,
-        gradient: str = "ste",
-        lambda_reduce: str = "min",
+        bits: int = ECQ_DEFAULTS["bits"],
+        grid: str = ECQ_DEFAULTS["grid"],
+        method: str = ECQ_DEFAULTS["method"],
+        Lambda: float = ECQ_DEFAULTS["Lambda"],
+        p: float = ECQ_DEFAULTS["p"],
+        gradient: str = ECQ_DEFAULTS["gradient"],
+        lambda_reduce: str = ECQ_DEFAULTS["lambda_reduce"],
         quantize_output: bool = True,
         weight_quantizer: Optional[ECQWeightQuantizer] = None,
     ):

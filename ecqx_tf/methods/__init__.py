@@ -17,69 +17,60 @@ Building blocks: ``criteria`` (unit / weight relevance from ``lrp``, ``deeplift`
 ``mixed_precision`` (distortion, exact allocation). CLI: ``ecqx-compress`` (``cli.py``). Formulas and
 sources: ``docs/xai_methods.md``.
 """
-from .api import (
-    ECQ,
-    METHODS,
-    CompressionMethod,
-    CompressionResult,
-    ECQx,
-    MagnitudePruning,
-    MixedPrecision,
-    RelevancePruning,
-    WeightSharing,
-    get_method,
-    method_from_config,
-    summarize,
-)
-from .criteria import CRITERIA, relevance_gradient, unit_scores, weight_scores
-from .mixed_precision import COSTS, allocate_bits, choose_bits, quantize_mixed
-from .pruning import (
-    kernel_sparsity,
-    kernel_weight_count,
-    mask_units,
-    prunable_layers,
-    prune_structured,
-    prune_tfmot_magnitude,
-    prune_units,
-    prune_unstructured,
-    select_units,
-)
-from .sharing import cluster_layers, int8_codebook, lut_compress_shared, quantize_shared, sharing_info, weighted_kmeans
+# The names below are loaded on first use: ``ecqx_tf.methods.api`` (the method classes, read by
+# ``ecqx-compress`` to build its parser) does not import TensorFlow; the other modules do.
+from importlib import import_module as _import_module
+from typing import Any as _Any
 
-__all__ = [
-    "METHODS",
-    "CompressionMethod",
-    "CompressionResult",
-    "get_method",
-    "method_from_config",
-    "summarize",
-    "ECQ",
-    "ECQx",
-    "RelevancePruning",
-    "MagnitudePruning",
-    "WeightSharing",
-    "MixedPrecision",
-    "CRITERIA",
-    "unit_scores",
-    "weight_scores",
-    "relevance_gradient",
-    "prunable_layers",
-    "prune_units",
-    "mask_units",
-    "select_units",
-    "kernel_weight_count",
-    "kernel_sparsity",
-    "prune_structured",
-    "prune_unstructured",
-    "prune_tfmot_magnitude",
-    "weighted_kmeans",
-    "int8_codebook",
-    "cluster_layers",
-    "quantize_shared",
-    "sharing_info",
-    "lut_compress_shared",
-    "COSTS",
-    "allocate_bits",
-    "choose_bits",
-    "quantize_mixed",
-]
+_LAZY = {
+    "ECQ": ".api",
+    "METHODS": ".api",
+    "CompressionMethod": ".api",
+    "CompressionResult": ".api",
+    "ECQx": ".api",
+    "MagnitudePruning": ".api",
+    "MixedPrecision": ".api",
+    "RelevancePruning": ".api",
+    "WeightSharing": ".api",
+    "get_method": ".api",
+    "method_from_config": ".api",
+    "summarize": ".api",
+    "CRITERIA": ".criteria",
+    "relevance_gradient": ".criteria",
+    "unit_scores": ".criteria",
+    "weight_scores": ".criteria",
+    "COSTS": ".mixed_precision",
+    "allocate_bits": ".mixed_precision",
+    "choose_bits": ".mixed_precision",
+    "quantize_mixed": ".mixed_precision",
+    "kernel_sparsity": ".pruning",
+    "kernel_weight_count": ".pruning",
+    "mask_units": ".pruning",
+    "prunable_layers": ".pruning",
+    "prune_structured": ".pruning",
+    "prune_tfmot_magnitude": ".pruning",
+    "prune_units": ".pruning",
+    "prune_unstructured": ".pruning",
+    "select_units": ".pruning",
+    "cluster_layers": ".sharing",
+    "int8_codebook": ".sharing",
+    "lut_compress_shared": ".sharing",
+    "quantize_shared": ".sharing",
+    "sharing_info": ".sharing",
+    "weighted_kmeans": ".sharing",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ecqx_tf.methods' has no attribute {name!r}")
+    value = getattr(_import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

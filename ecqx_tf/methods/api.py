@@ -21,13 +21,17 @@ import logging
 import math
 import numbers
 import typing
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
-import tensorflow as tf
 
+from .. import names
+from ..config import ECQ_DEFAULTS, GRADIENTS, LAMBDA_REDUCE, LR_SCHEDULES
 from ..quantized import QuantizedKernel
 from ..registry import Registry
+
+if TYPE_CHECKING:  # TensorFlow is imported where it is used, so that the command line's parser stays light
+    import tensorflow as tf
 
 __all__ = [
     "METHODS",
@@ -67,9 +71,7 @@ def _choices(spec: Choices) -> Optional[List[Any]]:
 
 
 def _criteria() -> List[str]:
-    from .criteria import CRITERIA
-
-    return CRITERIA.names()
+    return list(names.CRITERIA)  # the light table of criteria.CRITERIA (no TensorFlow import)
 
 
 def _relevance_criteria() -> List[str]:
@@ -77,15 +79,11 @@ def _relevance_criteria() -> List[str]:
 
 
 def _composites() -> List[str]:
-    from ..relevance import COMPOSITES
-
-    return COMPOSITES.names()
+    return list(names.LRP_COMPOSITES)
 
 
 def _references() -> List[str]:
-    from ..relevance import REFERENCES
-
-    return REFERENCES.names()
+    return list(names.DEEPLIFT_REFERENCES)
 
 
 def _grids() -> List[str]:
@@ -95,9 +93,7 @@ def _grids() -> List[str]:
 
 
 def _costs() -> List[str]:
-    from .mixed_precision import COSTS
-
-    return COSTS.names()
+    return list(names.WEIGHT_COSTS)
 
 
 @dataclasses.dataclass(eq=False)
@@ -139,6 +135,8 @@ def summarize(model: tf.keras.Model, quant: Dict[str, QuantizedKernel], original
     kept / original, sparsity (zero or removed kernel weights over the original count), packed
     weight bytes (quantized: ``ceil(n * ceil(log2 #levels) / 8)`` per layer; float: 4 bytes per
     weight), zeroth-order entropy of the stored integers, per-layer rows."""
+    import tensorflow as tf
+
     from ..keras.finetune import evaluate_logits
     from .pruning import kernel_sparsity, kernel_weight_count
 
@@ -298,25 +296,34 @@ class ECQ(CompressionMethod):
 
     name: ClassVar[str] = "ecq"
     help: ClassVar[str] = "entropy-constrained quantization (ECQ) with QAT"
-    bits: int = param(4, "bit width of every layer", low=2, high=8)
-    Lambda: float = param(0.05, "rate hyper-parameter (larger = sparser)", low=0)
-    grid: str = param("symmetric", "grid kind", choices=_grids)
-    epochs: int = param(3, "fine-tuning epochs", low=0)
-    batch_size: int = param(64, "mini-batch size", low=1)
-    lr: float = param(1e-3, "Adam learning rate", low=0)
-    seed: int = param(0, "seed", low=0)
+    # defaults: ecqx_tf.config.ECQ_DEFAULTS, shared with ecqx_tf.quantize and ecqx-quantize
+    bits: int = param(ECQ_DEFAULTS["bits"], "bit width of every layer", low=2, high=8)
+    Lambda: float = param(ECQ_DEFAULTS["Lambda"], "rate hyper-parameter (larger = sparser)", low=0)
+    grid: str = param(ECQ_DEFAULTS["grid"], "grid kind", choices=_grids)
+    gradient: str = param(ECQ_DEFAULTS["gradient"], "backward pass of the quantized kernel", choices=GRADIENTS)
+    lambda_reduce: str = param(ECQ_DEFAULTS["lambda_reduce"], "reduction of the per-layer lambda_max",
+                               choices=LAMBDA_REDUCE)
+    epochs: int = param(ECQ_DEFAULTS["epochs"], "fine-tuning epochs", low=1)
+    batch_size: int = param(ECQ_DEFAULTS["batch_size"], "mini-batch size", low=1)
+    lr: float = param(ECQ_DEFAULTS["lr"], "Adam learning rate", low=0)
+    lr_schedule: str = param(ECQ_DEFAULTS["lr_schedule"], "learning-rate schedule", choices=LR_SCHEDULES)
+    refresh_every: int = param(ECQ_DEFAULTS["refresh_every"], "re-assign every k optimizer steps", low=1)
+    seed: int = param(ECQ_DEFAULTS["seed"], "seed", low=0)
 
     method: ClassVar[str] = "ecq"
+
+    def quantize_kwargs(self) -> Dict[str, Any]:
+        """The ``quantize_and_train`` arguments of this method (ECQ_DEFAULTS for those it lacks)."""
+        kw = {k: getattr(self, k, ECQ_DEFAULTS[k]) for k in ECQ_DEFAULTS if k != "method"}
+        kw["method"] = self.method
+        return kw
 
     def apply(self, model, x_train, y_train, x_test, y_test) -> CompressionResult:
         from ..keras.api import quantization_info
         from ..keras.finetune import quantize_and_train
         from .pruning import kernel_weight_count
 
-        ft = quantize_and_train(model, x_train, y_train, x_test, y_test, bits=self.bits, method=self.method,
-                                Lambda=self.Lambda, p=getattr(self, "p", 0.1), grid=self.grid, epochs=self.epochs,
-                                batch_size=self.batch_size, lr=self.lr,
-                                relevance_samples=getattr(self, "relevance_samples", 1024), seed=self.seed)
+        ft = quantize_and_train(model, x_train, y_train, x_test, y_test, **self.quantize_kwargs())
         quant = quantization_info(ft.qmodel)
         report = summarize(ft.stripped, quant, kernel_weight_count(model), x_test, y_test,
                            {"qat_accuracy": ft.test_accuracy, "epoch_seconds": ft.epoch_seconds})
@@ -330,8 +337,8 @@ class ECQx(ECQ):
 
     name: ClassVar[str] = "ecqx"
     help: ClassVar[str] = "explainability-driven ECQ (ECQx, LRP relevance) with QAT"
-    p: float = param(0.1, "largest sparsity drop relative to ECQ per layer", low=0, high=1)
-    relevance_samples: int = param(1024, "training samples used for LRP", low=1)
+    p: float = param(ECQ_DEFAULTS["p"], "largest sparsity drop relative to ECQ per layer", low=0, high=1)
+    relevance_samples: int = param(ECQ_DEFAULTS["relevance_samples"], "training samples used for LRP", low=1)
 
     method: ClassVar[str] = "ecqx"
 
@@ -510,9 +517,7 @@ class WeightSharing(CompressionMethod):
 
 
 def _clusters() -> List[int]:
-    from .sharing import ALLOWED_CLUSTERS
-
-    return list(ALLOWED_CLUSTERS)
+    return list(names.SHARING_CLUSTERS)  # == sharing.ALLOWED_CLUSTERS (tested)
 
 
 # --------------------------------------------------------------------------------------------

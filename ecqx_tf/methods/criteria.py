@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from .. import layers as _layers
+from .. import names
 from ..registry import Registry
 
 __all__ = [
@@ -62,7 +63,7 @@ class Criterion:
 
 
 #: name -> Criterion
-CRITERIA: Registry[Criterion] = Registry("importance criterion")
+CRITERIA: Registry[Criterion] = Registry("importance criterion", known=names.CRITERIA, known_in="ecqx_tf/names.py")
 
 
 def kernel_layer_names(model: tf.keras.Model) -> list:

@@ -41,6 +41,7 @@ import tensorflow as tf
 from ..assign import nearest_assign
 from ..config import BITS_RANGE
 from ..grid import make_grid
+from .. import names
 from ..registry import Registry
 from .. import layers as _layers
 from .criteria import relevance_gradient
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 #: name -> ``fn(n_weights, bits) -> bytes``
-COSTS: Registry = Registry("weight cost model")
+COSTS: Registry = Registry("weight cost model", known=names.WEIGHT_COSTS, known_in="ecqx_tf/names.py")
 COSTS.register("packed")(lambda n, b: int(math.ceil(n * b / 8)))
 COSTS.register("tflm")(lambda n, b: int(math.ceil(n / 2)) if b <= 4 else int(n))
 

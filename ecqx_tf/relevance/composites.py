@@ -24,6 +24,7 @@ import dataclasses
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, Union
 
 from ecqx_tf import layers as _layers
+from ecqx_tf import names
 from ecqx_tf.registry import Registry
 from ecqx_tf.relevance.rules import (
     DEFAULT_EPSILON,
@@ -171,7 +172,7 @@ def _check_rule(
 
 
 #: name -> Composite
-COMPOSITES: Registry[Composite] = Registry("LRP composite")
+COMPOSITES: Registry[Composite] = Registry("LRP composite", known=names.LRP_COMPOSITES, known_in="ecqx_tf/names.py")
 
 
 def _register(composite: Composite) -> Composite:

@@ -65,6 +65,7 @@ import numpy as np
 import tensorflow as tf
 
 from ecqx_tf import layers as _layers
+from ecqx_tf import names
 from ecqx_tf.registry import Registry
 from ecqx_tf.relevance.graph import (
     GraphNode,
@@ -262,7 +263,8 @@ def get_deeplift_composite(composite: Union[str, DeepLiftComposite]) -> DeepLift
 # references
 
 #: name -> ``fn(data: float32 (N, *shape)) -> float32 (*shape)``
-REFERENCES: Registry[Callable[[np.ndarray], np.ndarray]] = Registry("DeepLIFT reference")
+REFERENCES: Registry[Callable[[np.ndarray], np.ndarray]] = Registry(
+    "DeepLIFT reference", known=names.DEEPLIFT_REFERENCES, known_in="ecqx_tf/names.py")
 REFERENCES.register("zeros")(lambda data: np.zeros(data.shape[1:], np.float32))
 REFERENCES.register("mean")(lambda data: np.mean(data.astype(np.float64), axis=0).astype(np.float32))
 

@@ -339,6 +339,7 @@ def _build(m: Any, buf: bytes) -> TFLiteModel:
             )
         name = t.name.decode("utf-8", "replace") if isinstance(t.name, bytes) else str(t.name or "")
         shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
+        _check_tensor(i, name, TENSOR_TYPES[t.type][0], shape, q)
         tensor = Tensor(i, name, TENSOR_TYPES[t.type][0], shape, q, int(t.buffer), data)
         if data is not None and tensor.dtype not in ("STRING", "RESOURCE", "VARIANT"):
             bits = TENSOR_TYPES[t.type][2]
@@ -363,12 +364,18 @@ def _build(m: Any, buf: bytes) -> TFLiteModel:
         for v in ins + outs:
             if not -1 <= v < len(tensors):
                 raise ValueError(f"corrupt .tflite model: operator {i} ({name}) names tensor {v} of {len(tensors)}")
+        if not outs or -1 in outs:
+            raise ValueError(f"corrupt .tflite model: operator {i} ({name}) has outputs {list(outs)}; every operator "
+                             "needs at least one output tensor")
         ops.append(Operator(i, name, code, custom, int(oc.version), ins, outs, _options(op.builtinOptions)))
     inputs = tuple(int(v) for v in (sg.inputs if sg.inputs is not None else []))
     outputs = tuple(int(v) for v in (sg.outputs if sg.outputs is not None else []))
     for v in inputs + outputs:
         if not 0 <= v < len(tensors):
             raise ValueError(f"corrupt .tflite model: subgraph input/output names tensor {v} of {len(tensors)}")
+    if not inputs or not outputs:
+        raise ValueError(f"corrupt .tflite model: the subgraph has {len(inputs)} input(s) and {len(outputs)} "
+                         f"output(s) ({len(tensors)} tensors, {len(ops)} operators); a model needs at least one of each")
     desc = m.description.decode("utf-8", "replace") if isinstance(m.description, bytes) else (m.description or "")
     return TFLiteModel(
         version=int(m.version),
@@ -381,6 +388,38 @@ def _build(m: Any, buf: bytes) -> TFLiteModel:
         num_subgraphs=len(m.subgraphs),
         num_buffers=len(buffers),
     )
+
+
+_MAX_ELEMENTS = 1 << 31
+
+
+def _check_tensor(i: int, name: str, dtype: str, shape: Tuple[int, ...], q: Optional[Quantization]) -> None:
+    """Structural checks that the interpreters rely on without checking them (a flipped bit here
+    made TFLM read out of bounds): dimensions >= 0 and a size below 2^31 elements; as many zero
+    points as scales; for integer tensors quantized per channel, an axis inside the shape with one
+    scale per channel (a LUT-encoded UINT8 tensor keeps the decoded tensor's scales)."""
+    if any(d < 0 for d in shape):
+        raise ValueError(f"corrupt .tflite model: tensor {i} ({name!r}) has shape {list(shape)} with a negative dimension")
+    size = 1
+    for d in shape:
+        size *= d
+    if size >= _MAX_ELEMENTS:
+        raise ValueError(f"corrupt .tflite model: tensor {i} ({name!r}) has shape {list(shape)} ({size} elements, "
+                         f"at most {_MAX_ELEMENTS - 1} accepted)")
+    if q is None:
+        return
+    if q.zero_point.size != q.scale.size:
+        raise ValueError(f"corrupt .tflite model: tensor {i} ({name!r}) has {q.scale.size} scales but "
+                         f"{q.zero_point.size} zero points")
+    if not np.all(np.isfinite(q.scale)):
+        raise ValueError(f"corrupt .tflite model: tensor {i} ({name!r}) has a non-finite quantization scale")
+    if q.scale.size > 1 and dtype in ("INT4", "INT8", "INT16", "INT32", "INT64"):
+        if not 0 <= q.axis < len(shape):
+            raise ValueError(f"corrupt .tflite model: tensor {i} ({name!r}) is quantized per channel along axis "
+                             f"{q.axis}, outside its shape {list(shape)}")
+        if shape[q.axis] != q.scale.size:
+            raise ValueError(f"corrupt .tflite model: tensor {i} ({name!r}) has {q.scale.size} scales for "
+                             f"{shape[q.axis]} channels along axis {q.axis}")
 
 
 def pack_int4(values: Sequence[int]) -> bytes:

@@ -68,10 +68,12 @@ class TFLMTarget(ExportTarget):
         parser.add_argument("--int8-weights", dest="int8_weights", action="store_true",
                             help="store <= 4-bit grids as INT8 (same integers) instead of packed INT4, e.g. to "
                                  "compare TFLM's int8 and INT4 kernels")
+        from ecqx_tf.config import arg_int
+
         parser.add_argument("--drop-softmax", dest="drop_softmax", action="store_true",
                             help="export the logits of a model that ends in a softmax (default: the softmax is "
                                  "exported as a SOFTMAX op)")
-        parser.add_argument("--golden-header", dest="golden_header", type=int, default=DEFAULT_GOLDEN_HEADER,
+        parser.add_argument("--golden-header", dest="golden_header", type=arg_int(low=0), default=DEFAULT_GOLDEN_HEADER,
                             metavar="N", help=f"samples in <name>_golden.h (default {DEFAULT_GOLDEN_HEADER})")
 
     # ------------------------------------------------------------------------------------------
