@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -40,9 +39,19 @@ def _env(tmpdir: Path) -> dict:
     return env
 
 
-def _export(model: Path, parent: Path, tmpdir: Path) -> subprocess.Popen:
+#: The export, run with ``python -c``. With ``pause``, the arena search of stage 3 first writes
+#: ``PAUSED`` to stderr and sleeps, so that a signal sent after that line always lands inside the
+#: export (a small model's export otherwise may finish before the signal: a race under load).
+_RUN = "import sys; from firmware_export.cli import main; sys.exit(main())"
+_PAUSE = ("import sys, time; from firmware_export.tflm import arena; real = arena.arena_sizes\n"
+          "def paused(*a, **k):\n"
+          "    print('PAUSED', file=sys.stderr, flush=True); time.sleep(120); return real(*a, **k)\n"
+          "arena.arena_sizes = paused\n")
+
+
+def _export(model: Path, parent: Path, tmpdir: Path, pause: bool = False) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", "import sys; from firmware_export.cli import main; sys.exit(main())", str(model), "--target", "tflm", "--data", "digits",
+        [sys.executable, "-c", (_PAUSE if pause else "") + _RUN, str(model), "--target", "tflm", "--data", "digits",
          "--calib", "64", "--max-eval", "64", "--out", str(parent / "out")],
         env=_env(tmpdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -52,18 +61,16 @@ def _partials(parent: Path):
 
 
 def _interrupt_during_export(model: Path, parent: Path, tmpdir: Path, sig: int):
-    """Start an export, wait until its stage 3 built the partial folder, send ``sig``."""
-    proc = _export(model, parent, tmpdir)
+    """Start an export, wait until its stage 3 built the partial folder and reached the (paused)
+    arena search, send ``sig``."""
+    proc = _export(model, parent, tmpdir, pause=True)
     seen = []
     for line in proc.stderr:
         seen.append(line)
-        if "[3/4]" in line:
+        if line.strip() == "PAUSED":
             break
-    deadline = time.time() + 60
-    while not _partials(parent) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    assert seen and seen[-1].strip() == "PAUSED", "".join(seen)
     assert _partials(parent), "".join(seen)
-    time.sleep(0.5)  # inside the conversion / arena measurement
     during = sorted(p.name for p in tmpdir.iterdir())
     assert len(during) == 1 and during[0].startswith("ecqx-tmp.ecqx-export."), during  # one private folder
     proc.send_signal(sig)
