@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     from firmware_export.entropy_coding import model_coded_bytes
     from models import datasets
     from models.train import train_float
-    from pipeline.demo import _versions
+    from pipeline.demo import versions
 
     data = datasets.load("mnist_bundled")
     fl = train_float("mnist_mlp", data, seed=args.seed, verbose=0)
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         print(f"{method:6} {bits:>4} {lam:>6.3g} {k:>2} {reduce}/{sched}/seed {seed} {row['accuracy']:>6.4f} {100 * row['sparsity']:>5.1f}% "
               f"{row['entropy']:>5.2f} {row['used']:>4} {row['epoch_s']:>7.2f} {stored['cabac']:>7} {stored['lzma']:>7}  "
               + " ".join(f"{100 * s:.0f}%" for s in row["layer_sparsity"]), flush=True)
-    res = {"args": vars(args), "versions": _versions(), "float_accuracy": fl.test_accuracy, "epochs": args.epochs,
+    res = {"args": vars(args), "versions": versions(), "float_accuracy": fl.test_accuracy, "epochs": args.epochs,
            "rows": rows}
     if len(seeds) > 1:
         res["seed_summary"] = seed_summary(rows)
@@ -107,7 +107,7 @@ def timing(args, fl, data) -> int:
     """Seconds per epoch of ECQ and ECQx side by side (alternating order, median of rounds)."""
     from ecqx_tf.io import atomic_write_json
     from ecqx_tf.keras.finetune import quantize_and_train
-    from pipeline.demo import _versions
+    from pipeline.demo import versions
 
     configs = [("ecq", 1), ("ecqx", 1), ("ecqx", 2), ("ecqx", 4)]
     seconds = {c: [] for c in configs}
@@ -129,7 +129,7 @@ def timing(args, fl, data) -> int:
         print(f"{c[0]:6} {c[1]:>2} {med:>16.2f} {med / base:>9.2f} {results[c][0]:>6.4f} {100 * results[c][1]:>5.1f}%")
     out = Path(args.out).with_name("ecq_timing.json")
     atomic_write_json(out, {"bits": args.bits[0], "Lambda": args.lambdas[0], "epochs": args.epochs,
-                            "repeats": args.repeats, "versions": _versions(), "rows": rows})
+                            "repeats": args.repeats, "versions": versions(), "rows": rows})
     print(f"wrote {out}")
     return 0
 

@@ -39,6 +39,7 @@ __all__ = [
     "GRID_KINDS",
     "PERCENTILE",
     "Grid",
+    "as_real_array",
     "grid_levels",
     "make_grid",
     "paper_vote",
@@ -73,7 +74,7 @@ def _check_kind(kind: Any) -> str:
     return kind
 
 
-def _as_real_array(x: Any, name: str, *, allow_empty: bool = False) -> np.ndarray:
+def as_real_array(x: Any, name: str, *, allow_empty: bool = False) -> np.ndarray:
     """``x`` as a float64 array (any shape), rejecting non-real dtypes, empty and non-finite input."""
     try:
         arr = np.asarray(x)
@@ -248,7 +249,7 @@ class Grid:
         Raises:
             ValueError: the centroids are not exactly ``levels * step`` of a valid grid.
         """
-        c = _as_real_array(centroids, "centroids")
+        c = as_real_array(centroids, "centroids")
         if c.ndim != 1:
             raise ValueError(f"centroids must be 1-D, got shape {c.shape}")
         step32 = np.float32(step)
@@ -301,7 +302,7 @@ def paper_vote(w: Any) -> Tuple[int, int]:
     Returns:
         ``(positive_votes, negative_votes)``, summing to 5.
     """
-    a = _as_real_array(w, "w").ravel()
+    a = as_real_array(w, "w").ravel()
     pos, neg = a[a > 0], a[a < 0]
     votes = [
         abs(a.max()) > abs(a.min()),
@@ -345,7 +346,7 @@ def make_grid(w: Any, bits: int, kind: str = "symmetric") -> Grid:
     """
     bits = _check_bits(bits)
     kind = _check_kind(kind)
-    a = _as_real_array(w, "w")
+    a = as_real_array(w, "w")
     absw = np.abs(a).ravel()
     scale = float(np.percentile(absw, PERCENTILE))
     if scale == 0.0:

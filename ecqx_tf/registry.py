@@ -52,7 +52,12 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> List[str]:
+        """The registered names, sorted (CLI choices, error messages)."""
         return sorted(self._items)
+
+    def in_order(self) -> List[str]:
+        """The registered names in registration order (e.g. the docs' order of the layer table)."""
+        return list(self._items)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -48,6 +48,15 @@ class ExportRequest:
     options: Dict[str, Any] = dataclasses.field(default_factory=dict)
     data_description: Optional[Dict[str, Any]] = None
 
+    @classmethod
+    def from_result(cls, result: Any, name: str, representative: np.ndarray, x_test: Optional[np.ndarray] = None,
+                    y_test: Optional[np.ndarray] = None, **options: Any) -> "ExportRequest":
+        """The request for a compressed model: ``result`` is an
+        ``ecqx_tf.methods.CompressionResult`` (its ``model`` and ``quant``); ``options`` are the
+        target's options."""
+        return cls(model=result.model, quant=dict(result.quant), name=name, representative=representative,
+                   x_test=x_test, y_test=y_test, options=dict(options))
+
 
 class ExportTarget:
     name: str = ""

@@ -14,7 +14,7 @@ def test_kind_names_the_quantization_method(tmp_path):
 
     import ecqx_tf
     from ecqx_tf.keras.api import initialize_assignment
-    from firmware_export.cli import main
+    from cli.export import main
     from models import datasets
 
     d = datasets.load("digits")

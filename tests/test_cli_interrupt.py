@@ -42,7 +42,7 @@ def _env(tmpdir: Path) -> dict:
 
 def _export(model: Path, parent: Path, tmpdir: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", "import sys; from firmware_export.cli import main; sys.exit(main())", str(model), "--target", "tflm", "--data", "digits",
+        [sys.executable, "-c", "import sys; from cli.export import main; sys.exit(main())", str(model), "--target", "tflm", "--data", "digits",
          "--calib", "64", "--max-eval", "64", "--out", str(parent / "out")],
         env=_env(tmpdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

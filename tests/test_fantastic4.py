@@ -928,7 +928,7 @@ def test_target_simulate_reports_mismatch(exported, tmp_path):
 def test_cli_export_and_simulate(tmp_path, capsys):
     """ecqx-export MODEL.keras --target fantastic4, then ecqx-simulate DIR (a float Keras model
     whose kernels are already snapped: the TFLM exporter's PTQ keeps <= 15 values per layer)."""
-    from firmware_export import cli
+    from cli import export as cli
 
     request = small_request()
     path = tmp_path / "snapped.keras"
@@ -1120,7 +1120,7 @@ def test_csci_chunks_of_15(f4_host, tmp_path):
 def test_cli_cortex_m_without_tools(exported, tmp_path, monkeypatch, capsys):
     """ecqx-simulate DIR --cortex-m m4 where the Arm toolchain is missing: exit 2 and one line
     saying what to install; a bad CPU name is refused by argparse (exit 2)."""
-    from firmware_export import cli
+    from cli import export as cli
     from firmware_export.fantastic4 import cortex_m
 
     out, _, _ = exported

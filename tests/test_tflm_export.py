@@ -458,13 +458,13 @@ CLI_ARGS = ["--target", "tflm", "--data", "digits", "--calib", "64", "--max-eval
 
 
 def run_cli(*argv):
-    from firmware_export.cli import main
+    from cli.export import main
 
     return main([str(a) for a in argv])
 
 
 def test_cli_end_to_end_deterministic_and_simulate(digits_model, tmp_path, capsys):
-    from firmware_export.cli import simulate_main, verify_manifest
+    from cli.export import simulate_main, verify_manifest
     from ecqx_tf.io import sha256_file
 
     out1, out2 = tmp_path / "a", tmp_path / "b"
@@ -600,7 +600,7 @@ def test_cli_errors(digits_model, tmp_path, capsys):
 
 
 def test_cli_help_lists_registry_targets(capsys):
-    from firmware_export.cli import main
+    from cli.export import main
     from firmware_export.targets import TARGETS
 
     with pytest.raises(SystemExit) as e:

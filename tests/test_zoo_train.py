@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from models import datasets, zoo
 from models.datasets import Dataset
-from models.train import TrainResult, main, op_determinism, save_model_atomic, train_float
+from cli.train import main
+from models.train import TrainResult, op_determinism, save_model_atomic, train_float
 
 # (name, input_shape, num_classes): a small input for every registered model
 CASES = {

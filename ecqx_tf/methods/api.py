@@ -40,6 +40,7 @@ __all__ = [
     "get_method",
     "method_from_config",
     "param",
+    "field_choices",
     "ECQ",
     "ECQx",
     "RelevancePruning",
@@ -64,7 +65,9 @@ def param(default: Any, help: str, choices: Choices = None, low: Optional[float]
         "help": help, "choices": choices, "low": low, "high": high, "high_open": high_open})
 
 
-def _choices(spec: Choices) -> Optional[List[Any]]:
+def field_choices(spec: Choices) -> Optional[List[Any]]:
+    """The accepted values of a method field (``param(choices=...)``: a tuple, or a callable
+    returning them, read when needed); ``None``: any value of the field's type."""
     if spec is None:
         return None
     return list(spec() if callable(spec) else spec)
@@ -116,14 +119,6 @@ class CompressionResult:
     qmodel: Optional[tf.keras.Model]
     report: Dict[str, Any]
 
-    def export_request(self, name: str, representative: np.ndarray, x_test: Optional[np.ndarray] = None,
-                       y_test: Optional[np.ndarray] = None, **options: Any):
-        """A ``firmware_export.registry.ExportRequest`` for this result."""
-        from firmware_export.registry import ExportRequest
-
-        return ExportRequest(model=self.model, quant=dict(self.quant), name=name, representative=representative,
-                             x_test=x_test, y_test=y_test, options=dict(options))
-
 
 def _index_bits(q: QuantizedKernel) -> int:
     return max(1, int(math.ceil(math.log2(max(2, len(np.unique(np.asarray(q.levels))))))))
@@ -135,7 +130,6 @@ def summarize(model: tf.keras.Model, quant: Dict[str, QuantizedKernel], original
     kept / original, sparsity (zero or removed kernel weights over the original count), packed
     weight bytes (quantized: ``ceil(n * ceil(log2 #levels) / 8)`` per layer; float: 4 bytes per
     weight), zeroth-order entropy of the stored integers, per-layer rows."""
-    import tensorflow as tf
 
     from ..keras.finetune import evaluate_logits
     from .pruning import kernel_sparsity, kernel_weight_count
@@ -219,7 +213,7 @@ class CompressionMethod:
             if not isinstance(value, str):
                 raise TypeError(f"{where} must be a str, got {value!r}")
         md = f.metadata
-        accepted = _choices(md.get("choices"))
+        accepted = field_choices(md.get("choices"))
         if accepted is not None and value not in accepted:
             raise ValueError(f"{where}: unknown value {value!r}; accepted: {', '.join(map(str, accepted))}")
         lo, hi = md.get("low"), md.get("high")

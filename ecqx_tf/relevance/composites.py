@@ -53,7 +53,7 @@ _KERNEL_RULES: Tuple[Type[Rule], ...] = tuple(RULES.get(r) for r in _layers.get(
 #: Layer type -> rules that BOTH backends implement for it (the native backend and iNNvestigate).
 ALLOWED_RULES: Dict[str, Tuple[Type[Rule], ...]] = {
     name: tuple(RULES.get(r) for r in _layers.get(name).lrp_allowed)
-    for name in _layers._ordered()
+    for name in _layers.LAYERS.in_order()
     if _layers.get(name).role != "input"
 }
 

@@ -150,7 +150,7 @@ class RescaleMax(Rule):
 #: validation and errors). The ``Activation`` entry also covers activations fused into kernel layers.
 DEEPLIFT_ALLOWED_RULES: Dict[str, Tuple[Type[Rule], ...]] = {
     name: tuple(RULES.get(r) for r in _layers.get(name).deeplift_allowed)
-    for name in _layers._ordered()
+    for name in _layers.LAYERS.in_order()
     if _layers.get(name).role != "input"
 }
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 import typing
 from pathlib import Path
@@ -39,7 +38,7 @@ def _field_type(hint: Any):
 
 
 def _add_method_options(sub: argparse.ArgumentParser, cls) -> None:
-    from .api import _choices
+    from ecqx_tf.methods.api import field_choices
 
     hints = typing.get_type_hints(cls)
     group = sub.add_argument_group(f"options of {cls.name}")
@@ -50,7 +49,7 @@ def _add_method_options(sub: argparse.ArgumentParser, cls) -> None:
         if t is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=helptext)
             continue
-        choices = _choices(f.metadata.get("choices"))
+        choices = field_choices(f.metadata.get("choices"))
         group.add_argument(flag, dest=f.name, type=_range_type(t, f.metadata), default=f.default, choices=choices,
                            help=helptext, metavar=None if choices else t.__name__.upper())
 
@@ -58,7 +57,7 @@ def _add_method_options(sub: argparse.ArgumentParser, cls) -> None:
 def _range_type(t, metadata):
     """The field's type for argparse, with its accepted range (``low``/``high`` metadata) checked
     while parsing; floats must be finite."""
-    from ..config import arg_float, arg_int
+    from ecqx_tf.config import arg_float, arg_int
 
     lo, hi, hi_open = metadata.get("low"), metadata.get("high"), bool(metadata.get("high_open"))
     if t is int:
@@ -72,10 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     from firmware_export import targets
     from models import datasets
 
-    from .api import METHODS
+    from ecqx_tf.methods.api import METHODS
 
-    from ..cli_common import Parser, add_common_arguments
-    from ..config import arg_int
+    from cli.common import Parser, add_common_arguments
+    from ecqx_tf.config import arg_int
 
     ap = Parser(prog="ecqx-compress", description=__doc__)
     add_common_arguments(ap)
@@ -118,7 +117,7 @@ def _table(report: Dict[str, Any]) -> List[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ..cli_common import run, verbosity
+    from cli.common import run, verbosity
 
     args = build_parser().parse_args(argv)
     return run("ecqx-compress", lambda: _compress(args), level=verbosity(args))
@@ -131,10 +130,10 @@ def _compress(args: argparse.Namespace) -> int:
 
         from models import datasets
 
-        from ..cli_common import check_input_file
-        from ..io import atomic_output_dir, atomic_write_json, atomic_write_text, check_output_dir
-        from ..quantized import info_to_json
-        from .api import METHODS
+        from cli.common import check_input_file
+        from ecqx_tf.io import atomic_output_dir, atomic_write_json, atomic_write_text, check_output_dir
+        from ecqx_tf.quantized import info_to_json
+        from ecqx_tf.methods.api import METHODS
 
         cls = METHODS.get(args.command)
         params = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
@@ -147,7 +146,7 @@ def _compress(args: argparse.Namespace) -> int:
         inputs = [args.model, args.data_path]
         check_output_dir(args.out, "ecqx-compress", inputs, args.force)
 
-        from ..keras.api import load_model, quantization_info, save_model
+        from ecqx_tf.keras.api import load_model, quantization_info, save_model
 
         data = datasets.load(args.data, **({"path": args.data_path} if args.data_path else {}))
         model = load_model(args.model)
@@ -167,9 +166,10 @@ def _compress(args: argparse.Namespace) -> int:
             report = {"method": result.method, "model": str(args.model), "data": args.data, **result.report}
             if args.export:
                 from firmware_export import targets
+                from firmware_export.registry import ExportRequest
 
                 target = targets.TARGETS.get(args.export)()
-                request = result.export_request(args.name, np.asarray(data.x_train[: args.calib], np.float32),
+                request = ExportRequest.from_result(result, args.name, np.asarray(data.x_train[: args.calib], np.float32),
                                                 data.x_test[: args.max_eval], data.y_test[: args.max_eval])
                 (out / args.export).mkdir()
                 summary = target.export(request, out / args.export)
@@ -188,19 +188,19 @@ def _compress(args: argparse.Namespace) -> int:
             print(f"{label}: {value}")
     print(f"wrote {Path(args.out)}")
     if result.report.get("sparsity", 0.0) >= 1.0:
-        print(f"ecqx-compress: WARNING: every kernel weight of the compressed model is zero: it predicts a constant; "
-              f"lower the method's strength (e.g. --Lambda or --sparsity). The files were written; exit code 1.",
+        print("ecqx-compress: WARNING: every kernel weight of the compressed model is zero: it predicts a constant; "
+              "lower the method's strength (e.g. --Lambda or --sparsity). The files were written; exit code 1.",
               file=sys.stderr)
         status = max(status, 1)
     return status
 
 
 def _quantize_like_ecqx_quantize(args: argparse.Namespace, method) -> int:
-    """``ecqx-compress ecq|ecqx``: ``ecqx-quantize``'s run (``ecqx_tf.cli.quantize_to_folder``:
+    """``ecqx-compress ecq|ecqx``: ``ecqx-quantize``'s run (``cli.quantize.quantize_to_folder``:
     same defaults, same files: ``qat_model.h5``, ``stripped.keras``, ``layer_stats.json``,
     ``metrics.json``), plus ``--export TARGET`` into ``DIR/TARGET``."""
-    from ..cli import quantize_to_folder
-    from ..cli_common import verbosity
+    from cli.quantize import quantize_to_folder
+    from cli.common import verbosity
 
     def export(folder: Path, ft, ds) -> int:
         if not args.export:
@@ -210,7 +210,7 @@ def _quantize_like_ecqx_quantize(args: argparse.Namespace, method) -> int:
         from firmware_export import targets
         from firmware_export.registry import ExportRequest
 
-        from ..keras.api import quantization_info
+        from ecqx_tf.keras.api import quantization_info
 
         request = ExportRequest(model=ft.stripped, quant=quantization_info(ft.qmodel), name=args.name,
                                 representative=np.asarray(ds.x_train[: args.calib], np.float32),

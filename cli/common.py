@@ -265,7 +265,7 @@ def _configure_logging(level: int, prog: str = "ecqx") -> None:
 
 
 def _remove_stale_tempdirs(base: Path) -> None:
-    from .io import marker_is_stale
+    from ecqx_tf.io import marker_is_stale
 
     try:
         entries = [e for e in base.iterdir() if e.name.startswith(_TMP_PREFIX)]
@@ -367,7 +367,7 @@ def cli_session(prog: str, level: int = 0) -> Iterator[Optional[Path]]:
         return
     quiet_tensorflow(level)
     _configure_logging(level, prog)
-    from .io import write_process_marker
+    from ecqx_tf.io import write_process_marker
 
     base = Path(tempfile.gettempdir())
     _remove_stale_tempdirs(base)
