@@ -21,9 +21,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import typing
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -31,46 +30,11 @@ DEFAULT_CALIB = 256
 DEFAULT_MAX_EVAL = 1000
 
 
-def _field_type(hint: Any):
-    if typing.get_origin(hint) is Union:
-        hint = [a for a in typing.get_args(hint) if a is not type(None)][0]
-    return hint
-
-
-def _add_method_options(sub: argparse.ArgumentParser, cls) -> None:
-    from ecqx_tf.methods.api import field_choices
-
-    hints = typing.get_type_hints(cls)
-    group = sub.add_argument_group(f"options of {cls.name}")
-    for f in dataclasses.fields(cls):
-        t = _field_type(hints[f.name])
-        flag = "--" + f.name.replace("_", "-")
-        helptext = f"{f.metadata.get('help', '')} (default {f.default})"
-        if t is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=helptext)
-            continue
-        choices = field_choices(f.metadata.get("choices"))
-        group.add_argument(flag, dest=f.name, type=_range_type(t, f.metadata), default=f.default, choices=choices,
-                           help=helptext, metavar=None if choices else t.__name__.upper())
-
-
-def _range_type(t, metadata):
-    """The field's type for argparse, with its accepted range (``low``/``high`` metadata) checked
-    while parsing; floats must be finite."""
-    from ecqx_tf.config import arg_float, arg_int
-
-    lo, hi, hi_open = metadata.get("low"), metadata.get("high"), bool(metadata.get("high_open"))
-    if t is int:
-        return arg_int(None if lo is None else int(lo), None if hi is None else (int(hi) - 1 if hi_open else int(hi)))
-    if t is float:
-        return arg_float(lo, hi, high_open=hi_open)
-    return t
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from firmware_export import targets
+    from firmware_export import TARGETS
     from models import datasets
 
+    from ecqx_tf.fields import add_field_arguments
     from ecqx_tf.methods.api import METHODS
 
     from cli.common import Parser, add_common_arguments
@@ -92,13 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="replace --out even when it is a non-empty folder that ecqx-compress did not write "
                               "(files it did not write are kept in DIR.previous; a folder holding an input is never "
                               "replaced)")
-        sub.add_argument("--export", choices=targets.TARGETS.names(), metavar="TARGET",
-                         help=f"also export to TARGET into DIR/TARGET: {', '.join(targets.TARGETS.names())}")
+        sub.add_argument("--export", choices=TARGETS.names(), metavar="TARGET",
+                         help=f"also export to TARGET into DIR/TARGET: {', '.join(TARGETS.names())}")
         sub.add_argument("--name", default="model", help="base of the export's file names and C identifiers")
         sub.add_argument("--calib", type=arg_int(low=1), default=DEFAULT_CALIB, help="training samples for calibration")
         sub.add_argument("--max-eval", type=arg_int(low=1), default=DEFAULT_MAX_EVAL,
                          help="test samples in the export checks")
-        _add_method_options(sub, cls)
+        add_field_arguments(sub.add_argument_group(f"options of {cls.name}"), cls)
     return ap
 
 
@@ -165,10 +129,9 @@ def _compress(args: argparse.Namespace) -> int:
                     files.append("qat_model.h5")
             report = {"method": result.method, "model": str(args.model), "data": args.data, **result.report}
             if args.export:
-                from firmware_export import targets
-                from firmware_export.registry import ExportRequest
+                from firmware_export import ExportRequest, get_target
 
-                target = targets.TARGETS.get(args.export)()
+                target = get_target(args.export)
                 request = ExportRequest.from_result(result, args.name, np.asarray(data.x_train[: args.calib], np.float32),
                                                 data.x_test[: args.max_eval], data.y_test[: args.max_eval])
                 (out / args.export).mkdir()
@@ -207,8 +170,7 @@ def _quantize_like_ecqx_quantize(args: argparse.Namespace, method) -> int:
             return 0
         import numpy as np
 
-        from firmware_export import targets
-        from firmware_export.registry import ExportRequest
+        from firmware_export import ExportRequest, get_target
 
         from ecqx_tf.keras.api import quantization_info
 
@@ -217,7 +179,7 @@ def _quantize_like_ecqx_quantize(args: argparse.Namespace, method) -> int:
                                 x_test=ds.x_test[: args.max_eval], y_test=ds.y_test[: args.max_eval],
                                 options={"max_eval": args.max_eval})
         (folder / args.export).mkdir()
-        summary = targets.TARGETS.get(args.export)().export(request, folder / args.export)
+        summary = get_target(args.export).export(request, folder / args.export)
         for label, value in summary.get("table", []):
             print(f"{label}: {value}")
         return 0 if summary.get("ok", True) else 1

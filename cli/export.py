@@ -25,6 +25,7 @@ error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import re
@@ -64,9 +65,9 @@ any other non-empty folder is refused before any work (the last one unless --for
 
 
 def _targets():
-    from firmware_export import targets
+    from firmware_export import TARGETS
 
-    return targets.TARGETS
+    return TARGETS
 
 
 def _dataset_names() -> List[str]:
@@ -630,7 +631,7 @@ def _export(args: argparse.Namespace) -> int:
     try:
         from cli.common import check_input_file
         from ecqx_tf.io import atomic_output_dir, check_output_dir, remove_stale_partials, sha256_file
-        from firmware_export.registry import ExportRequest
+        from firmware_export import ExportRequest
         from firmware_export.tflm.c_arrays import check_identifier
 
         t0 = time.time()
@@ -669,9 +670,10 @@ def _export(args: argparse.Namespace) -> int:
                                            or "(none: uniform random calibration inputs)"))
         rep, x_test, y_test, data_desc = _load_data(args, input_shape, calib)
 
-        options = {k: v for k, v in vars(args).items()
-                   if k not in ("model", "target", "out", "force", "data", "data_path", "name", "calib", "calib_data",
-                                "random_calibration", "quiet", "verbose")}
+        # the target's typed options given on the command line (and --max-eval where the target takes it)
+        given = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(target.options)}}
+        typed = target.make_options(given)
+        options = {k: getattr(typed, k) for k in given}
         request = ExportRequest(model=model, quant=quant, name=name, representative=rep, x_test=x_test,
                                 y_test=y_test, options=options)
 

@@ -1,4 +1,4 @@
-"""ECQ and ECQx assignment of weights to centroids (pure NumPy), spec sections 2 and 3.
+"""ECQ and ECQx assignment of weights to centroids (pure NumPy), docs/algorithm.md sections 2 and 3.
 
 Sources: Becking et al., "ECQx: Explainability-Driven Quantization for Low-Bit and Sparse DNNs"
 (arXiv 2109.04236, 2021); D. Becking, MSc thesis (2020), eqs. 4.4-4.18; Marban et al. (2020, EC2T).
@@ -117,11 +117,11 @@ def probabilities_from_counts(counts: np.ndarray, z: int, zero_bias: bool) -> np
 
 
 def cluster_probabilities(w: Any, centroids: Any, zero_bias: bool = True) -> np.ndarray:
-    """Cluster probabilities from the nearest-neighbour assignment (spec section 2).
+    """Cluster probabilities from the nearest-neighbour assignment (docs/algorithm.md section 2).
 
     .. math::  P_c = n_c / N, \\qquad n_c = \\#\\{i : \\mathrm{nearest}(w_i) = c\\}
 
-    Zero bias (the clean form, spec DECISION): if :math:`P_0 < 0.5` then :math:`P_0 = 0.5` and
+    Zero bias (the clean form, a DECISION of docs/algorithm.md): if :math:`P_0 < 0.5` then :math:`P_0 = 0.5` and
     only the non-zero clusters are rescaled to sum to 0.5,
     :math:`P_c = n_c / (2 (N - n_0))` for :math:`c \\ne 0`. If :math:`P_0 \\ge 0.5` nothing changes
     (this includes the case where every non-zero P is 0, i.e. :math:`P_0 = 1`), so no division by
@@ -173,7 +173,7 @@ def layer_lambda(
     s: float = 0.05,
     reduce: str = "min",
 ) -> float:
-    """The layer's entropy weight :math:`\\lambda_l = \\Lambda \\, \\delta_l \\, \\lambda_{max,l}` (spec section 2).
+    """The layer's entropy weight :math:`\\lambda_l = \\Lambda \\, \\delta_l \\, \\lambda_{max,l}` (docs/algorithm.md section 2).
 
     .. math::
         \\delta_l = \\frac{N_l / \\max_{l'} N_{l'} + s}{1 + s}
@@ -279,7 +279,7 @@ def _costs(x: np.ndarray, c: np.ndarray, lam: float, P: np.ndarray) -> np.ndarra
 
 
 def ecq_costs(w: Any, centroids: Any, lam: float, P: Any = None) -> np.ndarray:
-    """ECQ cost matrix :math:`C_c(w_i) = (w_i - w_c)^2 + \\lambda I_c` (spec section 2).
+    """ECQ cost matrix :math:`C_c(w_i) = (w_i - w_c)^2 + \\lambda I_c` (docs/algorithm.md section 2).
 
     :math:`I_c = -\\log_2 P_c`; clusters with :math:`P_c = 0` get :math:`+\\infty` cost when
     :math:`\\lambda > 0` (never chosen). With :math:`\\lambda = 0` the cost is exactly the squared
@@ -332,7 +332,7 @@ def _pick_zero(c0: np.ndarray, m: np.ndarray, z_before_j: np.ndarray) -> np.ndar
 
 
 def ecq_assign(w: Any, centroids: Any, lam: float) -> np.ndarray:
-    """ECQ assignment :math:`A(w) = \\arg\\min_c \\,(w - w_c)^2 + \\lambda I_c` (spec section 2).
+    """ECQ assignment :math:`A(w) = \\arg\\min_c \\,(w - w_c)^2 + \\lambda I_c` (docs/algorithm.md section 2).
 
     P from the zero-biased nearest-neighbour assignment of ``w``. ``lam == 0`` gives exactly
     :func:`nearest_assign` (ties included).
@@ -384,7 +384,7 @@ def initial_beta(mean_rn: float) -> float:
     # mean Rn == 0: all relevance zero (ln 0 = -inf, the IEEE limit is beta = -0.0);
     # mean Rn >= 1: every |R| equal and rounded to 1 (ln 1 = 0, beta would be -inf).
     # Both carry no ranking: beta = 0, i.e. the zero cost is doubled uniformly (the authors'
-    # form under constant relevance, spec section 6).
+    # form under constant relevance, docs/algorithm.md section 3).
     return 0.0
 
 
@@ -402,7 +402,7 @@ def ecqx_assign(
     max_iter: int = 50,
     return_info: bool = False,
 ) -> Union[np.ndarray, Tuple[np.ndarray, EcqxInfo]]:
-    """ECQx assignment: ECQ with a relevance-adjusted zero cost (spec section 3).
+    """ECQx assignment: ECQ with a relevance-adjusted zero cost (docs/algorithm.md section 3).
 
     .. math::
         C'_0(w) = C_0(w) \\cdot 2 \\cdot (R_n(w) + 10^{-12})^{\\beta}, \\quad C'_c = C_c \\;(c \\ne 0),

@@ -300,7 +300,7 @@ import json, os, sys, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 from cli.export import simulate_main
 from firmware_export.tflm import flatbuffer
-flatbuffer._schema()  # import everything once, before forking
+flatbuffer.load_schema()  # import everything once, before forking
 jobs = json.loads(open(sys.argv[1]).read())
 results = []
 for folder in jobs:

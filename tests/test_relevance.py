@@ -35,7 +35,7 @@ from ecqx_tf.relevance import (
 )
 
 L = tf.keras.layers
-EPS = 1e-6  # epsilon rule and weight-relevance stabilizer (spec section 4)
+EPS = 1e-6  # epsilon rule and weight-relevance stabilizer (docs/relevance.md)
 
 
 # ---------------------------------------------------------------------------------------------

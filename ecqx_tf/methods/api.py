@@ -19,14 +19,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import numbers
-import typing
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Tuple, Type
 
 import numpy as np
 
 from .. import names
 from ..config import ECQ_DEFAULTS, GRADIENTS, LAMBDA_REDUCE, LR_SCHEDULES
+from ..fields import field_choices, param, validate_fields
 from ..quantized import QuantizedKernel
 from ..registry import Registry
 
@@ -53,25 +52,6 @@ log = logging.getLogger(__name__)
 
 #: name -> CompressionMethod subclass
 METHODS: Registry[Type["CompressionMethod"]] = Registry("compression method")
-
-Choices = Union[None, Tuple[Any, ...], Callable[[], Sequence[Any]]]
-
-
-def param(default: Any, help: str, choices: Choices = None, low: Optional[float] = None,
-          high: Optional[float] = None, high_open: bool = False) -> Any:
-    """A method parameter: default, help text, accepted values (a tuple or a callable reading a
-    registry) and an inclusive range (``high_open``: the upper bound is excluded)."""
-    return dataclasses.field(default=default, metadata={
-        "help": help, "choices": choices, "low": low, "high": high, "high_open": high_open})
-
-
-def field_choices(spec: Choices) -> Optional[List[Any]]:
-    """The accepted values of a method field (``param(choices=...)``: a tuple, or a callable
-    returning them, read when needed); ``None``: any value of the field's type."""
-    if spec is None:
-        return None
-    return list(spec() if callable(spec) else spec)
-
 
 def _criteria() -> List[str]:
     return list(names.CRITERIA)  # the light table of criteria.CRITERIA (no TensorFlow import)
@@ -179,48 +159,11 @@ class CompressionMethod:
     help: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            object.__setattr__(self, f.name, self._validate(f, hints[f.name], getattr(self, f.name)))
+        validate_fields(self, self.name)
         self.check()
 
     def check(self) -> None:
         """Cross-parameter checks (subclasses)."""
-
-    def _validate(self, f: dataclasses.Field, hint: Any, value: Any) -> Any:
-        where = f"{self.name}: parameter {f.name}"
-        optional = typing.get_origin(hint) is Union and type(None) in typing.get_args(hint)
-        base = [a for a in typing.get_args(hint) if a is not type(None)][0] if optional else hint
-        if value is None:
-            if optional:
-                return None
-            raise TypeError(f"{where} must not be None")
-        if base is bool:
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"{where} must be a bool, got {value!r}")
-            value = bool(value)
-        elif base is int:
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"{where} must be an int, got {value!r} ({type(value).__name__})")
-            value = int(value)
-        elif base is float:
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise TypeError(f"{where} must be a number, got {value!r} ({type(value).__name__})")
-            value = float(value)
-            if not math.isfinite(value):
-                raise ValueError(f"{where} must be finite, got {value!r}")
-        elif base is str:
-            if not isinstance(value, str):
-                raise TypeError(f"{where} must be a str, got {value!r}")
-        md = f.metadata
-        accepted = field_choices(md.get("choices"))
-        if accepted is not None and value not in accepted:
-            raise ValueError(f"{where}: unknown value {value!r}; accepted: {', '.join(map(str, accepted))}")
-        lo, hi = md.get("low"), md.get("high")
-        if lo is not None and value < lo or hi is not None and (value >= hi if md.get("high_open") else value > hi):
-            rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{')' if md.get('high_open') else ']'}"
-            raise ValueError(f"{where} must lie in {rng}, got {value!r}")
-        return value
 
     def get_config(self) -> Dict[str, Any]:
         """``{"name": <registry name>, <every parameter>}``."""
