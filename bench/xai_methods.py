@@ -81,10 +81,9 @@ def _tflm_accuracy(model_bytes: bytes, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _export(result, data, name: str, compress: bool = False, lut_shared: bool = False) -> Dict[str, Any]:
-    from firmware_export.tflm import flatbuffer as fb
-    from firmware_export.tflm.convert import stored_bytes, convert
-
     from firmware_export.registry import ExportRequest
+    from firmware_export.tflm import flatbuffer as fb
+    from firmware_export.tflm.convert import convert, stored_bytes
     from firmware_export.tflm.shared import lut_compress_shared
 
     req = ExportRequest.from_result(result, name, data.x_train[:256], data.x_test, data.y_test, compress=compress)
@@ -126,8 +125,8 @@ def run(args) -> Dict[str, Any]:
     import tensorflow as tf
 
     from ecqx_tf.io import atomic_write_json
-    from ecqx_tf.methods import get_method
     from ecqx_tf.keras.finetune import evaluate_logits
+    from ecqx_tf.methods import get_method
     from models import datasets
     from models.train import train_float
 

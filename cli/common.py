@@ -124,7 +124,8 @@ def version() -> str:
     """The package version, from its metadata when installed, else ``ecqx_tf.__version__``
     (neither imports TensorFlow)."""
     try:
-        from importlib.metadata import PackageNotFoundError, version as _v
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as _v
 
         try:
             return _v("ecqx-tf")

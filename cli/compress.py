@@ -31,14 +31,12 @@ DEFAULT_MAX_EVAL = 1000
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from firmware_export import TARGETS
-    from models import datasets
-
-    from ecqx_tf.fields import add_field_arguments
-    from ecqx_tf.methods.api import METHODS
-
     from cli.common import Parser, add_common_arguments
     from ecqx_tf.config import arg_int
+    from ecqx_tf.fields import add_field_arguments
+    from ecqx_tf.methods.api import METHODS
+    from firmware_export import TARGETS
+    from models import datasets
 
     ap = Parser(prog="ecqx-compress", description=__doc__)
     add_common_arguments(ap)
@@ -92,12 +90,11 @@ def _compress(args: argparse.Namespace) -> int:
     try:
         import numpy as np
 
-        from models import datasets
-
         from cli.common import check_input_file
         from ecqx_tf.io import atomic_output_dir, atomic_write_json, atomic_write_text, check_output_dir
-        from ecqx_tf.quantized import info_to_json
         from ecqx_tf.methods.api import METHODS
+        from ecqx_tf.quantized import info_to_json
+        from models import datasets
 
         cls = METHODS.get(args.command)
         params = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
@@ -162,17 +159,16 @@ def _quantize_like_ecqx_quantize(args: argparse.Namespace, method) -> int:
     """``ecqx-compress ecq|ecqx``: ``ecqx-quantize``'s run (``cli.quantize.quantize_to_folder``:
     same defaults, same files: ``qat_model.h5``, ``stripped.keras``, ``layer_stats.json``,
     ``metrics.json``), plus ``--export TARGET`` into ``DIR/TARGET``."""
-    from cli.quantize import quantize_to_folder
     from cli.common import verbosity
+    from cli.quantize import quantize_to_folder
 
     def export(folder: Path, ft, ds) -> int:
         if not args.export:
             return 0
         import numpy as np
 
-        from firmware_export import ExportRequest, get_target
-
         from ecqx_tf.keras.api import quantization_info
+        from firmware_export import ExportRequest, get_target
 
         request = ExportRequest(model=ft.stripped, quant=quantization_info(ft.qmodel), name=args.name,
                                 representative=np.asarray(ds.x_train[: args.calib], np.float32),

@@ -86,10 +86,8 @@ def _target_epilog(targets) -> str:
 
 def build_parser(target: Optional[str] = None) -> argparse.ArgumentParser:
     """The ``ecqx-export`` parser; ``target`` adds that target's own options."""
-    from cli.common import Parser
+    from cli.common import Parser, add_common_arguments
     from ecqx_tf.config import arg_int
-
-    from cli.common import add_common_arguments
 
     targets = _targets()
     ap = Parser(
@@ -740,9 +738,7 @@ def build_simulate_parser() -> argparse.ArgumentParser:
 def simulate_main(argv: Optional[Sequence[str]] = None) -> int:
     """``ecqx-simulate DIR``: check the folder (:func:`check_export_folder`), then run the target's
     host check. Exit codes: 0 the host check passed, 1 it differs, 2 bad folder."""
-    from cli.common import run
-
-    from cli.common import verbosity
+    from cli.common import run, verbosity
 
     args = build_simulate_parser().parse_args(argv)
     return run("ecqx-simulate", lambda: _simulate(args), level=verbosity(args), bad_input=_SIMULATE_ERRORS)

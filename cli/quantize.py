@@ -30,11 +30,19 @@ def _names(text: str) -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from models import datasets
-
     from cli.common import Parser, add_common_arguments
-    from ecqx_tf.config import (BITS_RANGE, ECQ_DEFAULTS, GRADIENTS, LAMBDA_REDUCE, LR_SCHEDULES, QUANT_METHODS, SEED_MAX,
-                         arg_float, arg_int)
+    from ecqx_tf.config import (
+        BITS_RANGE,
+        ECQ_DEFAULTS,
+        GRADIENTS,
+        LAMBDA_REDUCE,
+        LR_SCHEDULES,
+        QUANT_METHODS,
+        SEED_MAX,
+        arg_float,
+        arg_int,
+    )
+    from models import datasets
 
     d = ECQ_DEFAULTS  # one set of defaults for ecqx-quantize, ecqx-compress ecq|ecqx and the Python API
     from ecqx_tf.grid import GRID_KINDS
@@ -109,11 +117,10 @@ def quantize_to_folder(prog: str, model_path: str, data: str, data_path: Optiona
     Returns the exit code: 0, or 1 when ``extra`` says so or every quantized weight is zero.
     Bad input raises ``ValueError``/``TypeError``/``OSError`` before any work.
     """
-    from models import datasets
-
     from cli.common import check_input_file, keras_verbosity
     from ecqx_tf.config import ECQ_DEFAULTS
     from ecqx_tf.io import atomic_output_dir, atomic_write_json, check_output_dir
+    from models import datasets
 
     params = {**{k: v for k, v in ECQ_DEFAULTS.items()}, "exclude": [], **params}
     # every input checked before any work (and before TensorFlow is imported)

@@ -33,6 +33,8 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .config import validate_bits
+
 __all__ = [
     "BITS_RANGE",
     "DEFAULT_STEP",
@@ -56,16 +58,6 @@ DEFAULT_STEP: float = 1.0
 
 
 # ----------------------------------------------------------------------------------- validation
-def _check_bits(bits: Any) -> int:
-    if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, numbers.Integral):
-        raise TypeError(
-            f"bits must be an int in {BITS_RANGE[0]}..{BITS_RANGE[1]}, got {bits!r} ({type(bits).__name__})"
-        )
-    if not BITS_RANGE[0] <= int(bits) <= BITS_RANGE[1]:
-        raise ValueError(f"bits must be in {BITS_RANGE[0]}..{BITS_RANGE[1]}, got {int(bits)}")
-    return int(bits)
-
-
 def _check_kind(kind: Any) -> str:
     if not isinstance(kind, str):
         raise TypeError(f"kind must be a str, one of {', '.join(GRID_KINDS)}; got {kind!r} ({type(kind).__name__})")
@@ -106,7 +98,7 @@ def grid_levels(bits: int, kind: str = "symmetric", side: str = "negative") -> n
     Raises:
         TypeError / ValueError: bad ``bits``, ``kind`` or ``side``.
     """
-    bits = _check_bits(bits)
+    bits = validate_bits(bits)
     kind = _check_kind(kind)
     half = 2 ** (bits - 1)
     if kind == "symmetric":
@@ -155,7 +147,7 @@ class Grid:
     levels: np.ndarray
 
     def __post_init__(self) -> None:
-        bits = _check_bits(self.bits)
+        bits = validate_bits(self.bits)
         kind = _check_kind(self.kind)
         if isinstance(self.step, (bool, np.bool_)) or not isinstance(self.step, numbers.Real):
             raise TypeError(f"step must be a positive finite float, got {self.step!r} ({type(self.step).__name__})")
@@ -344,7 +336,7 @@ def make_grid(w: Any, bits: int, kind: str = "symmetric") -> Grid:
         ValueError: ``bits`` outside 2..8, unknown ``kind``, empty or non-finite ``w``, a step that
             overflows float32.
     """
-    bits = _check_bits(bits)
+    bits = validate_bits(bits)
     kind = _check_kind(kind)
     a = as_real_array(w, "w")
     absw = np.abs(a).ravel()

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 
+from ecqx_tf.config import validate_int_range
 from ecqx_tf.io import atomic_write_json, atomic_write_with, check_writable_dir
 from models import datasets as _datasets
 from models.datasets import Dataset
@@ -98,14 +99,6 @@ class TrainResult:
 
 def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if not _is_int(value):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return int(value)
 
 
 @contextlib.contextmanager
@@ -248,10 +241,10 @@ def train_float(
     from models import zoo as _zoo
 
     _zoo.ZOO.get(model_name)  # ValueError listing the accepted names
-    epochs = _check_int("epochs", epochs, 1)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    seed = _check_int("seed", seed, 0)
-    patience = _check_int("patience", patience, 0)
+    epochs = validate_int_range("epochs", epochs, low=1)
+    batch_size = validate_int_range("batch_size", batch_size, low=1)
+    seed = validate_int_range("seed", seed, low=0)
+    patience = validate_int_range("patience", patience, low=0)
     if not _is_int(verbose) or verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real):

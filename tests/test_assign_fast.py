@@ -2,7 +2,6 @@
 lambdas and EcqxInfo, on seeded randomized cases (many shapes, bit widths, both grid kinds,
 lambdas from 0 to huge, relevances from degenerate to heavy-tailed) with adversarial weights
 placed exactly on, and one or a few ulps next to, the decision boundaries."""
-import math
 
 import numpy as np
 import pytest

@@ -11,7 +11,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 
@@ -47,9 +46,9 @@ def digits_model(tmp_path_factory) -> Path:
 
 
 def _mains():
-    from cli.quantize import main as quantize
     from cli.compress import main as compress
     from cli.export import main as export
+    from cli.quantize import main as quantize
     from cli.train import main as train
     from pipeline.demo import main as demo
 

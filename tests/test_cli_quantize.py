@@ -3,7 +3,6 @@ import json
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import ecqx_tf
 from cli.quantize import main

@@ -33,9 +33,9 @@ def model_path(tmp_path_factory) -> Path:
 
 
 def _mains():
-    from cli.quantize import main as quantize
     from cli.compress import main as compress
     from cli.export import main as export
+    from cli.quantize import main as quantize
     from cli.train import main as train
     from pipeline.demo import main as demo
 

@@ -19,6 +19,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
+from .. import layers as _layers
+from .. import stats as _stats
 from ..config import (
     ECQ_DEFAULTS,
     GRADIENTS,
@@ -28,8 +30,6 @@ from ..config import (
     validate_nonnegative,
     validate_unit_interval,
 )
-from .. import layers as _layers
-from .. import stats as _stats
 from ..grid import GRID_KINDS, make_grid
 from ..quantized import QuantizedKernel
 from ..topology import refuse_unsupported
@@ -394,7 +394,7 @@ def layer_stats(qmodel) -> List[dict]:
     """Per quantized layer: name, bits, grid, step, n_weights, sparsity, entropy (bits/weight),
     used centroids; plus a final row ``"<total>"`` over all quantized weights."""
     rows = []
-    all_idx, all_levels = [], []
+    all_idx = []
     for name, q in quantization_info(qmodel).items():
         ints = q.integers()
         rows.append(
@@ -411,8 +411,6 @@ def layer_stats(qmodel) -> List[dict]:
         )
         all_idx.append(ints.ravel())
     ints = np.concatenate(all_idx)
-    vals, counts = np.unique(ints, return_counts=True)
-    pr = counts / counts.sum()
     rows.append(
         {
             "layer": "<total>",
@@ -421,8 +419,8 @@ def layer_stats(qmodel) -> List[dict]:
             "step": float("nan"),
             "n_weights": int(ints.size),
             "sparsity": float(np.mean(ints == 0)),
-            "entropy": float(-(pr * np.log2(pr)).sum()),
-            "used_centroids": int(len(vals)),
+            "entropy": _stats.value_entropy(ints),
+            "used_centroids": int(len(np.unique(ints))),
         }
     )
     return rows

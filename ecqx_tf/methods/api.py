@@ -28,6 +28,7 @@ from ..config import ECQ_DEFAULTS, GRADIENTS, LAMBDA_REDUCE, LR_SCHEDULES
 from ..fields import field_choices, param, validate_fields
 from ..quantized import QuantizedKernel
 from ..registry import Registry
+from ..stats import value_entropy
 
 if TYPE_CHECKING:  # TensorFlow is imported where it is used, so that the command line's parser stays light
     import tensorflow as tf
@@ -36,6 +37,8 @@ __all__ = [
     "METHODS",
     "CompressionMethod",
     "CompressionResult",
+    "TrainingMethod",
+    "RelevanceMethod",
     "get_method",
     "method_from_config",
     "param",
@@ -111,10 +114,9 @@ def summarize(model: tf.keras.Model, quant: Dict[str, QuantizedKernel], original
     weight bytes (quantized: ``ceil(n * ceil(log2 #levels) / 8)`` per layer; float: 4 bytes per
     weight), zeroth-order entropy of the stored integers, per-layer rows."""
 
+    from .. import layers as _layers
     from ..keras.finetune import evaluate_logits
     from .pruning import kernel_sparsity, kernel_weight_count
-
-    from .. import layers as _layers
 
     rows, packed, ints = [], 0, []
     for key, layer, attr in _layers.model_kernels(model):
@@ -131,11 +133,7 @@ def summarize(model: tf.keras.Model, quant: Dict[str, QuantizedKernel], original
             row.update(bits=32)
             packed += 4 * int(k.size)
         rows.append(row)
-    entropy = None
-    if ints:
-        _, counts = np.unique(np.concatenate(ints), return_counts=True)
-        pr = counts / counts.sum()
-        entropy = float(-(pr * np.log2(pr)).sum())
+    entropy = value_entropy(np.concatenate(ints)) if ints else None
     out = {
         "accuracy": evaluate_logits(model, x_test, y_test),
         "kernel_weights": kernel_weight_count(model),
@@ -226,9 +224,28 @@ def method_from_config(config: Dict[str, Any]) -> CompressionMethod:
 # ECQ / ECQx
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainingMethod(CompressionMethod):
+    """A method that trains (fine-tuning, QAT): the mini-batch size, Adam's learning rate and the
+    seed, defined once for every method with the values of ``ecqx_tf.config.ECQ_DEFAULTS``."""
+
+    batch_size: int = param(ECQ_DEFAULTS["batch_size"], "mini-batch size", low=1)
+    lr: float = param(ECQ_DEFAULTS["lr"], "Adam learning rate", low=0)
+    seed: int = param(ECQ_DEFAULTS["seed"], "seed of the initial state, the shuffling and the relevance samples", low=0)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RelevanceMethod(TrainingMethod):
+    """A training method steered by relevances computed on a fixed seeded subset of the training
+    data (``relevance_samples``, the value of ``ECQ_DEFAULTS`` for every method)."""
+
+    relevance_samples: int = param(ECQ_DEFAULTS["relevance_samples"],
+                                   "training samples (a fixed seeded subset) whose relevances steer the method", low=1)
+
+
 @METHODS.register("ecq")
 @dataclasses.dataclass(frozen=True, eq=False)
-class ECQ(CompressionMethod):
+class ECQ(TrainingMethod):
     """Entropy-constrained quantization (Becking et al.), via ``quantize_and_train``."""
 
     name: ClassVar[str] = "ecq"
@@ -241,11 +258,8 @@ class ECQ(CompressionMethod):
     lambda_reduce: str = param(ECQ_DEFAULTS["lambda_reduce"], "reduction of the per-layer lambda_max",
                                choices=LAMBDA_REDUCE)
     epochs: int = param(ECQ_DEFAULTS["epochs"], "fine-tuning epochs", low=1)
-    batch_size: int = param(ECQ_DEFAULTS["batch_size"], "mini-batch size", low=1)
-    lr: float = param(ECQ_DEFAULTS["lr"], "Adam learning rate", low=0)
     lr_schedule: str = param(ECQ_DEFAULTS["lr_schedule"], "learning-rate schedule", choices=LR_SCHEDULES)
     refresh_every: int = param(ECQ_DEFAULTS["refresh_every"], "re-assign every k optimizer steps", low=1)
-    seed: int = param(ECQ_DEFAULTS["seed"], "seed", low=0)
 
     method: ClassVar[str] = "ecq"
 
@@ -269,13 +283,12 @@ class ECQ(CompressionMethod):
 
 @METHODS.register("ecqx")
 @dataclasses.dataclass(frozen=True, eq=False)
-class ECQx(ECQ):
+class ECQx(ECQ, RelevanceMethod):
     """ECQ with LRP relevance (ECQx), via ``quantize_and_train``."""
 
     name: ClassVar[str] = "ecqx"
     help: ClassVar[str] = "explainability-driven ECQ (ECQx, LRP relevance) with QAT"
     p: float = param(ECQ_DEFAULTS["p"], "largest sparsity drop relative to ECQ per layer", low=0, high=1)
-    relevance_samples: int = param(ECQ_DEFAULTS["relevance_samples"], "training samples used for LRP", low=1)
 
     method: ClassVar[str] = "ecqx"
 
@@ -287,8 +300,8 @@ class ECQx(ECQ):
 def _quantize_after(model, masks, bits, epochs, Lambda, x_train, y_train, x_test, y_test, batch_size, lr, seed):
     """ECQ (nearest for ``Lambda=0``) of a pruned model, masks kept; returns (stripped, quant, qmodel, acc)."""
     from ..keras.api import quantization_info
-    from ..keras.quantize_config import ECQQuantizeConfig
     from ..keras.fold import fold_batchnorm
+    from ..keras.quantize_config import ECQQuantizeConfig
     from ._qat import MaskCallback, finetune_qat, kernel_masks_of, quantize_per_layer
     from .criteria import kernel_layer_names
 
@@ -304,7 +317,7 @@ def _quantize_after(model, masks, bits, epochs, Lambda, x_train, y_train, x_test
 
 @METHODS.register("relevance_pruning")
 @dataclasses.dataclass(frozen=True, eq=False)
-class RelevancePruning(CompressionMethod):
+class RelevancePruning(RelevanceMethod):
     """Structured (units/filters removed) or unstructured (weights masked) pruning by LRP or
     DeepLIFT relevance (Yeom et al. 2021; Sabih et al. 2020), iterative with fine-tuning; optional
     ECQ quantization afterwards for an exact integer export."""
@@ -323,14 +336,10 @@ class RelevancePruning(CompressionMethod):
                            choices=("sum", "abs"))
     rounds: int = param(3, "pruning steps (cubic schedule)", low=1)
     epochs_per_round: int = param(1, "fine-tuning epochs after each step", low=0)
-    relevance_samples: int = param(512, "training samples for the relevance", low=1)
     bits: Optional[int] = param(None, "then quantize with ECQ at this many bits (exact integer export)", low=2,
                                 high=8)
     quant_epochs: int = param(1, "QAT epochs of the quantization step", low=0)
     Lambda: float = param(0.0, "ECQ Lambda of the quantization step (0 = nearest)", low=0)
-    batch_size: int = param(64, "mini-batch size", low=1)
-    lr: float = param(1e-3, "Adam learning rate", low=0)
-    seed: int = param(0, "seed", low=0)
 
     def apply(self, model, x_train, y_train, x_test, y_test) -> CompressionResult:
         from .pruning import prune_structured, prune_unstructured
@@ -364,7 +373,7 @@ def _finish(method, pr, x_train, y_train, x_test, y_test) -> CompressionResult:
 
 @METHODS.register("magnitude_pruning")
 @dataclasses.dataclass(frozen=True, eq=False)
-class MagnitudePruning(CompressionMethod):
+class MagnitudePruning(TrainingMethod):
     """Baseline: tfmot ``prune_low_magnitude`` (unstructured, polynomial schedule, same epochs)."""
 
     name: ClassVar[str] = "magnitude_pruning"
@@ -376,9 +385,6 @@ class MagnitudePruning(CompressionMethod):
                                 high=8)
     quant_epochs: int = param(1, "QAT epochs of the quantization step", low=0)
     Lambda: float = param(0.0, "ECQ Lambda of the quantization step (0 = nearest)", low=0)
-    batch_size: int = param(64, "mini-batch size", low=1)
-    lr: float = param(1e-3, "Adam learning rate", low=0)
-    seed: int = param(0, "seed", low=0)
 
     def check(self) -> None:
         if self.rounds * self.epochs_per_round < 1:
@@ -400,7 +406,7 @@ class MagnitudePruning(CompressionMethod):
 
 @METHODS.register("weight_sharing")
 @dataclasses.dataclass(frozen=True, eq=False)
-class WeightSharing(CompressionMethod):
+class WeightSharing(RelevanceMethod):
     """Non-uniform codebook per layer by (relevance-weighted) k-means with 0 kept, int8 codebook,
     QAT with the ECQ quantizer; exported exactly (see ``ecqx_tf.methods.sharing``)."""
 
@@ -414,19 +420,14 @@ class WeightSharing(CompressionMethod):
     recluster: bool = param(True, "re-run the clustering before every epoch but the first")
     kmeans_iters: int = param(50, "Lloyd iterations", low=1)
     epochs: int = param(3, "QAT epochs", low=0)
-    relevance_samples: int = param(512, "training samples for the relevance", low=1)
-    batch_size: int = param(64, "mini-batch size", low=1)
-    lr: float = param(1e-3, "Adam learning rate", low=0)
-    seed: int = param(0, "seed", low=0)
 
     def apply(self, model, x_train, y_train, x_test, y_test) -> CompressionResult:
         from ..keras.api import strip
         from ..keras.finetune import evaluate_logits
+        from ..keras.fold import fold_batchnorm
         from ._qat import finetune_qat
         from .pruning import kernel_weight_count
         from .sharing import ReclusterCallback, cluster_layers, quantize_shared, sharing_info
-
-        from ..keras.fold import fold_batchnorm
 
         model = fold_batchnorm(model)  # cluster the kernels the device multiplies with
         x_ref, y_ref = self._reference(x_train, y_train, self.relevance_samples)
@@ -463,7 +464,7 @@ def _clusters() -> List[int]:
 
 @METHODS.register("mixed_precision")
 @dataclasses.dataclass(frozen=True, eq=False)
-class MixedPrecision(CompressionMethod):
+class MixedPrecision(RelevanceMethod):
     """Bits per layer from relevance under a weight-byte budget, then ECQ/ECQx at those widths
     (see ``ecqx_tf.methods.mixed_precision``)."""
 
@@ -483,10 +484,6 @@ class MixedPrecision(CompressionMethod):
     Lambda: float = param(0.05, "ECQ rate hyper-parameter", low=0)
     p: float = param(0.1, "ECQx sparsity band", low=0, high=1)
     epochs: int = param(3, "QAT epochs", low=0)
-    relevance_samples: int = param(1024, "training samples for the relevance", low=1)
-    batch_size: int = param(64, "mini-batch size", low=1)
-    lr: float = param(1e-3, "Adam learning rate", low=0)
-    seed: int = param(0, "seed", low=0)
 
     def check(self) -> None:
         if self.min_bits > self.max_bits:
@@ -494,11 +491,10 @@ class MixedPrecision(CompressionMethod):
 
     def apply(self, model, x_train, y_train, x_test, y_test) -> CompressionResult:
         from ..keras.api import quantization_info
+        from ..keras.fold import fold_batchnorm
         from ._qat import finetune_qat
         from .mixed_precision import choose_bits, quantize_mixed
         from .pruning import kernel_weight_count
-
-        from ..keras.fold import fold_batchnorm
 
         model = fold_batchnorm(model)  # allocate bits to the kernels that are quantized
         x_ref, y_ref = self._reference(x_train, y_train, self.relevance_samples)

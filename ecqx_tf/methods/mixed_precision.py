@@ -38,12 +38,12 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from .. import layers as _layers
+from .. import names
 from ..assign import nearest_assign
 from ..config import BITS_RANGE
 from ..grid import make_grid
-from .. import names
 from ..registry import Registry
-from .. import layers as _layers
 from .criteria import relevance_gradient
 
 __all__ = [

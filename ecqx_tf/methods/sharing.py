@@ -282,11 +282,10 @@ def quantize_shared(
         ValueError: codebooks of different sizes than the quantizer's, or the errors of
             :func:`ecqx_tf.keras.api.quantize_per_layer`.
     """
+    from .. import layers as _layers
     from ..keras.api import ecq_layers
     from ..keras.quantize_config import ECQQuantizeConfig
     from ._qat import quantize_per_layer
-
-    from .. import layers as _layers
 
     configs = {}
     layer_of = {k: l.name for k, l, _ in _layers.model_kernels(model)}

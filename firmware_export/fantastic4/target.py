@@ -48,6 +48,7 @@ import numpy as np
 
 from ecqx_tf.fields import param, validate_fields
 from ecqx_tf.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ecqx_tf.stats import value_entropy
 from firmware_export.fantastic4 import format as f4format
 from firmware_export.fantastic4 import simulate as f4sim
 from firmware_export.fantastic4.network import IntegerMLP
@@ -169,12 +170,6 @@ def c_array_files(name: str, blob: bytes) -> Dict[str, str]:
     return {f"{name}_f4.h": header, f"{name}_f4.c": source, "f4_model_data.h": shim}
 
 
-def _entropy_bits(codes: np.ndarray) -> float:
-    _, counts = np.unique(codes, return_counts=True)
-    p = counts / counts.sum()
-    return float(-(p * np.log2(p)).sum())
-
-
 def layer_report(net: IntegerMLP, parsed: f4format.F4Blob,
                  layout_sizes: Optional[List[Dict[str, int]]] = None) -> List[Dict[str, Any]]:
     """Per layer: shape, sparsity, codebook size, bytes of every layout (``layout_sizes``, per
@@ -185,7 +180,7 @@ def layer_report(net: IntegerMLP, parsed: f4format.F4Blob,
         codes = layer.codes()
         n = codes.size
         sizes = layout_sizes[i] if layout_sizes is not None else f4format.layout_sizes(codes)
-        h = _entropy_bits(codes)
+        h = value_entropy(codes)
         rows.append({
             "layer": layer.name,
             "op": "FULLY_CONNECTED",
