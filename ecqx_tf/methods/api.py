@@ -11,7 +11,7 @@
 Every method's parameters are dataclass fields with a help text and their accepted values (choices
 read from the registries), validated at construction (``ValueError``/``TypeError`` naming the
 parameter, the value and what is accepted); ``get_config``/``from_config`` round-trip exactly and
-equality derives from the config. ``ecqx-compress`` (``ecqx_tf.methods.cli``) builds its
+equality derives from the config. ``ecqx-compress`` (``cli.compress``) builds its
 sub-commands and options from these fields.
 """
 from __future__ import annotations
