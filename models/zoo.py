@@ -92,7 +92,8 @@ def build(
     builder = ZOO.get(name)
     shape = _check_input_shape(input_shape)
     classes = validate_int_range("num_classes", num_classes, low=2)
-    _check_seed(seed)
+    if seed is not None:
+        validate_int_range("seed", seed, low=0)
     accepted = options(name)
     unknown = sorted(set(size) - set(accepted))
     if unknown:
@@ -138,15 +139,6 @@ def _check_input_shape(input_shape: Sequence[int]) -> Tuple[int, ...]:
             raise ValueError(f"input_shape dimensions must be >= 1, got {tuple(input_shape)!r}")
         dims.append(int(d))
     return tuple(dims)
-
-
-def _check_seed(seed: Optional[int]) -> None:
-    if seed is None:
-        return
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be a non-negative int or None, got {type(seed).__name__} {seed!r}")
-    if int(seed) < 0:
-        raise ValueError(f"seed must be a non-negative int or None, got {seed}")
 
 
 def _require_image(model: str, shape: Tuple[int, ...], min_side: int) -> None:

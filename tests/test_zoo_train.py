@@ -150,7 +150,7 @@ def test_build_errors():
         zoo.build("mnist_mlp", 784, 10)
     with pytest.raises(TypeError, match="num_classes must be an int"):
         zoo.build("mnist_mlp", (784,), 10.0)
-    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
         zoo.build("mnist_mlp", (784,), 10, seed=-1)
     with pytest.raises(ValueError, match=r"model 'ds_cnn' has no size option\(s\) \['width'\]; accepted: \['blocks', 'filters'\]"):
         zoo.build("ds_cnn", (49, 10, 1), 12, width=3)
