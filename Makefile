@@ -1,4 +1,4 @@
-# Two commands for a new user:  `make demo`  and  `make test`.
+# Two commands for a new user:  `make demo`  and  `make test`  (contributors: `make lint`).
 # Both create the virtual environment (.venv, Python 3.11) when it is missing.
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -6,7 +6,7 @@ BIN     = $(VENV)/bin
 OUT    ?= out/demo
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# ruff (pinned in the [dev] extra): pyflakes, pycodestyle errors, import order; config in pyproject.toml
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

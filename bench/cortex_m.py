@@ -69,7 +69,7 @@ def measure(export: Path, samples: int, cpus, opts):
         for opt in opts:
             with tempfile.TemporaryDirectory(prefix="bench_cm_") as tmp:
                 elf, map_path = CM.build_harness(export, cpu, Path(tmp), opt)
-                runtime_flash, _, _ = CM._runtime_flash(CM.map_sizes(map_path))
+                runtime_flash, _, _ = CM.runtime_flash(CM.map_sizes(map_path))
                 emu = CM.ArmEmulator(elf, cpu)
                 model_bytes = emu.size("g_f4_harness_model")
                 for label, names in configs:

@@ -20,7 +20,6 @@ import argparse
 import itertools
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -55,13 +54,13 @@ def main(argv=None) -> int:
         print(markdown(json.loads(Path(args.markdown).read_text())))
         return 0
 
-    from ecqx_tf.io import atomic_write_json
     from ecqx_tf import quantization_info
+    from ecqx_tf.io import atomic_write_json
     from ecqx_tf.keras.finetune import quantize_and_train
     from firmware_export.entropy_coding import model_coded_bytes
     from models import datasets
     from models.train import train_float
-    from pipeline.demo import _versions
+    from pipeline.demo import versions
 
     data = datasets.load("mnist_bundled")
     fl = train_float("mnist_mlp", data, seed=args.seed, verbose=0)
@@ -70,7 +69,8 @@ def main(argv=None) -> int:
     rows = [{"method": "float", "bits": 32, "Lambda": None, "refresh_every": None, "accuracy": fl.test_accuracy,
              "sparsity": 0.0, "entropy": None, "used": None, "epoch_s": None}]
     print(f"float32: test accuracy {fl.test_accuracy:.4f}", flush=True)
-    header = f"{'method':6} {'bits':>4} {'Lambda':>6} {'k':>2} {'acc':>6} {'zeros':>6} {'H':>5} {'used':>4} {'s/epoch':>7} {'CABAC B':>7} {'lzma B':>7}  zeros per layer"
+    header = (f"{'method':6} {'bits':>4} {'Lambda':>6} {'k':>2} {'acc':>6} {'zeros':>6} {'H':>5} {'used':>4} "
+              f"{'s/epoch':>7} {'CABAC B':>7} {'lzma B':>7}  zeros per layer")
     print(header, flush=True)
     seeds = args.seeds if args.seeds else [args.seed]
     for bits, lam, method, k, reduce, sched, seed in itertools.product(
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         print(f"{method:6} {bits:>4} {lam:>6.3g} {k:>2} {reduce}/{sched}/seed {seed} {row['accuracy']:>6.4f} {100 * row['sparsity']:>5.1f}% "
               f"{row['entropy']:>5.2f} {row['used']:>4} {row['epoch_s']:>7.2f} {stored['cabac']:>7} {stored['lzma']:>7}  "
               + " ".join(f"{100 * s:.0f}%" for s in row["layer_sparsity"]), flush=True)
-    res = {"args": vars(args), "versions": _versions(), "float_accuracy": fl.test_accuracy, "epochs": args.epochs,
+    res = {"args": vars(args), "versions": versions(), "float_accuracy": fl.test_accuracy, "epochs": args.epochs,
            "rows": rows}
     if len(seeds) > 1:
         res["seed_summary"] = seed_summary(rows)
@@ -107,7 +107,7 @@ def timing(args, fl, data) -> int:
     """Seconds per epoch of ECQ and ECQx side by side (alternating order, median of rounds)."""
     from ecqx_tf.io import atomic_write_json
     from ecqx_tf.keras.finetune import quantize_and_train
-    from pipeline.demo import _versions
+    from pipeline.demo import versions
 
     configs = [("ecq", 1), ("ecqx", 1), ("ecqx", 2), ("ecqx", 4)]
     seconds = {c: [] for c in configs}
@@ -129,7 +129,7 @@ def timing(args, fl, data) -> int:
         print(f"{c[0]:6} {c[1]:>2} {med:>16.2f} {med / base:>9.2f} {results[c][0]:>6.4f} {100 * results[c][1]:>5.1f}%")
     out = Path(args.out).with_name("ecq_timing.json")
     atomic_write_json(out, {"bits": args.bits[0], "Lambda": args.lambdas[0], "epochs": args.epochs,
-                            "repeats": args.repeats, "versions": _versions(), "rows": rows})
+                            "repeats": args.repeats, "versions": versions(), "rows": rows})
     print(f"wrote {out}")
     return 0
 
@@ -155,7 +155,8 @@ def seed_summary(rows) -> list:
 
 
 def seed_markdown(summary) -> str:
-    lines = ["| method | bits | Lambda | lambda_max | lr schedule | seeds | test acc mean (min-max) | zeros mean (min-max) | CABAC B mean (min-max) |",
+    lines = ["| method | bits | Lambda | lambda_max | lr schedule | seeds | test acc mean (min-max) | zeros mean (min-max) "
+             "| CABAC B mean (min-max) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
         a, z, b = s["accuracy"], s["sparsity"], s["stored_bytes_cabac"]
@@ -170,7 +171,8 @@ def markdown(res: dict) -> str:
     """The results as a Markdown table (float row first); with several seeds, their summary too."""
     if res.get("seed_summary"):
         return seed_markdown(res["seed_summary"])
-    lines = ["| method | bits | Lambda | refresh every | test acc | zeros | entropy (bits/weight) | used centroids | s/epoch | stored B (CABAC) | stored B (lzma) | zeros per layer |",
+    lines = ["| method | bits | Lambda | refresh every | test acc | zeros | entropy (bits/weight) | used centroids | s/epoch "
+             "| stored B (CABAC) | stored B (lzma) | zeros per layer |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         if r["method"] == "float":

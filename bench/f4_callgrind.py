@@ -43,12 +43,11 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from bench.instructions import CFLAGS, TFLM_DRIVER, TFLM_INVOKE, available, build_f4_host, callgrind  # noqa: E402
 from ecqx_tf.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 from firmware_export.fantastic4 import format as F  # noqa: E402
 from firmware_export.fantastic4 import simulate as S  # noqa: E402
 from firmware_export.fantastic4.network import IntegerMLP  # noqa: E402
-
-from bench.instructions import CFLAGS, TFLM_DRIVER, TFLM_INVOKE, available, build_f4_host, callgrind  # noqa: E402
 
 
 def make_model(path: Path, sparsity: float, epochs: int, seed: int = 0) -> bytes:
@@ -143,7 +142,8 @@ def main(argv=None) -> int:
     from firmware_export.tflm.flatbuffer import fully_connected_layers
 
     tflm_out = tflm_reference(model_bytes, x)
-    results = {"model": str(model_path), "shape": shape, "samples": n, "layouts": {}, "method": __doc__.split("Method:")[1].split("``--make-model``")[0].strip()}
+    method = __doc__.split("Method:")[1].split("``--make-model``")[0].strip()
+    results = {"model": str(model_path), "shape": shape, "samples": n, "layouts": {}, "method": method}
     with tempfile.TemporaryDirectory(prefix="f4_bench_") as tmpd:
         tmp = Path(tmpd)
         host = build_f4_host(tmp / "f4_host")
@@ -237,13 +237,15 @@ def _print_table(r) -> None:
     print(f"\n{w} weights, {r['nonzeros']} non-zero ({1 - r['nonzeros'] / w:.1%} zeros)"
           + (f"; int8 accuracy on the 1,000 bundled MNIST test digits {acc:.4f}" if acc is not None else ""))
     tflm_ir = r["tflm"]["instructions_per_inference_invoke"]
-    head = f"{'runtime':<16}{'Ir/inference':>14}{'(N vs 1)':>12}{'x TFLM':>8}{'weight B':>10}{'B/weight':>10}{'flash B':>10}{'RAM B':>9}{'MACs|adds':>11}{'mults':>9}{'E est. nJ':>10}"
+    head = (f"{'runtime':<16}{'Ir/inference':>14}{'(N vs 1)':>12}{'x TFLM':>8}{'weight B':>10}{'B/weight':>10}"
+            f"{'flash B':>10}{'RAM B':>9}{'MACs|adds':>11}{'mults':>9}{'E est. nJ':>10}")
     print(head)
     print("-" * len(head))
     for name, d in r["layouts"].items():
         ops = d["ops_per_inference"]
         print(f"{'f4 ' + name:<16}{d['instructions_per_inference_invoke']:>14,.0f}{d['instructions_per_inference_n_minus_1']:>12,.0f}"
-              f"{d['instructions_per_inference_invoke'] / tflm_ir:>8.3f}{d['weights_section_bytes']:>10}{d['weights_section_bytes'] / w:>10.3f}{d['blob_bytes']:>10}{d['ram_bytes']:>9}"
+              f"{d['instructions_per_inference_invoke'] / tflm_ir:>8.3f}{d['weights_section_bytes']:>10}"
+              f"{d['weights_section_bytes'] / w:>10.3f}{d['blob_bytes']:>10}{d['ram_bytes']:>9}"
               f"{ops['accumulate_adds']:>11,.0f}{ops['multiplies']:>9,.0f}{ops['energy_pj']['total'] / 1000:>10.1f}")
     t = r["tflm"]
     ops = t["ops_per_inference"]

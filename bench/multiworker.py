@@ -61,10 +61,13 @@ def _worker(sizes, repeats, out):
         run_gather(packed)  # warm-up of this shape
         t = {"assign N": [], "assign N/2": [], "gather": [], "sync": []}
         for _ in range(repeats):
-            s = time.perf_counter(); assign_layer(w, c, 0.05, n); t["assign N"].append(time.perf_counter() - s)
-            s = time.perf_counter(); assign_layer(half, c, 0.05, n); t["assign N/2"].append(time.perf_counter() - s)
-            s = time.perf_counter(); run_gather(packed); t["gather"].append(time.perf_counter() - s)
-            s = time.perf_counter(); run_gather(np.zeros((1, 8), np.int64)); t["sync"].append(time.perf_counter() - s)
+            for key, work in (("assign N", lambda: assign_layer(w, c, 0.05, n)),
+                              ("assign N/2", lambda: assign_layer(half, c, 0.05, n)),
+                              ("gather", lambda: run_gather(packed)),
+                              ("sync", lambda: run_gather(np.zeros((1, 8), np.int64)))):
+                s = time.perf_counter()
+                work()
+                t[key].append(time.perf_counter() - s)
         rows.append({"weights": n, **{k: statistics.median(v) for k, v in t.items()}})
     Path(out).write_text(json.dumps(rows))
 

@@ -6,7 +6,7 @@ Writes, next to the JSON:
 
 * ``compare_accuracy_vs_sparsity.png``: TFLM test accuracy against zeros among the stored weight
   integers, every path, one panel per model (the authors' PyTorch points of
-  /work/shared/spec/reference-results.md as open grey markers on the MLP panel);
+  reference points of :data:`REFERENCE` as open grey markers on the MLP panel);
 * ``compare_accuracy_vs_size.png``: TFLM test accuracy against the executable ``.tflite`` bytes
   (smaller of plain and LUT-compressed) and against the stored bytes (the weight integers coded
   with the smaller of the project's CABAC-style coder and lzma, + biases + scales), log scale;
@@ -29,7 +29,8 @@ import numpy as np
 
 __all__ = ["render", "REFERENCE", "main"]
 
-#: Reference points (mnist_mlp, same split) from /work/shared/spec/reference-results.md.
+#: Reference points (mnist_mlp, same split), measured on this kind of machine with the authors' code
+#: and with tfmot's paths.
 #: ``bytes`` is the authors' DeepCABAC bitstream (stored) or the .tflite size (executable).
 REFERENCE: Dict[str, List[Dict[str, Any]]] = {
     "authors": [  # the authors' PyTorch ECQ/ECQx, 10 epochs (ECQx 2-bit: 3 epochs), DeepCABAC bytes

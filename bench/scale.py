@@ -192,7 +192,7 @@ def _measure_one(size: str, repeats: int, repeats_before: int, before: bool, flo
 
 # ----------------------------------------------------------------------------------- export
 def _export(model: Path, target: str, out: Path) -> Dict[str, Any]:
-    cmd = [sys.executable, "-c", "import sys; from firmware_export.cli import main; sys.exit(main())",
+    cmd = [sys.executable, "-c", "import sys; from cli.export import main; sys.exit(main())",
            str(model), "--target", target, "--out", str(out), "--data", "mnist_bundled"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), TF_CPP_MIN_LOG_LEVEL="3")
     s = time.perf_counter()

@@ -81,18 +81,18 @@ def _tflm_accuracy(model_bytes: bytes, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _export(result, data, name: str, compress: bool = False, lut_shared: bool = False) -> Dict[str, Any]:
+    from firmware_export.registry import ExportRequest
     from firmware_export.tflm import flatbuffer as fb
-    from firmware_export.tflm.convert import _stored_bytes, convert
+    from firmware_export.tflm.convert import convert, stored_bytes
+    from firmware_export.tflm.shared import lut_compress_shared
 
-    from ecqx_tf.methods.sharing import lut_compress_shared
-
-    req = result.export_request(name, data.x_train[:256], data.x_test, data.y_test, compress=compress)
+    req = ExportRequest.from_result(result, name, data.x_train[:256], data.x_test, data.y_test, compress=compress)
     res = convert(req)  # raises if a stored integer differs from QuantizedKernel.integers()
     model_bytes = res.model_bytes
     if lut_shared:
         model_bytes = lut_compress_shared(req)
     parsed = fb.read_model(model_bytes)
-    wbytes = [int(_stored_bytes(parsed, t)) for _, t in fb.weight_tensors(parsed)]
+    wbytes = [int(stored_bytes(parsed, t)) for _, t in fb.weight_tensors(parsed)]
     return {
         "flatbuffer_bytes": len(model_bytes),
         "weight_bytes": int(sum(wbytes)),
@@ -125,8 +125,8 @@ def run(args) -> Dict[str, Any]:
     import tensorflow as tf
 
     from ecqx_tf.io import atomic_write_json
-    from ecqx_tf.methods import get_method
     from ecqx_tf.keras.finetune import evaluate_logits
+    from ecqx_tf.methods import get_method
     from models import datasets
     from models.train import train_float
 

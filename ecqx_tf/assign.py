@@ -1,4 +1,4 @@
-"""ECQ and ECQx assignment of weights to centroids (pure NumPy), spec sections 2 and 3.
+"""ECQ and ECQx assignment of weights to centroids (pure NumPy), docs/algorithm.md sections 2 and 3.
 
 Sources: Becking et al., "ECQx: Explainability-Driven Quantization for Low-Bit and Sparse DNNs"
 (arXiv 2109.04236, 2021); D. Becking, MSc thesis (2020), eqs. 4.4-4.18; Marban et al. (2020, EC2T).
@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from typing import Any, Tuple, Union
 
 import numpy as np
 
-from .grid import _as_real_array
+from .config import validate_choice, validate_float_range, validate_int_range
+from .grid import as_real_array
 
 __all__ = [
     "LAMBDA_REDUCE",
@@ -36,6 +36,14 @@ __all__ = [
     "information",
     "layer_lambda",
     "nearest_assign",
+    "beta_step",
+    "check_centroids",
+    "check_lambda_args",
+    "entropy_term",
+    "initial_beta",
+    "lambda_from_counts",
+    "probabilities_from_counts",
+    "zero_index",
 ]
 
 #: Reductions of the two one-sided lambda_max values (``"min"``: thesis, default).
@@ -45,32 +53,9 @@ RELEVANCE_EPS: float = 1e-12
 
 
 # ----------------------------------------------------------------------------------- validation
-def _real(name: str, value: Any, *, accepted: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be {accepted}, got {value!r} ({type(value).__name__})")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be {accepted}, got {value!r}")
-    return v
-
-
-def _nonnegative(name: str, value: Any) -> float:
-    v = _real(name, value, accepted="a finite number >= 0")
-    if v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= 1, got {value!r} ({type(value).__name__})")
-    if int(value) < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {int(value)}")
-    return int(value)
-
-
-def _centroids(centroids: Any) -> np.ndarray:
-    c = _as_real_array(centroids, "centroids")
+def check_centroids(centroids: Any) -> np.ndarray:
+    """``centroids`` as a 1-D float64 array of distinct finite values (``ValueError``/``TypeError`` otherwise)."""
+    c = as_real_array(centroids, "centroids")
     if c.ndim != 1:
         raise ValueError(f"centroids must be a 1-D array, got shape {c.shape}")
     if np.unique(c).size != c.size:
@@ -78,7 +63,8 @@ def _centroids(centroids: Any) -> np.ndarray:
     return c
 
 
-def _zero_index(c: np.ndarray) -> int:
+def zero_index(c: np.ndarray) -> int:
+    """Index of the centroid 0 (exactly one is required)."""
     z = np.flatnonzero(c == 0.0)
     if z.size != 1:
         raise ValueError(f"centroids must contain the value 0 exactly once, got {c.tolist()}")
@@ -86,7 +72,7 @@ def _zero_index(c: np.ndarray) -> int:
 
 
 def _weights(w: Any) -> Tuple[np.ndarray, Tuple[int, ...]]:
-    a = _as_real_array(w, "w")
+    a = as_real_array(w, "w")
     return a.ravel(), a.shape
 
 
@@ -113,12 +99,14 @@ def nearest_assign(w: Any, centroids: Any) -> np.ndarray:
         TypeError / ValueError: non-real, empty or non-finite ``w`` / ``centroids``; duplicate
             or non-1-D ``centroids``.
     """
-    c = _centroids(centroids)
+    c = check_centroids(centroids)
     x, shape = _weights(w)
     return np.argmin(_sq_dist(x, c), axis=0).astype(np.int32).reshape(shape)
 
 
-def _probabilities_from_counts(counts: np.ndarray, z: int, zero_bias: bool) -> np.ndarray:
+def probabilities_from_counts(counts: np.ndarray, z: int, zero_bias: bool) -> np.ndarray:
+    """Cluster probabilities :math:`P_c = n_c / N` from the nearest-neighbour counts (``zero_bias``:
+    as :func:`cluster_probabilities`)."""
     n = int(counts.sum())
     P = counts / n
     n0 = int(counts[z])
@@ -129,11 +117,11 @@ def _probabilities_from_counts(counts: np.ndarray, z: int, zero_bias: bool) -> n
 
 
 def cluster_probabilities(w: Any, centroids: Any, zero_bias: bool = True) -> np.ndarray:
-    """Cluster probabilities from the nearest-neighbour assignment (spec section 2).
+    """Cluster probabilities from the nearest-neighbour assignment (docs/algorithm.md section 2).
 
     .. math::  P_c = n_c / N, \\qquad n_c = \\#\\{i : \\mathrm{nearest}(w_i) = c\\}
 
-    Zero bias (the clean form, spec DECISION): if :math:`P_0 < 0.5` then :math:`P_0 = 0.5` and
+    Zero bias (the clean form, a DECISION of docs/algorithm.md): if :math:`P_0 < 0.5` then :math:`P_0 = 0.5` and
     only the non-zero clusters are rescaled to sum to 0.5,
     :math:`P_c = n_c / (2 (N - n_0))` for :math:`c \\ne 0`. If :math:`P_0 \\ge 0.5` nothing changes
     (this includes the case where every non-zero P is 0, i.e. :math:`P_0 = 1`), so no division by
@@ -146,11 +134,11 @@ def cluster_probabilities(w: Any, centroids: Any, zero_bias: bool = True) -> np.
     Returns:
         float64 array of shape [K].
     """
-    c = _centroids(centroids)
-    z = _zero_index(c)
+    c = check_centroids(centroids)
+    z = zero_index(c)
     x, _ = _weights(w)
     nn = np.argmin(_sq_dist(x, c), axis=0)
-    return _probabilities_from_counts(np.bincount(nn, minlength=c.size), z, bool(zero_bias))
+    return probabilities_from_counts(np.bincount(nn, minlength=c.size), z, bool(zero_bias))
 
 
 def information(P: Any) -> np.ndarray:
@@ -159,7 +147,7 @@ def information(P: Any) -> np.ndarray:
     Raises:
         ValueError: P outside [0, 1] or not finite.
     """
-    p = _as_real_array(P, "P")
+    p = as_real_array(P, "P")
     if np.any((p < 0) | (p > 1)):
         raise ValueError(f"P must lie in [0, 1], got range [{p.min()}, {p.max()}]")
     with np.errstate(divide="ignore"):
@@ -168,7 +156,7 @@ def information(P: Any) -> np.ndarray:
 
 
 def _check_P(P: Any, k: int) -> np.ndarray:
-    p = _as_real_array(P, "P")
+    p = as_real_array(P, "P")
     if p.shape != (k,):
         raise ValueError(f"P must have shape ({k},) (one per centroid), got {p.shape}")
     if np.any((p < 0) | (p > 1)):
@@ -185,7 +173,7 @@ def layer_lambda(
     s: float = 0.05,
     reduce: str = "min",
 ) -> float:
-    """The layer's entropy weight :math:`\\lambda_l = \\Lambda \\, \\delta_l \\, \\lambda_{max,l}` (spec section 2).
+    """The layer's entropy weight :math:`\\lambda_l = \\Lambda \\, \\delta_l \\, \\lambda_{max,l}` (docs/algorithm.md section 2).
 
     .. math::
         \\delta_l = \\frac{N_l / \\max_{l'} N_{l'} + s}{1 + s}
@@ -222,29 +210,28 @@ def layer_lambda(
     Raises:
         TypeError / ValueError: bad types or values, naming the argument.
     """
-    Lam, n_weights, n_largest, s, reduce = _lambda_args(Lambda, n_weights, n_largest, s, reduce)
-    c = _centroids(centroids)
-    z = _zero_index(c)
+    Lam, n_weights, n_largest, s, reduce = check_lambda_args(Lambda, n_weights, n_largest, s, reduce)
+    c = check_centroids(centroids)
+    z = zero_index(c)
     x, _ = _weights(w)
     nn = np.argmin(_sq_dist(x, c), axis=0)
     counts = np.bincount(nn, minlength=c.size)
-    return _lambda_from_counts(counts, c, z, float(x.min()), float(x.max()), Lam, n_weights, n_largest, s, reduce)
+    return lambda_from_counts(counts, c, z, float(x.min()), float(x.max()), Lam, n_weights, n_largest, s, reduce)
 
 
-def _lambda_args(Lambda: Any, n_weights: Any, n_largest: Any, s: Any, reduce: Any) -> Tuple[float, int, int, float, str]:
+def check_lambda_args(Lambda: Any, n_weights: Any, n_largest: Any, s: Any, reduce: Any) -> Tuple[float, int, int, float, str]:
     """Validated ``(Lambda, n_weights, n_largest, s, reduce)`` of :func:`layer_lambda`."""
-    Lam = _nonnegative("Lambda", Lambda)
-    s = _nonnegative("s", s)
-    n_weights = _positive_int("n_weights", n_weights)
-    n_largest = _positive_int("n_largest", n_largest)
+    Lam = validate_float_range("Lambda", Lambda, low=0)
+    s = validate_float_range("s", s, low=0)
+    n_weights = validate_int_range("n_weights", n_weights, low=1)
+    n_largest = validate_int_range("n_largest", n_largest, low=1)
     if n_largest < n_weights:
         raise ValueError(f"n_largest must be >= n_weights ({n_weights}), got {n_largest}")
-    if not isinstance(reduce, str) or reduce not in LAMBDA_REDUCE:
-        raise ValueError(f"unknown reduce {reduce!r}; accepted: {', '.join(LAMBDA_REDUCE)}")
+    validate_choice("reduce", reduce, LAMBDA_REDUCE)
     return Lam, n_weights, n_largest, s, reduce
 
 
-def _lambda_from_counts(
+def lambda_from_counts(
     counts: np.ndarray,
     c: np.ndarray,
     z: int,
@@ -259,7 +246,7 @@ def _lambda_from_counts(
     """:func:`layer_lambda` from the nearest-neighbour counts and the extreme weights (validated
     arguments). Shared by the reference and the fast path (``ecqx_tf.assign_fast``), so both
     evaluate the same float64 expression."""
-    I = information(_probabilities_from_counts(counts, z, True))
+    I = information(probabilities_from_counts(counts, z, True))
     used = counts > 0
 
     terms = []
@@ -276,7 +263,7 @@ def _lambda_from_counts(
     return float(Lam * delta * lam_max)
 
 
-def _entropy_term(lam: float, P: np.ndarray) -> np.ndarray:
+def entropy_term(lam: float, P: np.ndarray) -> np.ndarray:
     """[K] :math:`\\lambda I_c`, :math:`+\\infty` for empty clusters; all 0 when lam == 0."""
     if lam == 0:
         return np.zeros(P.shape)
@@ -287,12 +274,12 @@ def _costs(x: np.ndarray, c: np.ndarray, lam: float, P: np.ndarray) -> np.ndarra
     """[K, N] ECQ costs."""
     cost = _sq_dist(x, c)
     if lam > 0:
-        cost += _entropy_term(lam, P)[:, None]
+        cost += entropy_term(lam, P)[:, None]
     return cost
 
 
 def ecq_costs(w: Any, centroids: Any, lam: float, P: Any = None) -> np.ndarray:
-    """ECQ cost matrix :math:`C_c(w_i) = (w_i - w_c)^2 + \\lambda I_c` (spec section 2).
+    """ECQ cost matrix :math:`C_c(w_i) = (w_i - w_c)^2 + \\lambda I_c` (docs/algorithm.md section 2).
 
     :math:`I_c = -\\log_2 P_c`; clusters with :math:`P_c = 0` get :math:`+\\infty` cost when
     :math:`\\lambda > 0` (never chosen). With :math:`\\lambda = 0` the cost is exactly the squared
@@ -307,13 +294,13 @@ def ecq_costs(w: Any, centroids: Any, lam: float, P: Any = None) -> np.ndarray:
     Returns:
         float64 [N, K] with N = ``w.size``.
     """
-    lam = _nonnegative("lam", lam)
-    c = _centroids(centroids)
+    lam = validate_float_range("lam", lam, low=0)
+    c = check_centroids(centroids)
     x, _ = _weights(w)
     if P is None:
-        z = _zero_index(c)
+        z = zero_index(c)
         nn = np.argmin(_sq_dist(x, c), axis=0)
-        P = _probabilities_from_counts(np.bincount(nn, minlength=c.size), z, True)
+        P = probabilities_from_counts(np.bincount(nn, minlength=c.size), z, True)
     else:
         P = _check_P(P, c.size)
     return _costs(x, c, lam, P).T
@@ -321,11 +308,11 @@ def ecq_costs(w: Any, centroids: Any, lam: float, P: Any = None) -> np.ndarray:
 
 def _ecq_parts(x: np.ndarray, c: np.ndarray, lam: float):
     """Zero-column cost C_0, best non-zero cost m and its centroid index j (lowest on ties)."""
-    z = _zero_index(c)
+    z = zero_index(c)
     cost = _sq_dist(x, c)
-    P = _probabilities_from_counts(np.bincount(np.argmin(cost, axis=0), minlength=c.size), z, True)
+    P = probabilities_from_counts(np.bincount(np.argmin(cost, axis=0), minlength=c.size), z, True)
     if lam > 0:
-        cost += _entropy_term(lam, P)[:, None]
+        cost += entropy_term(lam, P)[:, None]
     c0 = cost[z].copy()
     if c.size == 1:  # only the zero centroid: everything is zero
         return z, c0, np.full(x.shape, np.inf), np.full(x.shape, z)
@@ -345,7 +332,7 @@ def _pick_zero(c0: np.ndarray, m: np.ndarray, z_before_j: np.ndarray) -> np.ndar
 
 
 def ecq_assign(w: Any, centroids: Any, lam: float) -> np.ndarray:
-    """ECQ assignment :math:`A(w) = \\arg\\min_c \\,(w - w_c)^2 + \\lambda I_c` (spec section 2).
+    """ECQ assignment :math:`A(w) = \\arg\\min_c \\,(w - w_c)^2 + \\lambda I_c` (docs/algorithm.md section 2).
 
     P from the zero-biased nearest-neighbour assignment of ``w``. ``lam == 0`` gives exactly
     :func:`nearest_assign` (ties included).
@@ -356,8 +343,8 @@ def ecq_assign(w: Any, centroids: Any, lam: float) -> np.ndarray:
     Raises:
         TypeError / ValueError: bad ``w``, ``centroids`` (must contain 0) or ``lam`` (finite >= 0).
     """
-    lam = _nonnegative("lam", lam)
-    c = _centroids(centroids)
+    lam = validate_float_range("lam", lam, low=0)
+    c = check_centroids(centroids)
     x, shape = _weights(w)
     z, c0, m, j = _ecq_parts(x, c, lam)
     idx = np.where(_pick_zero(c0, m, z < j), z, j)
@@ -389,17 +376,19 @@ class EcqxInfo:
         return dataclasses.asdict(self)
 
 
-def _initial_beta(mean_rn: float) -> float:
+def initial_beta(mean_rn: float) -> float:
+    """ECQx's first :math:`\\beta = \\log 0.5 / \\log \\overline{R_n}` (0 when the
+    mean is 0 or >= 1: the relevances then carry no ranking)."""
     if 0.0 < mean_rn < 1.0:
         return math.log(0.5) / math.log(mean_rn)
     # mean Rn == 0: all relevance zero (ln 0 = -inf, the IEEE limit is beta = -0.0);
     # mean Rn >= 1: every |R| equal and rounded to 1 (ln 1 = 0, beta would be -inf).
     # Both carry no ranking: beta = 0, i.e. the zero cost is doubled uniformly (the authors'
-    # form under constant relevance, spec section 6).
+    # form under constant relevance, docs/algorithm.md section 3).
     return 0.0
 
 
-def _beta_step(iteration: int) -> float:
+def beta_step(iteration: int) -> float:
     """Multiplicative step of the 1-based iteration that just failed the band test."""
     return 0.1 if iteration <= 20 else (0.5 if iteration <= 40 else 0.75)
 
@@ -413,7 +402,7 @@ def ecqx_assign(
     max_iter: int = 50,
     return_info: bool = False,
 ) -> Union[np.ndarray, Tuple[np.ndarray, EcqxInfo]]:
-    """ECQx assignment: ECQ with a relevance-adjusted zero cost (spec section 3).
+    """ECQx assignment: ECQ with a relevance-adjusted zero cost (docs/algorithm.md section 3).
 
     .. math::
         C'_0(w) = C_0(w) \\cdot 2 \\cdot (R_n(w) + 10^{-12})^{\\beta}, \\quad C'_c = C_c \\;(c \\ne 0),
@@ -451,14 +440,12 @@ def ecqx_assign(
         TypeError / ValueError: bad ``w``/``centroids``/``lam``; ``relevance`` not finite or of
             another shape; ``p`` outside [0, 1]; ``max_iter`` < 1.
     """
-    lam = _nonnegative("lam", lam)
-    p = _real("p", p, accepted="a number in [0, 1]")
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be a number in [0, 1], got {p!r}")
-    max_iter = _positive_int("max_iter", max_iter)
-    c = _centroids(centroids)
+    lam = validate_float_range("lam", lam, low=0)
+    p = validate_float_range("p", p, 0, 1)
+    max_iter = validate_int_range("max_iter", max_iter, low=1)
+    c = check_centroids(centroids)
     x, shape = _weights(w)
-    r = _as_real_array(relevance, "relevance")
+    r = as_real_array(relevance, "relevance")
     if r.shape != shape:
         raise ValueError(f"relevance must have the shape of w {shape}, got {r.shape}")
 
@@ -472,7 +459,7 @@ def ecqx_assign(
     absr = np.abs(r.ravel())
     rn = absr / (absr.max() + RELEVANCE_EPS)
     base = rn + RELEVANCE_EPS
-    beta0 = _initial_beta(float(np.mean(rn)))
+    beta0 = initial_beta(float(np.mean(rn)))
 
     c0x2 = c0 * 2.0
     c0_is_zero = c0 == 0.0
@@ -498,7 +485,7 @@ def ecqx_assign(
             break
         if t < max_iter:
             sign = 1.0 if s_ecq - s_x > 0 else -1.0
-            beta = min(1.0, beta * (1.0 + _beta_step(t) * sign))
+            beta = min(1.0, beta * (1.0 + beta_step(t) * sign))
 
     idx = np.where(is_zero, z, j).astype(np.int32).reshape(shape)
     if not return_info:

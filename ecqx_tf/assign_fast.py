@@ -59,19 +59,17 @@ from . import assign as ref
 from .assign import (
     RELEVANCE_EPS,
     EcqxInfo,
-    _beta_step,
-    _centroids,
-    _entropy_term,
-    _initial_beta,
-    _lambda_args,
-    _lambda_from_counts,
-    _nonnegative,
-    _positive_int,
-    _probabilities_from_counts,
-    _real,
-    _zero_index,
 )
-from .grid import _as_real_array
+from .assign import beta_step as _beta_step
+from .assign import check_centroids as _centroids
+from .assign import check_lambda_args as _lambda_args
+from .assign import entropy_term as _entropy_term
+from .assign import initial_beta as _initial_beta
+from .assign import lambda_from_counts as _lambda_from_counts
+from .assign import probabilities_from_counts as _probabilities_from_counts
+from .assign import zero_index as _zero_index
+from .config import validate_float_range, validate_int_range
+from .grid import as_real_array as _as_real_array
 from .registry import Registry
 
 __all__ = [
@@ -718,7 +716,7 @@ def _entropy(lam: float, counts: np.ndarray, z: int) -> np.ndarray:
 
 def ecq_assign_fast(w: Any, centroids: Any, lam: float) -> np.ndarray:
     """Equal to :func:`ecqx_tf.assign.ecq_assign` (int32, shape of ``w``), :math:`O(N)`."""
-    lam = _nonnegative("lam", lam)
+    lam = validate_float_range("lam", lam, low=0)
     x, shape, c, xmin, xmax = _setup(w, centroids)
     z = _zero_index(c)
     counts = _nearest_pass(x, c, xmin, xmax)
@@ -727,10 +725,8 @@ def ecq_assign_fast(w: Any, centroids: Any, lam: float) -> np.ndarray:
 
 
 def _ecqx_args(p: Any, max_iter: Any) -> Tuple[float, int]:
-    p = _real("p", p, accepted="a number in [0, 1]")
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be a number in [0, 1], got {p!r}")
-    return p, _positive_int("max_iter", max_iter)
+    p = validate_float_range("p", p, 0, 1)
+    return p, validate_int_range("max_iter", max_iter, low=1)
 
 
 def _relevance_array(relevance: Any, shape: Tuple[int, ...]) -> np.ndarray:
@@ -756,7 +752,7 @@ def ecqx_assign_fast(
 ) -> Union[np.ndarray, Tuple[np.ndarray, EcqxInfo]]:
     """Equal to :func:`ecqx_tf.assign.ecqx_assign` (indices and :class:`EcqxInfo`), linear in N
     plus :math:`O(N)` comparisons per beta round."""
-    lam = _nonnegative("lam", lam)
+    lam = validate_float_range("lam", lam, low=0)
     p, max_iter = _ecqx_args(p, max_iter)
     x, shape, c, xmin, xmax = _setup(w, centroids)
     r = _relevance_array(relevance, shape)

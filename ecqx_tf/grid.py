@@ -33,12 +33,15 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .config import validate_bits
+
 __all__ = [
     "BITS_RANGE",
     "DEFAULT_STEP",
     "GRID_KINDS",
     "PERCENTILE",
     "Grid",
+    "as_real_array",
     "grid_levels",
     "make_grid",
     "paper_vote",
@@ -55,16 +58,6 @@ DEFAULT_STEP: float = 1.0
 
 
 # ----------------------------------------------------------------------------------- validation
-def _check_bits(bits: Any) -> int:
-    if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, numbers.Integral):
-        raise TypeError(
-            f"bits must be an int in {BITS_RANGE[0]}..{BITS_RANGE[1]}, got {bits!r} ({type(bits).__name__})"
-        )
-    if not BITS_RANGE[0] <= int(bits) <= BITS_RANGE[1]:
-        raise ValueError(f"bits must be in {BITS_RANGE[0]}..{BITS_RANGE[1]}, got {int(bits)}")
-    return int(bits)
-
-
 def _check_kind(kind: Any) -> str:
     if not isinstance(kind, str):
         raise TypeError(f"kind must be a str, one of {', '.join(GRID_KINDS)}; got {kind!r} ({type(kind).__name__})")
@@ -73,7 +66,7 @@ def _check_kind(kind: Any) -> str:
     return kind
 
 
-def _as_real_array(x: Any, name: str, *, allow_empty: bool = False) -> np.ndarray:
+def as_real_array(x: Any, name: str, *, allow_empty: bool = False) -> np.ndarray:
     """``x`` as a float64 array (any shape), rejecting non-real dtypes, empty and non-finite input."""
     try:
         arr = np.asarray(x)
@@ -105,7 +98,7 @@ def grid_levels(bits: int, kind: str = "symmetric", side: str = "negative") -> n
     Raises:
         TypeError / ValueError: bad ``bits``, ``kind`` or ``side``.
     """
-    bits = _check_bits(bits)
+    bits = validate_bits(bits)
     kind = _check_kind(kind)
     half = 2 ** (bits - 1)
     if kind == "symmetric":
@@ -154,7 +147,7 @@ class Grid:
     levels: np.ndarray
 
     def __post_init__(self) -> None:
-        bits = _check_bits(self.bits)
+        bits = validate_bits(self.bits)
         kind = _check_kind(self.kind)
         if isinstance(self.step, (bool, np.bool_)) or not isinstance(self.step, numbers.Real):
             raise TypeError(f"step must be a positive finite float, got {self.step!r} ({type(self.step).__name__})")
@@ -248,7 +241,7 @@ class Grid:
         Raises:
             ValueError: the centroids are not exactly ``levels * step`` of a valid grid.
         """
-        c = _as_real_array(centroids, "centroids")
+        c = as_real_array(centroids, "centroids")
         if c.ndim != 1:
             raise ValueError(f"centroids must be 1-D, got shape {c.shape}")
         step32 = np.float32(step)
@@ -301,7 +294,7 @@ def paper_vote(w: Any) -> Tuple[int, int]:
     Returns:
         ``(positive_votes, negative_votes)``, summing to 5.
     """
-    a = _as_real_array(w, "w").ravel()
+    a = as_real_array(w, "w").ravel()
     pos, neg = a[a > 0], a[a < 0]
     votes = [
         abs(a.max()) > abs(a.min()),
@@ -343,9 +336,9 @@ def make_grid(w: Any, bits: int, kind: str = "symmetric") -> Grid:
         ValueError: ``bits`` outside 2..8, unknown ``kind``, empty or non-finite ``w``, a step that
             overflows float32.
     """
-    bits = _check_bits(bits)
+    bits = validate_bits(bits)
     kind = _check_kind(kind)
-    a = _as_real_array(w, "w")
+    a = as_real_array(w, "w")
     absw = np.abs(a).ravel()
     scale = float(np.percentile(absw, PERCENTILE))
     if scale == 0.0:

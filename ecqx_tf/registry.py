@@ -3,7 +3,7 @@ LRP composites, export targets). CLI choices are read from these, so help text a
 drift from what exists."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Generic, Iterator, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, Dict, Generic, Iterator, List, Optional, Sequence, TypeVar
 
 __all__ = ["Registry"]
 
@@ -52,7 +52,26 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> List[str]:
+        """The registered names, sorted (CLI choices, error messages)."""
         return sorted(self._items)
+
+    def resolve(self, value: Any, cls: type) -> T:
+        """``value`` itself when it is a ``cls`` instance, else the item registered as ``value``.
+
+        Raises:
+            TypeError: neither a str nor a ``cls`` (the message lists the registered names).
+            ValueError: unknown name (lists the registered names).
+        """
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            return self.get(value)
+        raise TypeError(f"{self.kind} must be a str or {cls.__name__}, got {type(value).__name__}; "
+                        f"registered: {', '.join(self.names())}")
+
+    def in_order(self) -> List[str]:
+        """The registered names in registration order (e.g. the docs' order of the layer table)."""
+        return list(self._items)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

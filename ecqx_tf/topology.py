@@ -9,7 +9,7 @@ several layers) and merges (``Add``, ``Concatenate``) are fine.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import tensorflow as tf
 

@@ -24,6 +24,8 @@ from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 
+from ecqx_tf.stats import value_entropy
+
 __all__ = ["encode_layer", "decode_layer", "encode_layers", "coded_bytes", "as_matrix", "kernel_rows", "model_coded_bytes"]
 
 _PROB_BITS = 11
@@ -257,8 +259,6 @@ def model_coded_bytes(quant) -> dict:
     stream = np.concatenate([m.ravel() for m in mats]).astype(np.int8).tobytes()
     bound = 0.0
     for m in mats:
-        _, c = np.unique(m, return_counts=True)
-        p = c / c.sum()
-        bound += float(-(p * np.log2(p)).sum() * m.size / 8)
+        bound += value_entropy(m) * m.size / 8
     return {"cabac": total, "cabac_layers": sizes, "lzma": len(lzma.compress(stream, preset=9 | lzma.PRESET_EXTREME)),
             "entropy_bound": bound}

@@ -1,7 +1,7 @@
 """Float (unquantized) training of a zoo model on a data set, reproducible from a seed.
 
 Library: ``train_float("mnist_mlp", "mnist_bundled", epochs=10, out_dir="out/float")``.
-CLI (console script ``ecqx-train``)::
+Command line (``ecqx-train``, in ``cli/train.py``)::
 
     ecqx-train --model mnist_mlp --data mnist_bundled --epochs 10 --out out/float \\
         [--data-path PATH] [--seed 0] [--batch-size 64] [--lr 1e-3] [--patience 3]
@@ -26,25 +26,23 @@ With the same seed, data and TensorFlow build, two runs give bit-identical weigh
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import inspect
 import logging
 import numbers
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 
+from ecqx_tf.config import validate_int_range
 from ecqx_tf.io import atomic_write_json, atomic_write_with, check_writable_dir
 from models import datasets as _datasets
 from models.datasets import Dataset
-from models.names import ZOO_MODELS
 
 if TYPE_CHECKING:  # TensorFlow and the zoo are imported where they are used: ecqx-train's parser stays light
     import tensorflow as tf
@@ -55,7 +53,6 @@ __all__ = [
     "train_float",
     "save_model_atomic",
     "op_determinism",
-    "main",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,14 +99,6 @@ class TrainResult:
 
 def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if not _is_int(value):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return int(value)
 
 
 @contextlib.contextmanager
@@ -252,10 +241,10 @@ def train_float(
     from models import zoo as _zoo
 
     _zoo.ZOO.get(model_name)  # ValueError listing the accepted names
-    epochs = _check_int("epochs", epochs, 1)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    seed = _check_int("seed", seed, 0)
-    patience = _check_int("patience", patience, 0)
+    epochs = validate_int_range("epochs", epochs, low=1)
+    batch_size = validate_int_range("batch_size", batch_size, low=1)
+    seed = validate_int_range("seed", seed, low=0)
+    patience = validate_int_range("patience", patience, low=0)
     if not _is_int(verbose) or verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
@@ -366,87 +355,3 @@ def train_float(
         paths=paths,
         metrics=metrics,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-
-
-def _parser() -> argparse.ArgumentParser:
-    from ecqx_tf.cli_common import Parser, add_common_arguments
-    from ecqx_tf.config import SEED_MAX, arg_float, arg_int
-
-    p = Parser(
-        prog="ecqx-train",
-        description="Train a zoo model in float on a data set (reproducible from --seed); writes\n"
-        "OUT/model.keras, OUT/metrics.json and OUT/manifest.json. OUT is written atomically and replaced\n"
-        "only when it is a previous ecqx-train output (or with --force), never when it is a file or\n"
-        "holds the data.",
-    )
-    add_common_arguments(p)
-    p.add_argument("--model", required=True, choices=ZOO_MODELS, help="zoo model name")
-    p.add_argument("--data", required=True, choices=_datasets.names(), help="data set name")
-    p.add_argument("--out", required=True, help="output folder (written atomically)")
-    p.add_argument("--force", action="store_true",
-                   help="replace --out even when it is a non-empty folder that ecqx-train did not write (files it "
-                        "did not write are kept in OUT.previous; a folder holding an input is never replaced)")
-    p.add_argument("--data-path", default=None, help="folder/file of an on-disk data set")
-    p.add_argument("--epochs", type=arg_int(low=1), default=DEFAULT_EPOCHS,
-                   help=f"max epochs, >= 1 (default {DEFAULT_EPOCHS})")
-    p.add_argument("--seed", type=arg_int(0, SEED_MAX), default=0, help="random seed (default 0)")
-    p.add_argument("--batch-size", type=arg_int(low=1), default=64, help="batch size, >= 1 (default 64)")
-    p.add_argument("--lr", type=arg_float(low=0, low_open=True), default=1e-3,
-                   help="Adam learning rate, > 0 (default 1e-3)")
-    p.add_argument("--patience", type=arg_int(low=0), default=3, help="early-stopping patience, >= 0 (default 3)")
-    p.add_argument("--validation-split", type=arg_float(0, 1, high_open=True), default=0.1,
-                   help="fraction of training inputs held out for validation, in [0, 1) (default 0.1)")
-    return p
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``ecqx-train`` entry point: 0 ok; bad input: one line on stderr and 2."""
-    from ecqx_tf.cli_common import run, verbosity
-
-    parser = _parser()
-    args = parser.parse_args(argv)
-    return run("ecqx-train", lambda: _train(args, verbosity(args)), level=verbosity(args))
-
-
-def _train(args: argparse.Namespace, level: int = 0) -> int:
-    """The command's work; bad input raises ValueError/TypeError/OSError (one line, exit code 2)."""
-    from ecqx_tf.cli_common import keras_verbosity
-    from ecqx_tf.io import atomic_output_dir, check_output_dir
-
-    inputs = [args.data_path]
-    # every input checked before any work
-    _datasets.check_data_args(args.data, args.data_path)
-    check_output_dir(args.out, "ecqx-train", inputs, args.force)
-    result = train_float(
-        args.model,
-        args.data,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        out_dir=None,
-        patience=args.patience,
-        verbose=keras_verbosity(level),
-        validation_split=args.validation_split,
-        data_path=args.data_path,
-    )
-    with atomic_output_dir(args.out, "ecqx-train", inputs, args.force) as tmp:
-        save_model_atomic(result.model, tmp / "model.keras")
-        atomic_write_json(tmp / "metrics.json", result.metrics)
-    out = Path(args.out)
-    m = result.metrics
-    print(
-        f"{args.model} on {args.data}: test accuracy {result.test_accuracy:.4f}, "
-        f"test loss {result.test_loss:.4f}, {result.epochs_run} epochs run (best {result.best_epoch}), "
-        f"{result.param_count:,} parameters, seed {result.seed}, {m['seconds']:.1f} s"
-    )
-    print(f"wrote {out / 'model.keras'} and {out / 'metrics.json'}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

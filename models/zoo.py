@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from ecqx_tf.config import validate_int_range
 from ecqx_tf.registry import Registry
 from models.names import ZOO_MODELS
 
@@ -90,8 +91,9 @@ def build(
     """
     builder = ZOO.get(name)
     shape = _check_input_shape(input_shape)
-    classes = _check_num_classes(num_classes)
-    _check_seed(seed)
+    classes = validate_int_range("num_classes", num_classes, low=2)
+    if seed is not None:
+        validate_int_range("seed", seed, low=0)
     accepted = options(name)
     unknown = sorted(set(size) - set(accepted))
     if unknown:
@@ -137,23 +139,6 @@ def _check_input_shape(input_shape: Sequence[int]) -> Tuple[int, ...]:
             raise ValueError(f"input_shape dimensions must be >= 1, got {tuple(input_shape)!r}")
         dims.append(int(d))
     return tuple(dims)
-
-
-def _check_num_classes(num_classes: int) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
-        raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__} {num_classes!r}")
-    if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    return int(num_classes)
-
-
-def _check_seed(seed: Optional[int]) -> None:
-    if seed is None:
-        return
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be a non-negative int or None, got {type(seed).__name__} {seed!r}")
-    if int(seed) < 0:
-        raise ValueError(f"seed must be a non-negative int or None, got {seed}")
 
 
 def _require_image(model: str, shape: Tuple[int, ...], min_side: int) -> None:

@@ -27,7 +27,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["main", "run", "DEFAULTS"]
+__all__ = ["main", "run", "versions", "DEFAULTS"]
 
 log = logging.getLogger("ecqx.demo")
 
@@ -45,7 +45,8 @@ DEFAULTS = dict(
 )
 
 
-def _versions() -> dict:
+def versions() -> dict:
+    """The versions of the pinned stack (Python, TensorFlow, tfmot, NumPy, ...) recorded in results."""
     import tensorflow as tf
     import tensorflow_model_optimization as tfmot
 
@@ -64,7 +65,7 @@ def _versions() -> dict:
 def _stage_export(target_name: str, model_path: Path, data: str, out_dir: Path) -> dict:
     """Run ``ecqx-export MODEL --target T --out DIR --data D`` exactly as a user would, then the
     target's host check (what ``ecqx-simulate DIR`` runs after verifying the manifest)."""
-    from firmware_export import cli
+    from cli import export as cli
     from firmware_export.registry import TARGETS
 
     rc = cli.main([str(model_path), "--target", target_name, "--out", str(out_dir), "--data", data,
@@ -126,7 +127,7 @@ def _run(out: Path, verbose: int = 2, **kw) -> dict:
     cfg = {**DEFAULTS, **{k: v for k, v in kw.items() if v is not None}}
     t0 = time.perf_counter()
     data = datasets.load(cfg["data"])
-    results = {"config": cfg, "dataset": data.summary(), "versions": _versions(), "stages": {}}
+    results = {"config": cfg, "dataset": data.summary(), "versions": versions(), "stages": {}}
 
     log.info("[1/4] float training of %s on %s", cfg["model"], cfg["data"])
     fl = train_float(cfg["model"], data, epochs=cfg["float_epochs"], seed=cfg["seed"], out_dir=out / "float", verbose=verbose)
@@ -238,7 +239,7 @@ def format_table(results: dict) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ecqx_tf.cli_common import Parser, add_common_arguments
+    from cli.common import Parser, add_common_arguments
     from ecqx_tf.config import BITS_RANGE, QUANT_METHODS, SEED_MAX, arg_float, arg_int
 
     ap = Parser(prog="ecqx-demo", description=__doc__)
@@ -255,8 +256,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--method", choices=QUANT_METHODS, help=f"quantization method (default {DEFAULTS['method']})")
     ap.add_argument("--seed", type=arg_int(0, SEED_MAX), help=f"seed (default {DEFAULTS['seed']})")
     args = ap.parse_args(argv)
-    from ecqx_tf.cli_common import run as run_command
-    from ecqx_tf.cli_common import verbosity
+    from cli.common import run as run_command
+    from cli.common import verbosity
 
     return run_command("ecqx-demo", lambda: _main(args, verbosity(args)), level=verbosity(args))
 

@@ -1,5 +1,5 @@
-"""ecqx_tf.assign: slow references written from the spec (sections 2, 3, 6), one weight and one
-centroid at a time, vs the vectorized code. Indices must agree exactly."""
+"""ecqx_tf.assign: slow references written from the formulas of docs/algorithm.md (sections 2
+and 3), one weight and one centroid at a time, vs the vectorized code. Indices must agree exactly."""
 import math
 
 import numpy as np

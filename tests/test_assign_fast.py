@@ -2,14 +2,14 @@
 lambdas and EcqxInfo, on seeded randomized cases (many shapes, bit widths, both grid kinds,
 lambdas from 0 to huge, relevances from degenerate to heavy-tailed) with adversarial weights
 placed exactly on, and one or a few ulps next to, the decision boundaries."""
-import math
 
 import numpy as np
 import pytest
 
 from ecqx_tf import assign as ref
 from ecqx_tf import assign_fast as fast
-from ecqx_tf.assign import _entropy_term, _probabilities_from_counts
+from ecqx_tf.assign import entropy_term as _entropy_term
+from ecqx_tf.assign import probabilities_from_counts as _probabilities_from_counts
 from ecqx_tf.grid import GRID_KINDS, make_grid
 
 SEEDS = range(48)
@@ -259,7 +259,7 @@ def test_ecqx_weights_switching_exactly_at_beta(seed):
     S = S[S != keep_max]
     for _ in range(6):  # fixed point: beta_0 depends on the crafted relevances through mean(Rn)
         rn = np.abs(r) / (np.abs(r).max() + ref.RELEVANCE_EPS)
-        beta0 = ref._initial_beta(float(np.mean(rn)))
+        beta0 = ref.initial_beta(float(np.mean(rn)))
         r[S] = (ratio[S] ** (1.0 / beta0) - ref.RELEVANCE_EPS) * (np.abs(r).max() + ref.RELEVANCE_EPS)
     assert S.size > 10
     for p in (1.0, 0.0):  # p = 1: stops at beta_0 itself; p = 0: a long search

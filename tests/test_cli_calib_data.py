@@ -46,7 +46,7 @@ def gaussian_model(tmp_path_factory):
 
 
 def _export(argv):
-    from firmware_export.cli import main
+    from cli.export import main
 
     return call(main, argv)
 

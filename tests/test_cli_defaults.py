@@ -17,12 +17,12 @@ def test_the_authors_defaults():
 
 
 def test_every_entry_point_reads_them():
-    from ecqx_tf.cli import build_parser
+    from cli.compress import build_parser as compress_parser
+    from cli.quantize import build_parser
     from ecqx_tf.keras.api import quantize
     from ecqx_tf.keras.finetune import quantize_and_train
     from ecqx_tf.keras.quantize_config import ECQQuantizeConfig
     from ecqx_tf.methods.api import ECQ, ECQx
-    from ecqx_tf.methods.cli import build_parser as compress_parser
 
     def signature_defaults(fn):
         return {k: p.default for k, p in inspect.signature(fn).parameters.items()
@@ -47,8 +47,8 @@ def test_every_entry_point_reads_them():
 def test_quantize_and_compress_ecqx_write_the_same_files(tmp_path):
     import tensorflow as tf
 
-    from ecqx_tf.cli import main as quantize
-    from ecqx_tf.methods.cli import main as compress
+    from cli.compress import main as compress
+    from cli.quantize import main as quantize
 
     tf.keras.utils.set_random_seed(0)
     m = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),

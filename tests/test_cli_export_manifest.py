@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 
@@ -13,8 +12,8 @@ def test_kind_names_the_quantization_method(tmp_path):
     import tensorflow as tf
 
     import ecqx_tf
+    from cli.export import main
     from ecqx_tf.keras.api import initialize_assignment
-    from firmware_export.cli import main
     from models import datasets
 
     d = datasets.load("digits")

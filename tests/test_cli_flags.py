@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from test_cli_quiet import COMMANDS, run_command
 
 TARGET_ONLY = ("--compress", "--int8-weights", "--golden-header", "--f4-layout")

@@ -42,7 +42,7 @@ def _env(tmpdir: Path) -> dict:
 #: The export, run with ``python -c``. With ``pause``, the arena search of stage 3 first writes
 #: ``PAUSED`` to stderr and sleeps, so that a signal sent after that line always lands inside the
 #: export (a small model's export otherwise may finish before the signal: a race under load).
-_RUN = "import sys; from firmware_export.cli import main; sys.exit(main())"
+_RUN = "import sys; from cli.export import main; sys.exit(main())"
 _PAUSE = ("import sys, time; from firmware_export.tflm import arena; real = arena.arena_sizes\n"
           "def paused(*a, **k):\n"
           "    print('PAUSED', file=sys.stderr, flush=True); time.sleep(120); return real(*a, **k)\n"

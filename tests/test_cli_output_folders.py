@@ -11,7 +11,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 
@@ -47,10 +46,10 @@ def digits_model(tmp_path_factory) -> Path:
 
 
 def _mains():
-    from ecqx_tf.cli import main as quantize
-    from ecqx_tf.methods.cli import main as compress
-    from firmware_export.cli import main as export
-    from models.train import main as train
+    from cli.compress import main as compress
+    from cli.export import main as export
+    from cli.quantize import main as quantize
+    from cli.train import main as train
     from pipeline.demo import main as demo
 
     return {"export": export, "quantize": quantize, "compress": compress, "train": train, "demo": demo}
@@ -112,7 +111,7 @@ def test_foreign_non_empty_folder_is_refused_untouched(cmd, digits_model, tmp_pa
 
 def test_data_folder_input_is_protected(tmp_path, capsys):
     """--data-path is an input too: --out may not be it, hold it, or lie inside it."""
-    from models.train import main as train
+    from cli.train import main as train
 
     data = tmp_path / "mnist"
     data.mkdir()
@@ -128,7 +127,7 @@ def test_data_folder_input_is_protected(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_export_replaces_its_own_output_and_force_keeps_foreign_files(digits_model, tmp_path, capsys):
-    from firmware_export.cli import main as export
+    from cli.export import main as export
 
     out = tmp_path / "fw"
     assert call(export, _argv("export", digits_model, out)) == 0
@@ -151,7 +150,7 @@ def test_export_replaces_its_own_output_and_force_keeps_foreign_files(digits_mod
 
 @pytest.mark.slow
 def test_train_output_is_recognised_by_its_manifest(tmp_path, capsys):
-    from models.train import main as train
+    from cli.train import main as train
 
     out = tmp_path / "float"
     argv = _argv("train", None, out) + ["--quiet"]
@@ -159,7 +158,7 @@ def test_train_output_is_recognised_by_its_manifest(tmp_path, capsys):
     assert json.loads((out / "manifest.json").read_text())["tool"] == "ecqx-train"
     assert call(train, argv) == 0  # replaced: it is ours
     # another tool's output is not replaced without --force
-    from firmware_export.cli import main as export
+    from cli.export import main as export
 
     assert call(export, [out / "model.keras", "--target", "tflm", "--out", tmp_path / "float2", "--data", "digits",
                          "--calib", "16", "--max-eval", "8"]) in (0, 1)
@@ -168,7 +167,7 @@ def test_train_output_is_recognised_by_its_manifest(tmp_path, capsys):
 
 
 def test_symlinked_out_is_never_followed_onto_something_else(digits_model, tmp_path, capsys):
-    from firmware_export.cli import main as export
+    from cli.export import main as export
 
     precious = tmp_path / "precious"
     precious.mkdir()

@@ -3,10 +3,9 @@ import json
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import ecqx_tf
-from ecqx_tf.cli import main
+from cli.quantize import main
 from models import zoo
 
 
@@ -65,7 +64,7 @@ def test_cli_unknown_names_and_missing_model(tmp_path, capsys):
 
 
 def test_exclude_does_not_swallow_the_model():
-    from ecqx_tf.cli import build_parser
+    from cli.quantize import build_parser
 
     p = build_parser()
     args = p.parse_args(["--exclude", "a", "model.keras", "--data", "digits", "--out", "o"])
@@ -78,7 +77,7 @@ def test_exclude_does_not_swallow_the_model():
 def test_every_flag_has_help_and_a_shown_default():
     import argparse
 
-    from ecqx_tf.cli import build_parser
+    from cli.quantize import build_parser
 
     p = build_parser()
     for action in p._actions:

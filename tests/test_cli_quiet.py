@@ -14,11 +14,11 @@ import pytest
 ROOT = Path(os.environ.get("ECQX_TEST_ROOT", Path(__file__).resolve().parents[1]))
 
 COMMANDS = {
-    "ecqx-train": "models.train:main",
-    "ecqx-quantize": "ecqx_tf.cli:main",
-    "ecqx-compress": "ecqx_tf.methods.cli:main",
-    "ecqx-export": "firmware_export.cli:main",
-    "ecqx-simulate": "firmware_export.cli:simulate_main",
+    "ecqx-train": "cli.train:main",
+    "ecqx-quantize": "cli.quantize:main",
+    "ecqx-compress": "cli.compress:main",
+    "ecqx-export": "cli.export:main",
+    "ecqx-simulate": "cli.export:simulate_main",
     "ecqx-demo": "pipeline.demo:main",
 }
 

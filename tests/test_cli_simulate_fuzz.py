@@ -35,7 +35,7 @@ def exports(tmp_path_factory) -> Dict[str, Path]:
     """A tflm and a fantastic4 export of a 64-12-10 MLP with 4-bit snapped kernels."""
     import tensorflow as tf
 
-    from firmware_export.cli import main
+    from cli.export import main
 
     tf.keras.utils.set_random_seed(0)
     model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
@@ -298,9 +298,9 @@ def cases() -> List[Tuple[str, str, Callable[[Path], None], str]]:
 _DRIVER = r"""
 import json, os, sys, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-from firmware_export.cli import simulate_main
+from cli.export import simulate_main
 from firmware_export.tflm import flatbuffer
-flatbuffer._schema()  # import everything once, before forking
+flatbuffer.load_schema()  # import everything once, before forking
 jobs = json.loads(open(sys.argv[1]).read())
 results = []
 for folder in jobs:
@@ -388,7 +388,7 @@ def test_damaged_exports_give_one_line_and_exit_2(exports, tmp_path):
     assert not problems, "\n".join(problems)
     # the undamaged exports still pass
     for target, folder in exports.items():
-        from firmware_export.cli import simulate_main
+        from cli.export import simulate_main
 
         assert simulate_main([str(folder)]) == 0, target
 
@@ -403,7 +403,7 @@ def test_the_real_command(exports, tmp_path, case):
     folder = tmp_path / "case"
     shutil.copytree(exports[target], folder)
     damage(folder)
-    proc = subprocess.run([sys.executable, "-c", "import sys; from firmware_export.cli import simulate_main; "
+    proc = subprocess.run([sys.executable, "-c", "import sys; from cli.export import simulate_main; "
                            "sys.exit(simulate_main())", str(folder)], env=_env(), capture_output=True, text=True,
                           timeout=600)
     assert not _check(name, expected, proc.returncode, proc.stderr), proc.stderr
@@ -412,7 +412,7 @@ def test_the_real_command(exports, tmp_path, case):
 @pytest.mark.slow
 def test_probe_reports_a_crashing_model_as_bad_input(exports, tmp_path):
     """The last line of defence: a model that crashes TFLM is run in a child process only."""
-    from firmware_export.cli import probe_tflm
+    from cli.export import probe_tflm
 
     folder = tmp_path / "c"
     shutil.copytree(exports["tflm"], folder)

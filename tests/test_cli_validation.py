@@ -33,10 +33,10 @@ def model_path(tmp_path_factory) -> Path:
 
 
 def _mains():
-    from ecqx_tf.cli import main as quantize
-    from ecqx_tf.methods.cli import main as compress
-    from firmware_export.cli import main as export
-    from models.train import main as train
+    from cli.compress import main as compress
+    from cli.export import main as export
+    from cli.quantize import main as quantize
+    from cli.train import main as train
     from pipeline.demo import main as demo
 
     return {"quantize": quantize, "compress": compress, "export": export, "train": train, "demo": demo}
@@ -111,17 +111,17 @@ def test_on_disk_data_set_needs_its_path(cmd, model_path, tmp_path, capsys):
 
 
 def test_bundled_data_set_takes_no_path(model_path, tmp_path, capsys):
-    from ecqx_tf.cli import main
+    from cli.quantize import main
 
     assert call(main, _base("quantize", model_path, tmp_path / "o") + ["--data-path", tmp_path]) == 2
     assert "data set 'digits' is bundled and takes no --data-path" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("cmd,argv", [
-    ("ecqx_tf.cli", ["m.keras", "--data", "digits", "--out", "o", "--batch-size", "0"]),
-    ("ecqx_tf.cli", ["missing.keras", "--data", "mnist", "--out", "o"]),
+    ("cli.quantize", ["m.keras", "--data", "digits", "--out", "o", "--batch-size", "0"]),
+    ("cli.quantize", ["missing.keras", "--data", "mnist", "--out", "o"]),
     ("pipeline.demo", ["--qat-epochs", "-1"]),
-    ("firmware_export.cli", ["missing.keras", "--target", "tflm", "--out", "o"]),
+    ("cli.export", ["missing.keras", "--target", "tflm", "--out", "o"]),
 ])
 def test_refused_before_tensorflow_is_imported(cmd, argv, tmp_path):
     code = (f"import sys\nfrom {cmd} import main\ntry:\n    rc = main({argv!r})\nexcept SystemExit as e:\n"
@@ -146,7 +146,7 @@ def test_demo_checks_settings_before_float_training(tmp_path):
 def test_all_zero_model_is_reported_loudly(model_path, tmp_path, capsys):
     """``--Lambda 1e30`` is accepted (finite) but gives an all-zero model: exit code 1 and a
     warning naming it."""
-    from ecqx_tf.cli import main
+    from cli.quantize import main
 
     out = tmp_path / "q"
     assert call(main, _base("quantize", model_path, out) + ["--Lambda", "1e30", "--epochs", "1"]) == 1

@@ -176,7 +176,7 @@ def test_missing_tools_message(monkeypatch):
 def test_cli_simulate_cortex_m(export_dir, tmp_path, capsys):
     """ecqx-simulate DIR --cortex-m m4 on an ecqx-export-style folder (manifest with checksums):
     exit 0, the counts and the bit-exact agreement printed, the report written."""
-    from firmware_export import cli
+    from cli import export as cli
 
     work = tmp_path / "export"
     shutil.copytree(export_dir, work)

@@ -341,9 +341,9 @@ def test_rules_registered_and_round_trip():
         assert RULES.get(name) is cls
         r = cls(threshold=1e-6)
         assert rule_from_config(r.get_config()) == r and r.get_config()["name"] == name
-    with pytest.raises(ValueError, match="threshold must be finite and > 0"):
+    with pytest.raises(ValueError, match="threshold must be a finite number > 0"):
         Rescale(threshold=0.0)
-    with pytest.raises(TypeError, match="threshold must be a float"):
+    with pytest.raises(TypeError, match="threshold must be a finite number > 0"):
         RescaleMax(threshold="x")
     assert set(REFERENCES.names()) == {"zeros", "mean"}
 

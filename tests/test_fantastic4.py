@@ -352,12 +352,15 @@ CRAFTED = [
     ("nnz", lambda b: _entry_field(b, 0, "nnz", 64 * 32 + 1), "F4_ERR_SHAPE", "nnz"),
     ("chain", lambda b: _entry_field(b, 1, "in_features", 33), "F4_ERR_CHAIN", "in_features"),
     ("chain_zp", lambda b: _entry_field(b, 1, "input_zero_point", 0), "F4_ERR_CHAIN", "input_zero_point"),
-    ("bias_align", lambda b: _entry_field(b, 0, "bias_offset", F.unpack_layer_entry(b, F.HEADER_SIZE)["bias_offset"] + 1), "F4_ERR_SECTION", "bias_offset"),
+    ("bias_align", lambda b: _entry_field(b, 0, "bias_offset", F.unpack_layer_entry(b, F.HEADER_SIZE)["bias_offset"] + 1),
+     "F4_ERR_SECTION", "bias_offset"),
     ("bias_in_table", lambda b: _entry_field(b, 0, "bias_offset", F.HEADER_SIZE), "F4_ERR_SECTION", "bias_offset"),
     ("weights_past_end", lambda b: _entry_field(b, 2, "weights_offset", len(b) - 3), "F4_ERR_SECTION", "weights_offset"),
     ("weights_size_huge", lambda b: _entry_field(b, 2, "weights_size", 0xFFFFFFFF), "F4_ERR_SECTION", "weights_offset"),
     ("nnz_off_by_one", lambda b: _entry_field(b, 0, "nnz", F.unpack_layer_entry(b, F.HEADER_SIZE)["nnz"] - 1), "F4_ERR_WEIGHTS", "nnz"),
-    ("weights_shorter", lambda b: _entry_field(b, 1, "weights_size", F.unpack_layer_entry(b, F.HEADER_SIZE + F.ENTRY_SIZE)["weights_size"] - 1), "F4_ERR_WEIGHTS", "trailing|past the end|vu8|nnz|column"),
+    ("weights_shorter",
+     lambda b: _entry_field(b, 1, "weights_size", F.unpack_layer_entry(b, F.HEADER_SIZE + F.ENTRY_SIZE)["weights_size"] - 1),
+     "F4_ERR_WEIGHTS", "trailing|past the end|vu8|nnz|column"),
 ]
 
 
@@ -587,7 +590,8 @@ CSC_CRAFTED = [  # (name, weights section, nnz, Python status, Python message, C
     ("nnz_mismatch", "04 0400 01 02" "05 0800 02 00 00" "00" "06 0600 01 00 01 04", 6, "F4_ERR_WEIGHTS", "nnz says 6", "F4_ERR_WEIGHTS"),
     ("long_vu8_column_size", "ff 00", 0, "F4_ERR_WEIGHTS", "column_size", "F4_ERR_WEIGHTS"),
     # a row listed under two values of a column (f4_check_distinct in C)
-    ("row_in_two_groups", "04 0400 01 02" "06 0a00 01 00 01 00" "00" "06 0600 01 00 01 04", 5, "F4_ERR_WEIGHTS", "row 0 appears in two groups", "F4_ERR_WEIGHTS"),
+    ("row_in_two_groups", "04 0400 01 02" "06 0a00 01 00 01 00" "00" "06 0600 01 00 01 04", 5, "F4_ERR_WEIGHTS",
+     "row 0 appears in two groups", "F4_ERR_WEIGHTS"),
 ]
 
 
@@ -928,7 +932,7 @@ def test_target_simulate_reports_mismatch(exported, tmp_path):
 def test_cli_export_and_simulate(tmp_path, capsys):
     """ecqx-export MODEL.keras --target fantastic4, then ecqx-simulate DIR (a float Keras model
     whose kernels are already snapped: the TFLM exporter's PTQ keeps <= 15 values per layer)."""
-    from firmware_export import cli
+    from cli import export as cli
 
     request = small_request()
     path = tmp_path / "snapped.keras"
@@ -1120,7 +1124,7 @@ def test_csci_chunks_of_15(f4_host, tmp_path):
 def test_cli_cortex_m_without_tools(exported, tmp_path, monkeypatch, capsys):
     """ecqx-simulate DIR --cortex-m m4 where the Arm toolchain is missing: exit 2 and one line
     saying what to install; a bad CPU name is refused by argparse (exit 2)."""
-    from firmware_export import cli
+    from cli import export as cli
     from firmware_export.fantastic4 import cortex_m
 
     out, _, _ = exported

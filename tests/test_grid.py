@@ -1,4 +1,4 @@
-"""ecqx_tf.grid: slow references from spec section 1 vs make_grid / Grid."""
+"""ecqx_tf.grid: slow references from the grid formulas (docs/algorithm.md section 1) vs make_grid / Grid."""
 import dataclasses
 import json
 import math

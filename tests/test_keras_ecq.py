@@ -2,7 +2,6 @@
 
 Integer paths are compared exactly: after quantize() and after every refresh, the index
 variables equal what the pure assignment functions give on the same float kernels."""
-import os
 import subprocess
 import sys
 import textwrap
@@ -77,7 +76,6 @@ def test_quantize_initial_assignment_is_ecq_of_float_kernel(build):
         g = ecqx_tf.make_grid(w_float, 3, "symmetric")
         np.testing.assert_array_equal(s.centroids.numpy(), g.centroids)
     for name, (w, c, lam) in expected_ecq(q).items():
-        got = q.get_layer("quant_" + name)
         slot = [s for s in ecq_layers(q) if s.name == name][0]
         np.testing.assert_array_equal(slot.indices.numpy(), assign.ecq_assign(w, c, lam))
 

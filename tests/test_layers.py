@@ -3,6 +3,7 @@ generated from it, and quantize() refuses unsupported models early and completel
 from __future__ import annotations
 
 import pathlib
+
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -24,7 +24,6 @@ from ecqx_tf.methods import (  # noqa: E402
     int8_codebook,
     kernel_sparsity,
     kernel_weight_count,
-    lut_compress_shared,
     mask_units,
     method_from_config,
     prunable_layers,
@@ -45,6 +44,7 @@ from ecqx_tf.relevance import layer_relevance, weight_relevance  # noqa: E402
 from firmware_export.registry import ExportRequest  # noqa: E402
 from firmware_export.tflm import flatbuffer as fb  # noqa: E402
 from firmware_export.tflm.convert import convert, tflite_layout  # noqa: E402
+from firmware_export.tflm.shared import lut_compress_shared  # noqa: E402
 
 L = tf.keras.layers
 
@@ -391,11 +391,11 @@ def test_shared_model_trains_and_exports_exactly_with_lut_and_fantastic4(trained
     res = convert(req)
     _check_stored_integers(res.model_bytes, info, plain)
     lut = lut_compress_shared(req)
-    from firmware_export.tflm.convert import _stored_bytes
+    from firmware_export.tflm.convert import stored_bytes
 
     def weight_bytes(b):
         m = fb.read_model(b)
-        return [_stored_bytes(m, t) for _, t in fb.weight_tensors(m)]
+        return [stored_bytes(m, t) for _, t in fb.weight_tensors(m)]
 
     plain_bytes, lut_bytes = weight_bytes(res.model_bytes), weight_bytes(lut)
     assert plain_bytes[0] == 64 * 12 and lut_bytes[0] < 64 * 12 // 2 + 64  # 4-bit indices + one 16-entry table
@@ -477,7 +477,7 @@ def test_method_parameter_errors():
 
 
 def test_cli_help_lists_registry(capsys):
-    from ecqx_tf.methods.cli import build_parser
+    from cli.compress import build_parser
 
     parser = build_parser()
     with pytest.raises(SystemExit):
@@ -490,7 +490,7 @@ def test_cli_help_lists_registry(capsys):
 
 
 def test_cli_end_to_end(tmp_path, capsys):
-    from ecqx_tf.methods.cli import main
+    from cli.compress import main
 
     tf.keras.utils.set_random_seed(0)
     m = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), L.Flatten(), L.Dense(16, activation="relu", name="h"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecqx_tf.keras.multiworker import WorkerSync, WorkersDisagreeError, fingerprint
+from ecqx_tf.keras.multiworker import WorkersDisagreeError, WorkerSync, fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "multiworker_worker.py"
@@ -109,8 +109,9 @@ def test_check_names_what_differs():
 
 
 def test_start_check_covers_configuration_grids_settings_and_data():
-    import ecqx_tf
     import tensorflow as tf
+
+    import ecqx_tf
     from ecqx_tf.keras.api import ecq_layers
 
     tf.keras.utils.set_random_seed(0)

@@ -30,8 +30,8 @@ def test_registry_refuses_names_outside_its_table():
 
 
 def test_command_line_choices_come_from_the_tables():
-    from ecqx_tf.methods.cli import build_parser
-    from models.train import _parser
+    from cli.compress import build_parser
+    from cli.train import build_parser as _parser
 
     text = _parser().format_help()
     assert all(n in text for n in ZOO_MODELS)

@@ -35,7 +35,7 @@ from ecqx_tf.relevance import (
 )
 
 L = tf.keras.layers
-EPS = 1e-6  # epsilon rule and weight-relevance stabilizer (spec section 4)
+EPS = 1e-6  # epsilon rule and weight-relevance stabilizer (docs/relevance.md)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,7 +556,7 @@ def test_argument_errors():
         weight_relevance(model, x, y, composite="nope")
     with pytest.raises(ValueError, match=r"layer 'nope' is not a kernel layer"):
         weight_relevance(model, x, y, layers=["nope"])
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         weight_relevance(model, x, y, batch_size=0)
     with pytest.raises(ValueError, match="rule 'zplus' is not available for BatchNormalization"):
         layer_rules = dict(get_composite("epsilon").layer_rules)

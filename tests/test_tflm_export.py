@@ -8,16 +8,14 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from tflm_helpers import cnn, cnn_bn, mlp, request_for, snap_model_for_tests  # noqa: E402
-
 import tensorflow as tf  # noqa: E402
+from tflm_helpers import cnn, cnn_bn, mlp, request_for, snap_model_for_tests  # noqa: E402
 
 from firmware_export.tflm import arena as A  # noqa: E402
 from firmware_export.tflm import c_arrays as CA  # noqa: E402
@@ -297,7 +295,7 @@ def test_c_arrays(models, tmp_path):
     assert "alignas(16) const unsigned char g_tiny_cnn_model_data[] = {" in cc
     assert f"const unsigned int g_tiny_cnn_model_data_size = {len(res.model_bytes)};" in cc
     assert "constexpr int kTinyCnnTensorArenaSize = 4096;" in h
-    assert f"tflite::MicroMutableOpResolver<kTinyCnnOpCount>" in h
+    assert "tflite::MicroMutableOpResolver<kTinyCnnOpCount>" in h
     assert f"constexpr int kTinyCnnOpCount = {len(res.ops)};" in h
     for call in ("AddDecode()", "AddConv2D()", "AddFullyConnected()", "AddDepthwiseConv2D()", "AddMaxPool2D()",
                  "AddAveragePool2D()", "AddReshape()"):
@@ -458,13 +456,13 @@ CLI_ARGS = ["--target", "tflm", "--data", "digits", "--calib", "64", "--max-eval
 
 
 def run_cli(*argv):
-    from firmware_export.cli import main
+    from cli.export import main
 
     return main([str(a) for a in argv])
 
 
 def test_cli_end_to_end_deterministic_and_simulate(digits_model, tmp_path, capsys):
-    from firmware_export.cli import simulate_main, verify_manifest
+    from cli.export import simulate_main, verify_manifest
     from ecqx_tf.io import sha256_file
 
     out1, out2 = tmp_path / "a", tmp_path / "b"
@@ -511,8 +509,8 @@ def test_cli_end_to_end_deterministic_and_simulate(digits_model, tmp_path, capsy
 
 def test_cli_quantized_model_from_ecqx_tf(digits_model, tmp_path, capsys):
     try:
+        from ecqx_tf import quantization_info, quantize, save_model
         from ecqx_tf.keras.api import initialize_assignment
-        from ecqx_tf import quantize, save_model, quantization_info
     except (ImportError, AttributeError) as e:  # the quantization side is not there yet
         pytest.skip(f"ecqx_tf quantize/save_model not available: {e}")
     float_model = tf.keras.models.load_model(digits_model, compile=False)
@@ -600,7 +598,7 @@ def test_cli_errors(digits_model, tmp_path, capsys):
 
 
 def test_cli_help_lists_registry_targets(capsys):
-    from firmware_export.cli import main
+    from cli.export import main
     from firmware_export.targets import TARGETS
 
     with pytest.raises(SystemExit) as e:

@@ -14,9 +14,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from tflm_helpers import GRAPH_MODELS, fc_autoencoder_like, request_for, snap_model_for_tests  # noqa: E402
-
 import tensorflow as tf  # noqa: E402
+from tflm_helpers import GRAPH_MODELS, fc_autoencoder_like, request_for, snap_model_for_tests  # noqa: E402
 
 from firmware_export.tflm import c_arrays as CA  # noqa: E402
 from firmware_export.tflm import convert as C  # noqa: E402

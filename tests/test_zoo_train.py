@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cli.train import main
 from models import datasets, zoo
 from models.datasets import Dataset
-from models.train import TrainResult, main, op_determinism, save_model_atomic, train_float
+from models.train import TrainResult, op_determinism, save_model_atomic, train_float
 
 # (name, input_shape, num_classes): a small input for every registered model
 CASES = {
@@ -141,7 +142,7 @@ def test_build_errors():
         zoo.build("lenet5", (8, 8, 1), 10)
     with pytest.raises(ValueError, match=r"resnet20.*\(height, width, channels\).*\(784,\)"):
         zoo.build("resnet20", (784,), 10)
-    with pytest.raises(ValueError, match="num_classes must be >= 2, got 1"):
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 2, got 1"):
         zoo.build("mnist_mlp", (28, 28, 1), 1)
     with pytest.raises(ValueError, match=r"dimensions must be >= 1.*\(28, 0, 1\)"):
         zoo.build("mnist_mlp", (28, 0, 1), 10)
@@ -149,7 +150,7 @@ def test_build_errors():
         zoo.build("mnist_mlp", 784, 10)
     with pytest.raises(TypeError, match="num_classes must be an int"):
         zoo.build("mnist_mlp", (784,), 10.0)
-    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
         zoo.build("mnist_mlp", (784,), 10, seed=-1)
     with pytest.raises(ValueError, match=r"model 'ds_cnn' has no size option\(s\) \['width'\]; accepted: \['blocks', 'filters'\]"):
         zoo.build("ds_cnn", (49, 10, 1), 12, width=3)
@@ -224,7 +225,7 @@ def test_train_errors(small_mnist, tmp_path):
         train_float("mnist_mlp", "digits", data_path=tmp_path)
     with pytest.raises(ValueError, match=r"'cifar10' is read from disk: pass .*--data-path"):
         train_float("mnist_mlp", "cifar10")
-    with pytest.raises(ValueError, match="epochs must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
         train_float("mnist_mlp", small_mnist, epochs=0)
     with pytest.raises(ValueError, match=r"validation_split must be in \[0, 1\), got 1.0"):
         train_float("mnist_mlp", small_mnist, validation_split=1.0)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
+from .. import layers as _layers
+from .. import stats as _stats
 from ..config import (
     ECQ_DEFAULTS,
     GRADIENTS,
@@ -26,11 +28,8 @@ from ..config import (
     validate_bits,
     validate_choice,
     validate_nonnegative,
-    validate_positive_int,
     validate_unit_interval,
 )
-from .. import layers as _layers
-from .. import stats as _stats
 from ..grid import GRID_KINDS, make_grid
 from ..quantized import QuantizedKernel
 from ..topology import refuse_unsupported
@@ -40,6 +39,9 @@ from .quantizer import ECQWeightQuantizer
 
 __all__ = [
     "quantize",
+    "quantize_per_layer",
+    "check_relevance_data",
+    "copy_weights",
     "strip",
     "quantization_info",
     "layer_stats",
@@ -66,7 +68,7 @@ _DEFAULT_REGISTRY = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
 
 #: Layers without weights to quantize that may stand between quantized layers (from the registry).
 PASSTHROUGH_LAYERS = tuple(
-    getattr(tf.keras.layers, n) for n in _layers._ordered() if not _layers.get(n).is_kernel
+    getattr(tf.keras.layers, n) for n in _layers.LAYERS.in_order() if not _layers.get(n).is_kernel
 )
 
 # Relevance data registered by quantize() for the callback (not part of the saved model).
@@ -177,7 +179,7 @@ def quantize(
     targets = {l.name for l in _quantizable(float_model, exclude)}
     rdata = None
     if relevance_data is not None:
-        rdata = _check_relevance_data(float_model, relevance_data, relevance_target)
+        rdata = check_relevance_data(float_model, relevance_data, relevance_target)
 
     cfg = dict(bits=bits, grid=grid, method=method, Lambda=Lambda, p=p, gradient=gradient, lambda_reduce=lambda_reduce)
     qmodel = _quantize_apply(float_model, {n: ECQQuantizeConfig(**cfg) for n in targets})
@@ -212,6 +214,50 @@ def _separable_8bit_config():
     )
 
     return Default8BitQuantizeConfig(["depthwise_kernel", "pointwise_kernel"], ["activation"], False)
+
+
+def quantize_per_layer(
+    model: tf.keras.Model,
+    configs: Mapping[str, ECQQuantizeConfig],
+    relevance_data: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+    initialize: bool = True,
+) -> tf.keras.Model:
+    """A new model in ECQ/ECQx training whose layer ``name`` is quantized with ``configs[name]``;
+    kernel layers without a config keep tfmot's default 8-bit scheme (as ``exclude=`` of
+    :func:`ecqx_tf.quantize`). ``model`` is not modified; its BatchNormalizations are NOT folded
+    here (fold first with :func:`ecqx_tf.fold_batchnorm` where wanted, as the methods do).
+
+    Args:
+        model: a built float tf.keras model.
+        configs: layer name -> :class:`ECQQuantizeConfig` (e.g. different ``bits`` per layer).
+        relevance_data: ``x`` or ``(x, y)`` for ECQx's LRP (needed when a config has ``method="ecqx"``).
+        initialize: make the initial ECQ assignment on the layer's own grid (False: the caller sets
+            centroids, step and indices, e.g. a non-uniform codebook).
+
+    Raises:
+        TypeError: ``configs`` values are not ``ECQQuantizeConfig``.
+        ValueError: a name that is not a quantizable kernel layer of ``model`` (lists them),
+            no config at all, ECQx without relevance data, and :func:`ecqx_tf.quantize`'s errors.
+    """
+    _check_model(model)
+    if not configs:
+        raise ValueError("configs is empty; give at least one layer name -> ECQQuantizeConfig")
+    quantizable = [l.name for l in _quantizable(model, ())]
+    for name, cfg in configs.items():
+        if name not in quantizable:
+            raise ValueError(f"configs names layer {name!r}, which is not a quantizable layer; accepted: {quantizable}")
+        if not isinstance(cfg, ECQQuantizeConfig):
+            raise TypeError(f"configs[{name!r}] must be an ECQQuantizeConfig, got {type(cfg).__name__}")
+    if any(c.method == "ecqx" for c in configs.values()) and relevance_data is None:
+        raise ValueError("method='ecqx' needs relevance_data: x alone, or a tuple (x, y), for LRP")
+    if relevance_data is not None:
+        relevance_data = check_relevance_data(model, relevance_data)
+    qmodel = _quantize_apply(model, dict(configs))
+    if initialize:
+        initialize_assignment(qmodel)
+    if relevance_data is not None:
+        _RELEVANCE_DATA[qmodel] = relevance_data
+    return qmodel
 
 
 def _quantize_apply(float_model: tf.keras.Model, configs: Dict[str, ECQQuantizeConfig]) -> tf.keras.Model:
@@ -250,7 +296,7 @@ def _split_relevance_data(data: Any) -> Tuple[Any, Any]:
     return data, None
 
 
-def _check_relevance_data(model, data, target: str = "auto") -> RelevanceData:
+def check_relevance_data(model, data, target: str = "auto") -> RelevanceData:
     """Validate relevance data for ``model`` (x alone or (x, y)); see :func:`quantize`."""
     from ..relevance.graph import RelevanceGraph
 
@@ -348,7 +394,7 @@ def layer_stats(qmodel) -> List[dict]:
     """Per quantized layer: name, bits, grid, step, n_weights, sparsity, entropy (bits/weight),
     used centroids; plus a final row ``"<total>"`` over all quantized weights."""
     rows = []
-    all_idx, all_levels = [], []
+    all_idx = []
     for name, q in quantization_info(qmodel).items():
         ints = q.integers()
         rows.append(
@@ -365,8 +411,6 @@ def layer_stats(qmodel) -> List[dict]:
         )
         all_idx.append(ints.ravel())
     ints = np.concatenate(all_idx)
-    vals, counts = np.unique(ints, return_counts=True)
-    pr = counts / counts.sum()
     rows.append(
         {
             "layer": "<total>",
@@ -375,8 +419,8 @@ def layer_stats(qmodel) -> List[dict]:
             "step": float("nan"),
             "n_weights": int(ints.size),
             "sparsity": float(np.mean(ints == 0)),
-            "entropy": float(-(pr * np.log2(pr)).sum()),
-            "used_centroids": int(len(vals)),
+            "entropy": _stats.value_entropy(ints),
+            "used_centroids": int(len(np.unique(ints))),
         }
     )
     return rows
@@ -455,11 +499,11 @@ def strip(qmodel) -> tf.keras.Model:
             plain = tf.keras.Sequential.from_config(_strip_sequential_config(qmodel.get_config()))
         else:
             plain = tf.keras.Model.from_config(_strip_config(qmodel.get_config()))
-    _copy_weights(qmodel, plain)
+    copy_weights(qmodel, plain)
     return plain
 
 
-def _copy_weights(qmodel, plain) -> None:
+def copy_weights(qmodel, plain) -> None:
     """Write ``qmodel``'s current weights into its stripped twin ``plain`` (kernels snapped)."""
     snapped = {(s.layer_name, s.attr): tf.gather(s.centroids, s.indices).numpy() for s in ecq_layers(qmodel)}
     for layer in qmodel.layers:

@@ -30,7 +30,8 @@ import tensorflow as tf
 
 from ..assign_fast import ASSIGNMENTS
 from ..config import validate_positive_int, validate_unit_interval
-from .api import RelevanceData, _check_relevance_data, _copy_weights, ecq_layers, relevance_data_of, strip
+from .api import RelevanceData, ecq_layers, relevance_data_of, strip
+from .api import check_relevance_data as _check_relevance_data, copy_weights as _copy_weights
 from .multiworker import WorkerSync
 
 __all__ = ["ECQxCallback"]

@@ -129,7 +129,7 @@ def quantize_and_train(
 
 
 def learning_rate(lr: float, schedule: str, total_steps: int):
-    """Adam's learning rate: ``lr`` for ``"constant"``; for ``"cosine"``
+    r"""Adam's learning rate: ``lr`` for ``"constant"``; for ``"cosine"``
     :math:`\eta_t = \eta \cdot \tfrac12 (1 + \cos(\pi t / T))` over the ``T = total_steps``
     optimizer steps of the run (Loshchilov & Hutter 2017, without restarts), so the last steps
     barely move the float shadow weights and the final assignment settles instead of flipping

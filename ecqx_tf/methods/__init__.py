@@ -54,7 +54,6 @@ _LAZY = {
     "select_units": ".pruning",
     "cluster_layers": ".sharing",
     "int8_codebook": ".sharing",
-    "lut_compress_shared": ".sharing",
     "quantize_shared": ".sharing",
     "sharing_info": ".sharing",
     "weighted_kmeans": ".sharing",

@@ -11,7 +11,7 @@
 Every method's parameters are dataclass fields with a help text and their accepted values (choices
 read from the registries), validated at construction (``ValueError``/``TypeError`` naming the
 parameter, the value and what is accepted); ``get_config``/``from_config`` round-trip exactly and
-equality derives from the config. ``ecqx-compress`` (``ecqx_tf.methods.cli``) builds its
+equality derives from the config. ``ecqx-compress`` (``cli.compress``) builds its
 sub-commands and options from these fields.
 """
 from __future__ import annotations
@@ -19,16 +19,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import numbers
-import typing
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Tuple, Type
 
 import numpy as np
 
 from .. import names
 from ..config import ECQ_DEFAULTS, GRADIENTS, LAMBDA_REDUCE, LR_SCHEDULES
+from ..fields import field_choices, param, validate_fields
 from ..quantized import QuantizedKernel
 from ..registry import Registry
+from ..stats import value_entropy
 
 if TYPE_CHECKING:  # TensorFlow is imported where it is used, so that the command line's parser stays light
     import tensorflow as tf
@@ -37,9 +37,12 @@ __all__ = [
     "METHODS",
     "CompressionMethod",
     "CompressionResult",
+    "TrainingMethod",
+    "RelevanceMethod",
     "get_method",
     "method_from_config",
     "param",
+    "field_choices",
     "ECQ",
     "ECQx",
     "RelevancePruning",
@@ -52,23 +55,6 @@ log = logging.getLogger(__name__)
 
 #: name -> CompressionMethod subclass
 METHODS: Registry[Type["CompressionMethod"]] = Registry("compression method")
-
-Choices = Union[None, Tuple[Any, ...], Callable[[], Sequence[Any]]]
-
-
-def param(default: Any, help: str, choices: Choices = None, low: Optional[float] = None,
-          high: Optional[float] = None, high_open: bool = False) -> Any:
-    """A method parameter: default, help text, accepted values (a tuple or a callable reading a
-    registry) and an inclusive range (``high_open``: the upper bound is excluded)."""
-    return dataclasses.field(default=default, metadata={
-        "help": help, "choices": choices, "low": low, "high": high, "high_open": high_open})
-
-
-def _choices(spec: Choices) -> Optional[List[Any]]:
-    if spec is None:
-        return None
-    return list(spec() if callable(spec) else spec)
-
 
 def _criteria() -> List[str]:
     return list(names.CRITERIA)  # the light table of criteria.CRITERIA (no TensorFlow import)
@@ -116,14 +102,6 @@ class CompressionResult:
     qmodel: Optional[tf.keras.Model]
     report: Dict[str, Any]
 
-    def export_request(self, name: str, representative: np.ndarray, x_test: Optional[np.ndarray] = None,
-                       y_test: Optional[np.ndarray] = None, **options: Any):
-        """A ``firmware_export.registry.ExportRequest`` for this result."""
-        from firmware_export.registry import ExportRequest
-
-        return ExportRequest(model=self.model, quant=dict(self.quant), name=name, representative=representative,
-                             x_test=x_test, y_test=y_test, options=dict(options))
-
 
 def _index_bits(q: QuantizedKernel) -> int:
     return max(1, int(math.ceil(math.log2(max(2, len(np.unique(np.asarray(q.levels))))))))
@@ -135,12 +113,10 @@ def summarize(model: tf.keras.Model, quant: Dict[str, QuantizedKernel], original
     kept / original, sparsity (zero or removed kernel weights over the original count), packed
     weight bytes (quantized: ``ceil(n * ceil(log2 #levels) / 8)`` per layer; float: 4 bytes per
     weight), zeroth-order entropy of the stored integers, per-layer rows."""
-    import tensorflow as tf
-
-    from ..keras.finetune import evaluate_logits
-    from .pruning import kernel_sparsity, kernel_weight_count
 
     from .. import layers as _layers
+    from ..keras.finetune import evaluate_logits
+    from .pruning import kernel_sparsity, kernel_weight_count
 
     rows, packed, ints = [], 0, []
     for key, layer, attr in _layers.model_kernels(model):
@@ -157,11 +133,7 @@ def summarize(model: tf.keras.Model, quant: Dict[str, QuantizedKernel], original
             row.update(bits=32)
             packed += 4 * int(k.size)
         rows.append(row)
-    entropy = None
-    if ints:
-        _, counts = np.unique(np.concatenate(ints), return_counts=True)
-        pr = counts / counts.sum()
-        entropy = float(-(pr * np.log2(pr)).sum())
+    entropy = value_entropy(np.concatenate(ints)) if ints else None
     out = {
         "accuracy": evaluate_logits(model, x_test, y_test),
         "kernel_weights": kernel_weight_count(model),
@@ -185,48 +157,11 @@ class CompressionMethod:
     help: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            object.__setattr__(self, f.name, self._validate(f, hints[f.name], getattr(self, f.name)))
+        validate_fields(self, self.name)
         self.check()
 
     def check(self) -> None:
         """Cross-parameter checks (subclasses)."""
-
-    def _validate(self, f: dataclasses.Field, hint: Any, value: Any) -> Any:
-        where = f"{self.name}: parameter {f.name}"
-        optional = typing.get_origin(hint) is Union and type(None) in typing.get_args(hint)
-        base = [a for a in typing.get_args(hint) if a is not type(None)][0] if optional else hint
-        if value is None:
-            if optional:
-                return None
-            raise TypeError(f"{where} must not be None")
-        if base is bool:
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"{where} must be a bool, got {value!r}")
-            value = bool(value)
-        elif base is int:
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"{where} must be an int, got {value!r} ({type(value).__name__})")
-            value = int(value)
-        elif base is float:
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise TypeError(f"{where} must be a number, got {value!r} ({type(value).__name__})")
-            value = float(value)
-            if not math.isfinite(value):
-                raise ValueError(f"{where} must be finite, got {value!r}")
-        elif base is str:
-            if not isinstance(value, str):
-                raise TypeError(f"{where} must be a str, got {value!r}")
-        md = f.metadata
-        accepted = _choices(md.get("choices"))
-        if accepted is not None and value not in accepted:
-            raise ValueError(f"{where}: unknown value {value!r}; accepted: {', '.join(map(str, accepted))}")
-        lo, hi = md.get("low"), md.get("high")
-        if lo is not None and value < lo or hi is not None and (value >= hi if md.get("high_open") else value > hi):
-            rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{')' if md.get('high_open') else ']'}"
-            raise ValueError(f"{where} must lie in {rng}, got {value!r}")
-        return value
 
     def get_config(self) -> Dict[str, Any]:
         """``{"name": <registry name>, <every parameter>}``."""
@@ -289,9 +224,28 @@ def method_from_config(config: Dict[str, Any]) -> CompressionMethod:
 # ECQ / ECQx
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainingMethod(CompressionMethod):
+    """A method that trains (fine-tuning, QAT): the mini-batch size, Adam's learning rate and the
+    seed, defined once for every method with the values of ``ecqx_tf.config.ECQ_DEFAULTS``."""
+
+    batch_size: int = param(ECQ_DEFAULTS["batch_size"], "mini-batch size", low=1)
+    lr: float = param(ECQ_DEFAULTS["lr"], "Adam learning rate", low=0)
+    seed: int = param(ECQ_DEFAULTS["seed"], "seed of the initial state, the shuffling and the relevance samples", low=0)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RelevanceMethod(TrainingMethod):
+    """A training method steered by relevances computed on a fixed seeded subset of the training
+    data (``relevance_samples``, the value of ``ECQ_DEFAULTS`` for every method)."""
+
+    relevance_samples: int = param(ECQ_DEFAULTS["relevance_samples"],
+                                   "training samples (a fixed seeded subset) whose relevances steer the method", low=1)
+
+
 @METHODS.register("ecq")
 @dataclasses.dataclass(frozen=True, eq=False)
-class ECQ(CompressionMethod):
+class ECQ(TrainingMethod):
     """Entropy-constrained quantization (Becking et al.), via ``quantize_and_train``."""
 
     name: ClassVar[str] = "ecq"
@@ -304,11 +258,8 @@ class ECQ(CompressionMethod):
     lambda_reduce: str = param(ECQ_DEFAULTS["lambda_reduce"], "reduction of the per-layer lambda_max",
                                choices=LAMBDA_REDUCE)
     epochs: int = param(ECQ_DEFAULTS["epochs"], "fine-tuning epochs", low=1)
-    batch_size: int = param(ECQ_DEFAULTS["batch_size"], "mini-batch size", low=1)
-    lr: float = param(ECQ_DEFAULTS["lr"], "Adam learning rate", low=0)
     lr_schedule: str = param(ECQ_DEFAULTS["lr_schedule"], "learning-rate schedule", choices=LR_SCHEDULES)
     refresh_every: int = param(ECQ_DEFAULTS["refresh_every"], "re-assign every k optimizer steps", low=1)
-    seed: int = param(ECQ_DEFAULTS["seed"], "seed", low=0)
 
     method: ClassVar[str] = "ecq"
 
@@ -332,13 +283,12 @@ class ECQ(CompressionMethod):
 
 @METHODS.register("ecqx")
 @dataclasses.dataclass(frozen=True, eq=False)
-class ECQx(ECQ):
+class ECQx(ECQ, RelevanceMethod):
     """ECQ with LRP relevance (ECQx), via ``quantize_and_train``."""
 
     name: ClassVar[str] = "ecqx"
     help: ClassVar[str] = "explainability-driven ECQ (ECQx, LRP relevance) with QAT"
     p: float = param(ECQ_DEFAULTS["p"], "largest sparsity drop relative to ECQ per layer", low=0, high=1)
-    relevance_samples: int = param(ECQ_DEFAULTS["relevance_samples"], "training samples used for LRP", low=1)
 
     method: ClassVar[str] = "ecqx"
 
@@ -350,8 +300,8 @@ class ECQx(ECQ):
 def _quantize_after(model, masks, bits, epochs, Lambda, x_train, y_train, x_test, y_test, batch_size, lr, seed):
     """ECQ (nearest for ``Lambda=0``) of a pruned model, masks kept; returns (stripped, quant, qmodel, acc)."""
     from ..keras.api import quantization_info
-    from ..keras.quantize_config import ECQQuantizeConfig
     from ..keras.fold import fold_batchnorm
+    from ..keras.quantize_config import ECQQuantizeConfig
     from ._qat import MaskCallback, finetune_qat, kernel_masks_of, quantize_per_layer
     from .criteria import kernel_layer_names
 
@@ -367,7 +317,7 @@ def _quantize_after(model, masks, bits, epochs, Lambda, x_train, y_train, x_test
 
 @METHODS.register("relevance_pruning")
 @dataclasses.dataclass(frozen=True, eq=False)
-class RelevancePruning(CompressionMethod):
+class RelevancePruning(RelevanceMethod):
     """Structured (units/filters removed) or unstructured (weights masked) pruning by LRP or
     DeepLIFT relevance (Yeom et al. 2021; Sabih et al. 2020), iterative with fine-tuning; optional
     ECQ quantization afterwards for an exact integer export."""
@@ -386,14 +336,10 @@ class RelevancePruning(CompressionMethod):
                            choices=("sum", "abs"))
     rounds: int = param(3, "pruning steps (cubic schedule)", low=1)
     epochs_per_round: int = param(1, "fine-tuning epochs after each step", low=0)
-    relevance_samples: int = param(512, "training samples for the relevance", low=1)
     bits: Optional[int] = param(None, "then quantize with ECQ at this many bits (exact integer export)", low=2,
                                 high=8)
     quant_epochs: int = param(1, "QAT epochs of the quantization step", low=0)
     Lambda: float = param(0.0, "ECQ Lambda of the quantization step (0 = nearest)", low=0)
-    batch_size: int = param(64, "mini-batch size", low=1)
-    lr: float = param(1e-3, "Adam learning rate", low=0)
-    seed: int = param(0, "seed", low=0)
 
     def apply(self, model, x_train, y_train, x_test, y_test) -> CompressionResult:
         from .pruning import prune_structured, prune_unstructured
@@ -427,7 +373,7 @@ def _finish(method, pr, x_train, y_train, x_test, y_test) -> CompressionResult:
 
 @METHODS.register("magnitude_pruning")
 @dataclasses.dataclass(frozen=True, eq=False)
-class MagnitudePruning(CompressionMethod):
+class MagnitudePruning(TrainingMethod):
     """Baseline: tfmot ``prune_low_magnitude`` (unstructured, polynomial schedule, same epochs)."""
 
     name: ClassVar[str] = "magnitude_pruning"
@@ -439,9 +385,6 @@ class MagnitudePruning(CompressionMethod):
                                 high=8)
     quant_epochs: int = param(1, "QAT epochs of the quantization step", low=0)
     Lambda: float = param(0.0, "ECQ Lambda of the quantization step (0 = nearest)", low=0)
-    batch_size: int = param(64, "mini-batch size", low=1)
-    lr: float = param(1e-3, "Adam learning rate", low=0)
-    seed: int = param(0, "seed", low=0)
 
     def check(self) -> None:
         if self.rounds * self.epochs_per_round < 1:
@@ -463,7 +406,7 @@ class MagnitudePruning(CompressionMethod):
 
 @METHODS.register("weight_sharing")
 @dataclasses.dataclass(frozen=True, eq=False)
-class WeightSharing(CompressionMethod):
+class WeightSharing(RelevanceMethod):
     """Non-uniform codebook per layer by (relevance-weighted) k-means with 0 kept, int8 codebook,
     QAT with the ECQ quantizer; exported exactly (see ``ecqx_tf.methods.sharing``)."""
 
@@ -477,19 +420,14 @@ class WeightSharing(CompressionMethod):
     recluster: bool = param(True, "re-run the clustering before every epoch but the first")
     kmeans_iters: int = param(50, "Lloyd iterations", low=1)
     epochs: int = param(3, "QAT epochs", low=0)
-    relevance_samples: int = param(512, "training samples for the relevance", low=1)
-    batch_size: int = param(64, "mini-batch size", low=1)
-    lr: float = param(1e-3, "Adam learning rate", low=0)
-    seed: int = param(0, "seed", low=0)
 
     def apply(self, model, x_train, y_train, x_test, y_test) -> CompressionResult:
         from ..keras.api import strip
         from ..keras.finetune import evaluate_logits
+        from ..keras.fold import fold_batchnorm
         from ._qat import finetune_qat
         from .pruning import kernel_weight_count
         from .sharing import ReclusterCallback, cluster_layers, quantize_shared, sharing_info
-
-        from ..keras.fold import fold_batchnorm
 
         model = fold_batchnorm(model)  # cluster the kernels the device multiplies with
         x_ref, y_ref = self._reference(x_train, y_train, self.relevance_samples)
@@ -526,7 +464,7 @@ def _clusters() -> List[int]:
 
 @METHODS.register("mixed_precision")
 @dataclasses.dataclass(frozen=True, eq=False)
-class MixedPrecision(CompressionMethod):
+class MixedPrecision(RelevanceMethod):
     """Bits per layer from relevance under a weight-byte budget, then ECQ/ECQx at those widths
     (see ``ecqx_tf.methods.mixed_precision``)."""
 
@@ -546,10 +484,6 @@ class MixedPrecision(CompressionMethod):
     Lambda: float = param(0.05, "ECQ rate hyper-parameter", low=0)
     p: float = param(0.1, "ECQx sparsity band", low=0, high=1)
     epochs: int = param(3, "QAT epochs", low=0)
-    relevance_samples: int = param(1024, "training samples for the relevance", low=1)
-    batch_size: int = param(64, "mini-batch size", low=1)
-    lr: float = param(1e-3, "Adam learning rate", low=0)
-    seed: int = param(0, "seed", low=0)
 
     def check(self) -> None:
         if self.min_bits > self.max_bits:
@@ -557,11 +491,10 @@ class MixedPrecision(CompressionMethod):
 
     def apply(self, model, x_train, y_train, x_test, y_test) -> CompressionResult:
         from ..keras.api import quantization_info
+        from ..keras.fold import fold_batchnorm
         from ._qat import finetune_qat
         from .mixed_precision import choose_bits, quantize_mixed
         from .pruning import kernel_weight_count
-
-        from ..keras.fold import fold_batchnorm
 
         model = fold_batchnorm(model)  # allocate bits to the kernels that are quantized
         x_ref, y_ref = self._reference(x_train, y_train, self.relevance_samples)

@@ -27,7 +27,7 @@ multiple-choice knapsack), ties to fewer bytes. A budget below every layer at th
 raises ``ValueError`` naming the minimum.
 
 **Training** (:func:`quantize_mixed`): ``ECQQuantizeConfig(bits=b_l)`` per layer, built with
-:func:`ecqx_tf.methods._qat.quantize_per_layer`; the result is an ordinary model in ECQ training
+:func:`ecqx_tf.keras.api.quantize_per_layer`; the result is an ordinary model in ECQ training
 (``quantization_info`` carries each layer's bits, so ``ecqx-export`` handles it unchanged).
 """
 from __future__ import annotations
@@ -38,12 +38,12 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from .. import layers as _layers
+from .. import names
 from ..assign import nearest_assign
 from ..config import BITS_RANGE
 from ..grid import make_grid
-from .. import names
 from ..registry import Registry
-from .. import layers as _layers
 from .criteria import relevance_gradient
 
 __all__ = [

@@ -74,7 +74,7 @@ _FOLLOWS = tuple(n for n in _STRUCTURED if _layers.get(n).kernels == ("depthwise
 _KERNEL = tuple(n for n in _STRUCTURED if n not in _FOLLOWS)
 #: Layers that act per channel and need no change when channels are removed (from the registry).
 PASS_THROUGH = tuple(
-    n for n in _layers._ordered()
+    n for n in _layers.LAYERS.in_order()
     if "structured_pruning" in _layers.get(n).methods and not _layers.get(n).is_kernel
     and n not in ("InputLayer", "BatchNormalization", "Flatten")
 )

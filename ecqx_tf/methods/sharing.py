@@ -29,7 +29,7 @@ the ECQ quantization-aware machinery and exported exactly.
    epoch but the first (so the codebook follows the weights, as tfmot's trainable centroids do).
 4. **Export**: :func:`sharing_info` gives one ``QuantizedKernel`` per layer with ``bits=8``,
    ``grid="paper"``, ``levels`` = the int8 codebook and ``step`` = the scale: the TFLM exporter stores
-   exactly these integers (INT8; :func:`lut_compress_shared` then LUT-compresses them with
+   exactly these integers (INT8; ``firmware_export.tflm.shared.lut_compress_shared`` then LUT-compresses them with
    ``ceil(log2 K)``-bit indices and per-tensor/per-channel value tables), and the FantastIC4 target
    accepts it for MLPs when ``n_clusters <= 16`` (its codebook is up to 16 int8 values with 0).
    ``ecqx_tf.quantization_info`` on such a model reports the config's ``bits`` (the index width),
@@ -59,7 +59,6 @@ __all__ = [
     "quantize_shared",
     "ReclusterCallback",
     "sharing_info",
-    "lut_compress_shared",
     "index_bits",
 ]
 
@@ -281,13 +280,12 @@ def quantize_shared(
 
     Raises:
         ValueError: codebooks of different sizes than the quantizer's, or the errors of
-            :func:`ecqx_tf.methods._qat.quantize_per_layer`.
+            :func:`ecqx_tf.keras.api.quantize_per_layer`.
     """
+    from .. import layers as _layers
     from ..keras.api import ecq_layers
     from ..keras.quantize_config import ECQQuantizeConfig
     from ._qat import quantize_per_layer
-
-    from .. import layers as _layers
 
     configs = {}
     layer_of = {k: l.name for k, l, _ in _layers.model_kernels(model)}
@@ -370,34 +368,4 @@ def sharing_info(qmodel: tf.keras.Model) -> Dict[str, QuantizedKernel]:
                                       indices=s.indices.numpy().astype(np.int32), kernel=s.attr)
     if not out:
         raise ValueError("the model has no ECQ-quantized layer (was it made by quantize_shared?)")
-    return out
-
-
-def lut_compress_shared(request: Any) -> bytes:
-    """The TFLM flatbuffer of ``request`` (``ExportRequest`` with ``quant=sharing_info(...)``) with
-    every shared weight tensor LUT-compressed to ``ceil(log2 K)``-bit indices (``K`` = codebook
-    size; TFLM's ``TFLM_DECODE`` op restores the int8 values at run time). Checks that the decoded
-    integers equal ``QuantizedKernel.integers()``.
-
-    Raises:
-        RuntimeError: decoded integers differ (an exporter bug).
-        ValueError: as ``firmware_export.tflm.convert.convert``.
-    """
-    from firmware_export.tflm import flatbuffer as fb
-    from firmware_export.tflm.compress import lut_compress
-    from firmware_export.tflm.convert import WeightStep, convert
-
-    res = convert(request, compress=False)
-    parsed = fb.read_model(res.model_bytes)
-    steps = [s for s in res.plan.steps if isinstance(s, WeightStep)]
-    targets = []
-    for s, (op, t) in zip(steps, fb.weight_tensors(parsed)):
-        if s.quant is not None:
-            k = len(np.unique(np.asarray(s.quant.levels)))
-            targets.append((t.index, max(1, index_bits(k))))
-    out = lut_compress(res.model_bytes, targets)
-    decoded = fb.read_model(out)
-    for s, (op, t) in zip(steps, fb.weight_tensors(decoded)):
-        if s.expected is not None and not np.array_equal(decoded.constant_values(t.index), s.expected):
-            raise RuntimeError(f"layer {s.layer!r}: LUT-decoded integers differ from the codebook integers")
     return out

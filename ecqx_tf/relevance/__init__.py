@@ -17,6 +17,17 @@ from ecqx_tf.relevance.composites import (
     Composite,
     get_composite,
 )
+from ecqx_tf.relevance.deeplift import (  # registers the rules "rescale" and "rescale_max"
+    DEEPLIFT_COMPOSITES,
+    REFERENCES,
+    DeepLIFT,
+    DeepLiftComposite,
+    Rescale,
+    RescaleMax,
+    deeplift_layer_relevance,
+    deeplift_weight_relevance,
+    get_deeplift_composite,
+)
 from ecqx_tf.relevance.graph import TARGETS, RelevanceGraph
 from ecqx_tf.relevance.innvestigate_backend import (
     InnvestigateWorker,
@@ -47,17 +58,6 @@ from ecqx_tf.relevance.rules import (
     Z,
     ZPlus,
     rule_from_config,
-)
-from ecqx_tf.relevance.deeplift import (  # registers the rules "rescale" and "rescale_max"
-    DEEPLIFT_COMPOSITES,
-    REFERENCES,
-    DeepLIFT,
-    DeepLiftComposite,
-    Rescale,
-    RescaleMax,
-    deeplift_layer_relevance,
-    deeplift_weight_relevance,
-    get_deeplift_composite,
 )
 from ecqx_tf.relevance.weights import (
     BACKENDS,

@@ -38,6 +38,8 @@ __all__ = [
     "Composite",
     "COMPOSITES",
     "get_composite",
+    "check_layer_rules",
+    "check_rule",
     "KERNEL_LAYER_TYPES",
     "ALLOWED_RULES",
     "INNVESTIGATE_LAYER_RULES",
@@ -53,7 +55,7 @@ _KERNEL_RULES: Tuple[Type[Rule], ...] = tuple(RULES.get(r) for r in _layers.get(
 #: Layer type -> rules that BOTH backends implement for it (the native backend and iNNvestigate).
 ALLOWED_RULES: Dict[str, Tuple[Type[Rule], ...]] = {
     name: tuple(RULES.get(r) for r in _layers.get(name).lrp_allowed)
-    for name in _layers._ordered()
+    for name in _layers.LAYERS.in_order()
     if _layers.get(name).role != "input"
 }
 
@@ -100,26 +102,9 @@ class Composite:
     first_layer: Optional[Rule] = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise TypeError(f"Composite: name must be a non-empty str, got {self.name!r}")
-        items = self.layer_rules.items() if isinstance(self.layer_rules, Mapping) else self.layer_rules
-        pairs = tuple((str(k), v) for k, v in items)
-        seen = set()
-        for layer_type, rule in pairs:
-            if layer_type not in ALLOWED_RULES:
-                raise ValueError(
-                    f"Composite {self.name!r}: unknown layer type {layer_type!r}; "
-                    f"accepted: {', '.join(ALLOWED_RULES)}"
-                )
-            if layer_type in seen:
-                raise ValueError(f"Composite {self.name!r}: layer type {layer_type!r} given twice")
-            seen.add(layer_type)
-            _check_rule(self.name, layer_type, rule)
-        missing = [t for t in ALLOWED_RULES if t not in seen]
-        if missing:
-            raise ValueError(f"Composite {self.name!r}: no rule for layer types {missing}")
+        pairs = check_layer_rules("Composite", self.name, self.layer_rules, ALLOWED_RULES)
         if self.first_layer is not None:
-            _check_rule(self.name, "first layer", self.first_layer, _KERNEL_RULES)
+            check_rule(f"Composite {self.name!r}", "first layer", self.first_layer, _KERNEL_RULES)
         object.__setattr__(self, "layer_rules", pairs)
 
     def rule(self, layer_type: str, first: bool = False) -> Rule:
@@ -156,19 +141,50 @@ class Composite:
         )
 
 
-def _check_rule(
-    composite: str, where: str, rule: Any, allowed: Optional[Tuple[Type[Rule], ...]] = None
-) -> None:
+def check_rule(owner: str, where: str, rule: Any, allowed: Tuple[Type[Rule], ...]) -> None:
+    """``rule`` is a :class:`Rule` of one of the ``allowed`` types for ``where`` (a layer type).
+
+    Raises:
+        TypeError: not a :class:`Rule`; ValueError: not allowed there (lists the accepted rules).
+        Both name ``owner`` (e.g. ``"Composite 'epsilon'"``).
+    """
     if not isinstance(rule, Rule):
-        raise TypeError(
-            f"Composite {composite!r}: rule for {where} must be a Rule, got {type(rule).__name__}"
-        )
-    allowed = ALLOWED_RULES[where] if allowed is None else allowed
+        raise TypeError(f"{owner}: rule for {where} must be a Rule, got {type(rule).__name__}")
     if type(rule) not in allowed:
         raise ValueError(
-            f"Composite {composite!r}: rule {rule.name!r} is not available for {where}; "
+            f"{owner}: rule {rule.name!r} is not available for {where}; "
             f"accepted: {', '.join(a.name for a in allowed)}"
         )
+
+
+def check_layer_rules(kind: str, name: Any, layer_rules: Any,
+                      allowed: Mapping[str, Tuple[Type[Rule], ...]]) -> Tuple[Tuple[str, Rule], ...]:
+    """The ``(layer type, rule)`` pairs of a composite (``layer_rules``: a mapping or pairs),
+    checked: ``name`` is a non-empty str, every layer type is a key of ``allowed``, given once,
+    with a rule of its allowed types, and every key of ``allowed`` is covered. ``kind`` names the
+    class in the messages (``"Composite"``, ``"DeepLiftComposite"``).
+
+    Raises:
+        TypeError: ``name`` is not a non-empty str, or a rule is not a :class:`Rule`.
+        ValueError: unknown, repeated or missing layer type, or a rule not allowed for its type.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{kind}: name must be a non-empty str, got {name!r}")
+    owner = f"{kind} {name!r}"
+    items = layer_rules.items() if isinstance(layer_rules, Mapping) else layer_rules
+    pairs = tuple((str(k), v) for k, v in items)
+    seen = set()
+    for layer_type, rule in pairs:
+        if layer_type not in allowed:
+            raise ValueError(f"{owner}: unknown layer type {layer_type!r}; accepted: {', '.join(allowed)}")
+        if layer_type in seen:
+            raise ValueError(f"{owner}: layer type {layer_type!r} given twice")
+        seen.add(layer_type)
+        check_rule(owner, layer_type, rule, allowed[layer_type])
+    missing = [t for t in allowed if t not in seen]
+    if missing:
+        raise ValueError(f"{owner}: no rule for layer types {missing}")
+    return pairs
 
 
 #: name -> Composite
@@ -197,12 +213,5 @@ def get_composite(composite: Union[str, Composite]) -> Composite:
         TypeError: neither a str nor a :class:`Composite`.
         ValueError: unknown name (lists the registered ones).
     """
-    if isinstance(composite, Composite):
-        return composite
-    if isinstance(composite, str):
-        return COMPOSITES.get(composite)
-    raise TypeError(
-        f"composite must be a str or Composite, got {type(composite).__name__}; "
-        f"registered: {', '.join(COMPOSITES.names())}"
-    )
+    return COMPOSITES.resolve(composite, Composite)
 

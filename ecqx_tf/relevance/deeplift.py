@@ -57,27 +57,27 @@ default the ``x`` of the call), or an explicit array of the input's shape.
 from __future__ import annotations
 
 import dataclasses
-import math
 import weakref
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, ClassVar, Dict, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 import tensorflow as tf
 
 from ecqx_tf import layers as _layers
 from ecqx_tf import names
+from ecqx_tf.config import validate_float_range
 from ecqx_tf.registry import Registry
+from ecqx_tf.relevance.composites import check_layer_rules
 from ecqx_tf.relevance.graph import (
     GraphNode,
     NodeActs,
     RelevanceGraph,
-    UnsupportedLayerError,
     check_batch_size,
     target_mask,
     vjp,
 )
 from ecqx_tf.relevance.native import LayerRelevance, check_layer_names
-from ecqx_tf.relevance.rules import RULES, Gradient, Rule
+from ecqx_tf.relevance.rules import RULES, Rule
 
 __all__ = [
     "Rescale",
@@ -102,11 +102,7 @@ DEFAULT_THRESHOLD = 1e-7
 
 
 def _check_threshold(cls: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{cls}: threshold must be a float, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{cls}: threshold must be finite and > 0, got {value!r}")
-    return float(value)
+    return validate_float_range(f"{cls}: threshold", value, low=0, low_open=True)
 
 
 @RULES.register("rescale")
@@ -150,7 +146,7 @@ class RescaleMax(Rule):
 #: validation and errors). The ``Activation`` entry also covers activations fused into kernel layers.
 DEEPLIFT_ALLOWED_RULES: Dict[str, Tuple[Type[Rule], ...]] = {
     name: tuple(RULES.get(r) for r in _layers.get(name).deeplift_allowed)
-    for name in _layers._ordered()
+    for name in _layers.LAYERS.in_order()
     if _layers.get(name).role != "input"
 }
 
@@ -172,33 +168,7 @@ class DeepLiftComposite:
     layer_rules: Tuple[Tuple[str, Rule], ...]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise TypeError(f"DeepLiftComposite: name must be a non-empty str, got {self.name!r}")
-        items = self.layer_rules.items() if isinstance(self.layer_rules, Mapping) else self.layer_rules
-        pairs = tuple((str(k), v) for k, v in items)
-        seen = set()
-        for layer_type, rule in pairs:
-            if layer_type not in DEEPLIFT_ALLOWED_RULES:
-                raise ValueError(
-                    f"DeepLiftComposite {self.name!r}: unknown layer type {layer_type!r}; "
-                    f"accepted: {', '.join(DEEPLIFT_ALLOWED_RULES)}"
-                )
-            if layer_type in seen:
-                raise ValueError(f"DeepLiftComposite {self.name!r}: layer type {layer_type!r} given twice")
-            seen.add(layer_type)
-            if not isinstance(rule, Rule):
-                raise TypeError(
-                    f"DeepLiftComposite {self.name!r}: rule for {layer_type} must be a Rule, got {type(rule).__name__}"
-                )
-            allowed = DEEPLIFT_ALLOWED_RULES[layer_type]
-            if type(rule) not in allowed:
-                raise ValueError(
-                    f"DeepLiftComposite {self.name!r}: rule {rule.name!r} is not available for {layer_type}; "
-                    f"accepted: {', '.join(a.name for a in allowed)}"
-                )
-        missing = [t for t in DEEPLIFT_ALLOWED_RULES if t not in seen]
-        if missing:
-            raise ValueError(f"DeepLiftComposite {self.name!r}: no rule for layer types {missing}")
+        pairs = check_layer_rules("DeepLiftComposite", self.name, self.layer_rules, DEEPLIFT_ALLOWED_RULES)
         object.__setattr__(self, "layer_rules", pairs)
 
     def rule(self, layer_type: str) -> Rule:
@@ -249,14 +219,7 @@ def get_deeplift_composite(composite: Union[str, DeepLiftComposite]) -> DeepLift
         TypeError: neither a str nor a :class:`DeepLiftComposite`.
         ValueError: unknown name (lists the registered ones).
     """
-    if isinstance(composite, DeepLiftComposite):
-        return composite
-    if isinstance(composite, str):
-        return DEEPLIFT_COMPOSITES.get(composite)
-    raise TypeError(
-        f"composite must be a str or DeepLiftComposite, got {type(composite).__name__}; "
-        f"registered: {', '.join(DEEPLIFT_COMPOSITES.names())}"
-    )
+    return DEEPLIFT_COMPOSITES.resolve(composite, DeepLiftComposite)
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from ecqx_tf import layers as _layers
+from ecqx_tf.config import validate_int_range
 from ecqx_tf.topology import model_problems, topology
 
 __all__ = [
@@ -442,8 +443,5 @@ def target_mask(out: tf.Tensor, mode: str, labels: tf.Tensor) -> tf.Tensor:
 
 
 def check_batch_size(batch_size: int) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-        raise TypeError(f"batch_size must be an int, got {batch_size!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    return int(batch_size)
+    """``batch_size`` as an int >= 1 (``ecqx_tf.config.validate_int_range``)."""
+    return validate_int_range("batch_size", batch_size, low=1)

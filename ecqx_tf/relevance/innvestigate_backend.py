@@ -350,6 +350,7 @@ def _make_analyzer(model: Any, composite_cfg: Dict[str, Any], keep: Sequence[str
     """An ``innvestigate.analyzer.LRP`` reproducing the composite, which also returns the
     relevance at the outputs of the layers named in ``keep``."""
     import tensorflow.keras.layers as klayers
+    from innvestigate import backend as ibackend
     from innvestigate.analyzer.relevance_based import relevance_rule as rrule
     from innvestigate.analyzer.relevance_based.relevance_analyzer import (
         LRP,
@@ -357,7 +358,6 @@ def _make_analyzer(model: Any, composite_cfg: Dict[str, Any], keep: Sequence[str
         AveragePoolingReverseLayer,
         BatchNormalizationReverseLayer,
     )
-    from innvestigate import backend as ibackend
     from innvestigate.backend import checks as ichecks
     from innvestigate.backend import graph as igraph
 

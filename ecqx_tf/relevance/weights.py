@@ -1,6 +1,7 @@
 r"""Weight relevance for ECQx (Becking et al. 2021) and its running average.
 
-For a kernel layer (Dense, Conv1D, Conv2D, DepthwiseConv2D, each half of a SeparableConv2D) :math:`z_j = \sum_i a_i w_{ij} + b_j` with relevance :math:`R_j` at its
+For a kernel layer (Dense, Conv1D, Conv2D, DepthwiseConv2D, each half of a SeparableConv2D)
+:math:`z_j = \sum_i a_i w_{ij} + b_j` with relevance :math:`R_j` at its
 output (from LRP with a composite, see :mod:`ecqx_tf.relevance.composites`):
 
 .. math::

@@ -40,7 +40,7 @@ import struct
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -55,6 +55,7 @@ __all__ = [
     "thumb_instruction_count",
     "ArmEmulator",
     "map_sizes",
+    "runtime_flash",
     "run_golden",
     "qemu_cross_check",
     "simulate",
@@ -180,8 +181,7 @@ class ArmEmulator:
 
     def __init__(self, elf: Path, cpu: str):
         from elftools.elf.elffile import ELFFile
-        from unicorn import UC_ARCH_ARM, UC_HOOK_BLOCK, UC_MODE_MCLASS, UC_MODE_THUMB, Uc
-        from unicorn import arm_const
+        from unicorn import UC_ARCH_ARM, UC_HOOK_BLOCK, UC_MODE_MCLASS, UC_MODE_THUMB, Uc, arm_const
 
         c = _cpu(cpu)
         self.cpu = c
@@ -365,7 +365,7 @@ def map_sizes(map_path: Path) -> Dict[str, Dict[str, int]]:
     return sizes
 
 
-def _runtime_flash(sizes: Dict[str, Dict[str, int]]) -> Tuple[int, int, List[str]]:
+def runtime_flash(sizes: Dict[str, Dict[str, int]]) -> Tuple[int, int, List[str]]:
     """(runtime code + constants bytes, runtime RAM bytes, library members counted with it)."""
     pulled = sizes.get("__pulled_by__", {})
     rt = sizes.get("f4_runtime.o", {"flash": 0, "ram": 0})
@@ -436,7 +436,7 @@ def run_golden(out_dir: Path, cpu: str = "m4", opt: str = "-O2", build_dir: Opti
             counts[i] = n
             outputs[i] = np.frombuffer(emu.read(yout, n_out), np.int8)
         sizes = map_sizes(map_path)
-        rt_flash, rt_ram, libs = _runtime_flash(sizes)
+        rt_flash, rt_ram, libs = runtime_flash(sizes)
         blob_flash = sizes.get(f"{name}_f4.o", {"flash": 0})["flash"]
         model_bytes = emu.size("g_f4_harness_model")
         result = {

@@ -36,7 +36,7 @@ interpreter bit for bit on every golden vector.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import logging
 import shutil
 import subprocess
@@ -46,13 +46,15 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from ecqx_tf.fields import param, validate_fields
 from ecqx_tf.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ecqx_tf.stats import value_entropy
 from firmware_export.fantastic4 import format as f4format
 from firmware_export.fantastic4 import simulate as f4sim
 from firmware_export.fantastic4.network import IntegerMLP
 from firmware_export.registry import ExportRequest, ExportTarget, register_target
 
-__all__ = ["FantastIC4Target", "RUNTIME_DIR", "RUNTIME_FILES", "CFLAGS", "layer_report", "c_array_files", "tflm_arena",
+__all__ = ["FantastIC4Target", "FantastIC4Options", "RUNTIME_DIR", "RUNTIME_FILES", "CFLAGS", "layer_report", "c_array_files", "tflm_arena",
            "tflm_reference"]
 
 log = logging.getLogger(__name__)
@@ -168,12 +170,6 @@ def c_array_files(name: str, blob: bytes) -> Dict[str, str]:
     return {f"{name}_f4.h": header, f"{name}_f4.c": source, "f4_model_data.h": shim}
 
 
-def _entropy_bits(codes: np.ndarray) -> float:
-    _, counts = np.unique(codes, return_counts=True)
-    p = counts / counts.sum()
-    return float(-(p * np.log2(p)).sum())
-
-
 def layer_report(net: IntegerMLP, parsed: f4format.F4Blob,
                  layout_sizes: Optional[List[Dict[str, int]]] = None) -> List[Dict[str, Any]]:
     """Per layer: shape, sparsity, codebook size, bytes of every layout (``layout_sizes``, per
@@ -184,7 +180,7 @@ def layer_report(net: IntegerMLP, parsed: f4format.F4Blob,
         codes = layer.codes()
         n = codes.size
         sizes = layout_sizes[i] if layout_sizes is not None else f4format.layout_sizes(codes)
-        h = _entropy_bits(codes)
+        h = value_entropy(codes)
         rows.append({
             "layer": layer.name,
             "op": "FULLY_CONNECTED",
@@ -241,25 +237,37 @@ def tflm_reference(model_bytes: bytes, x: np.ndarray, arena_size: Optional[int] 
     return np.stack(out).astype(np.int8)
 
 
+def _objectives() -> List[str]:
+    from firmware_export.fantastic4.cost import OBJECTIVES
+
+    return list(OBJECTIVES)
+
+
+@dataclasses.dataclass(frozen=True)
+class FantastIC4Options:
+    """Options of the ``fantastic4`` target (``ecqx-export --target fantastic4 --help``;
+    ``firmware_export.export``)."""
+
+    f4_layout: str = param("auto", "FantastIC4 weight layout of every layer (auto: chosen per layer by "
+                                   "--f4-objective; smallest = --f4-objective size; FORMAT.md section 4)",
+                           choices=LAYOUT_CHOICES)
+    f4_objective: str = param("balanced", "with --f4-layout auto: per layer the fewest bytes (size), the fewest "
+                                          "Cortex-M instructions (speed, a cost model fitted to instructions counted "
+                                          "on Cortex-M4), or the least instructions/I + bytes/B with I, B the "
+                                          "network's figures at full speed (balanced)", choices=_objectives)
+    tflite_bytes: Optional[bytes] = param(None, "the .tflite of the same request (e.g. the tflm target's) instead "
+                                                "of converting again", cli=False)
+
+    def __post_init__(self) -> None:
+        validate_fields(self, "fantastic4 options")
+
+
 @register_target("fantastic4")
 class FantastIC4Target(ExportTarget):
     name = "fantastic4"
     help = "FantastIC4-style 4-bit sparse MLP: blob + portable C99 runtime + host harness (same integers as tflm)"
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        from firmware_export.fantastic4.cost import OBJECTIVES
-
-        parser.add_argument(
-            "--f4-layout", dest="f4_layout", choices=LAYOUT_CHOICES, default="auto",
-            help="FantastIC4 weight layout of every layer (default: auto, chosen per layer by --f4-objective; "
-                 "smallest = --f4-objective size; FORMAT.md section 4)",
-        )
-        parser.add_argument(
-            "--f4-objective", dest="f4_objective", choices=OBJECTIVES, default="balanced",
-            help="with --f4-layout auto: per layer the fewest bytes (size), the fewest Cortex-M instructions "
-                 "(speed, a cost model fitted to instructions counted on Cortex-M4), or the least "
-                 "instructions/I + bytes/B with I, B the network's figures at full speed (balanced, default)",
-        )
+    options = FantastIC4Options
 
     def export(self, request: ExportRequest, out_dir: Path) -> Dict[str, Any]:
         """Write the files listed in the module docstring; return the manifest.

@@ -77,6 +77,7 @@ __all__ = [
     "tflite_layout",
     "quantize_input",
     "dequantize_output",
+    "stored_bytes",
 ]
 
 log = logging.getLogger(__name__)
@@ -1218,7 +1219,7 @@ def _layer_rows(model: fb.TFLiteModel, plan: _Plan) -> List[Dict[str, Any]]:
             "scheme": s.scheme,
             "shape": list(t.shape),
             "weights": int(v.size),
-            "weight_bytes": _stored_bytes(model, t),
+            "weight_bytes": stored_bytes(model, t),
             "zeros": float(np.mean(v == 0)),
             "distinct_values": int(np.unique(v).size),
             "scales": scales,
@@ -1231,7 +1232,9 @@ def _layer_rows(model: fb.TFLiteModel, plan: _Plan) -> List[Dict[str, Any]]:
     return rows
 
 
-def _stored_bytes(model: fb.TFLiteModel, t: fb.Tensor) -> int:
+def stored_bytes(model: fb.TFLiteModel, t: fb.Tensor) -> int:
+    """Bytes a weight tensor occupies in the flatbuffer: its data, or for a LUT-compressed tensor
+    the indices plus the ancillary data (header and value tables)."""
     if t.is_constant:
         return len(t.data)
     op = model.producer(t.index)  # LUT: indices + ancillary (header + value tables)

@@ -64,14 +64,14 @@ _TYPE_CODES = {name: code for code, (name, _, _) in fb.TENSOR_TYPES.items()}
 
 
 def _schema():
-    return fb._schema()
+    return fb.load_schema()
 
 
 def _encode(values: np.ndarray, dtype: str) -> bytes:
     v = np.asarray(values)
     if dtype == "INT4":
         return fb.pack_int4(v.ravel())
-    np_dtype = fb._dtype_of(dtype)
+    np_dtype = fb.dtype_of(dtype)
     return np.ascontiguousarray(v.astype(np_dtype)).tobytes()
 
 

@@ -39,6 +39,8 @@ __all__ = [
     "TFLiteModel",
     "FullyConnectedLayer",
     "read_model",
+    "load_schema",
+    "dtype_of",
     "pack_int4",
     "unpack_int4",
     "decode_lut",
@@ -77,7 +79,8 @@ _ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 
 _PADDINGS = {0: "SAME", 1: "VALID"}
 
 
-def _schema():
+def load_schema():
+    """The generated TFLite flatbuffer schema module (TensorFlow's copy; tflite-micro's as fallback)."""
     try:
         from tensorflow.lite.python import schema_py_generated as schema
     except ImportError:  # pragma: no cover - TensorFlow is a dependency; the wheel copy is a fallback
@@ -86,7 +89,7 @@ def _schema():
 
 
 def _builtin_names() -> Dict[int, str]:
-    schema = _schema()
+    schema = load_schema()
     return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
 
@@ -212,11 +215,12 @@ class TFLiteModel:
                         f"{t.quantization.axis} but its LUT has {'one table' if axis == 15 else f'tables along axis {axis}'}; "
                         "the TFLM_DECODE kernel takes one table per quantization channel and would decode it wrongly"
                     )
-            return decode_lut(enc.data, anc.data, t.shape, _dtype_of(t.dtype))
+            return decode_lut(enc.data, anc.data, t.shape, dtype_of(t.dtype))
         raise ValueError(f"tensor {tensor_index} ({t.name!r}) is not a constant")
 
 
-def _dtype_of(name: str) -> np.dtype:
+def dtype_of(name: str) -> np.dtype:
+    """The NumPy dtype of a TFLite tensor type name (``"INT8"`` -> ``int8``)."""
     for _, (n, dtype, _) in TENSOR_TYPES.items():
         if n == name and dtype is not None:
             return dtype
@@ -293,7 +297,7 @@ def read_model(data: Union[bytes, bytearray, memoryview]) -> TFLiteModel:
     (root,) = struct.unpack_from("<I", buf, 0)
     if not 8 <= root < n:
         raise ValueError(f"corrupt .tflite model: root table offset {root} outside the {n} bytes")
-    schema = _schema()
+    schema = load_schema()
     try:
         fb = schema.Model.GetRootAsModel(buf, 0)
         m = schema.ModelT.InitFromObj(fb)
@@ -581,7 +585,7 @@ def set_tensor_scales(model_bytes: bytes, tensor_index: int, scales: Sequence[fl
     Raises:
         ValueError: the tensor has no scale vector of ``len(scales)`` entries.
     """
-    schema = _schema()
+    schema = load_schema()
     buf = bytearray(model_bytes)
     read_model(bytes(buf))  # validates
     t = schema.Model.GetRootAsModel(buf, 0).Subgraphs(0).Tensors(int(tensor_index))

@@ -20,7 +20,7 @@ checks both against the stored golden outputs, bit for bit.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -28,10 +28,11 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from ecqx_tf.fields import param, validate_fields
 from ecqx_tf.io import atomic_write_json, atomic_write_text, atomic_write_bytes
 from firmware_export.registry import ExportRequest, ExportTarget, register_target
 
-__all__ = ["TFLMTarget", "REPORT", "DEFAULT_GOLDEN_HEADER", "DEFAULT_MAX_EVAL"]
+__all__ = ["TFLMTarget", "TFLMOptions", "REPORT", "DEFAULT_GOLDEN_HEADER", "DEFAULT_MAX_EVAL"]
 
 log = logging.getLogger(__name__)
 
@@ -55,26 +56,30 @@ def _class_labels(y, n: int) -> Optional[np.ndarray]:
     return y
 
 
+@dataclasses.dataclass(frozen=True)
+class TFLMOptions:
+    """Options of the ``tflm`` target (``ecqx-export --target tflm --help``; ``firmware_export.export``)."""
+
+    compress: bool = param(False, "TFLM LUT compression of the quantized weight tensors (<= 7-bit grids; adds "
+                                  "TFLM_DECODE; <= 4-bit grids are then stored INT8, not INT4)")
+    int8_weights: bool = param(False, "store <= 4-bit grids as INT8 (same integers) instead of packed INT4, e.g. "
+                                      "to compare TFLM's int8 and INT4 kernels")
+    drop_softmax: bool = param(False, "export the logits of a model that ends in a softmax (otherwise the "
+                                      "softmax is exported as a SOFTMAX op)")
+    golden_header: int = param(DEFAULT_GOLDEN_HEADER, "samples in <name>_golden.h", low=0)
+    max_eval: int = param(DEFAULT_MAX_EVAL, "test samples in the host check", low=1, cli=False)
+
+    def __post_init__(self) -> None:
+        validate_fields(self, "tflm options")
+
+
 @register_target("tflm")
 class TFLMTarget(ExportTarget):
     name = "tflm"
     help = ("TensorFlow Lite Micro: full-integer .tflite whose INT4/INT8 weights are the ECQ integers, "
             "C arrays, arena size, golden vectors, host check against the TFLM interpreter")
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--compress", action="store_true",
-                            help="TFLM LUT compression of the quantized weight tensors (<= 7-bit grids; adds "
-                                 "TFLM_DECODE; <= 4-bit grids are then stored INT8, not INT4)")
-        parser.add_argument("--int8-weights", dest="int8_weights", action="store_true",
-                            help="store <= 4-bit grids as INT8 (same integers) instead of packed INT4, e.g. to "
-                                 "compare TFLM's int8 and INT4 kernels")
-        from ecqx_tf.config import arg_int
-
-        parser.add_argument("--drop-softmax", dest="drop_softmax", action="store_true",
-                            help="export the logits of a model that ends in a softmax (default: the softmax is "
-                                 "exported as a SOFTMAX op)")
-        parser.add_argument("--golden-header", dest="golden_header", type=arg_int(low=0), default=DEFAULT_GOLDEN_HEADER,
-                            metavar="N", help=f"samples in <name>_golden.h (default {DEFAULT_GOLDEN_HEADER})")
+    options = TFLMOptions
 
     # ------------------------------------------------------------------------------------------
     def export(self, request: ExportRequest, out_dir: Path) -> Dict[str, Any]:

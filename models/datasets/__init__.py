@@ -1,9 +1,11 @@
 """Data sets by name: ``load("mnist_bundled")``; on-disk formats take ``path=``."""
 from __future__ import annotations
 
+from . import (
+    bundled,  # noqa: F401  (registers mnist_bundled, digits)
+    ondisk,  # noqa: F401  (registers mnist, cifar10, speech_commands)
+)
 from .base import DATASETS, Dataset, register_dataset
-from . import bundled  # noqa: F401  (registers mnist_bundled, digits)
-from . import ondisk  # noqa: F401  (registers mnist, cifar10, speech_commands)
 
 __all__ = ["DATASETS", "Dataset", "register_dataset", "load", "names", "path_required", "check_data_args"]
 

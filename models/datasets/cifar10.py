@@ -27,7 +27,7 @@ import io
 import logging
 import os
 import pickle
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 

@@ -35,6 +35,8 @@ from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
+from ecqx_tf.config import validate_int_range
+
 from .base import Dataset, register_dataset
 
 __all__ = ["IDX_DTYPES", "MNIST_FILES", "read_idx", "parse_idx", "load_mnist"]
@@ -175,11 +177,6 @@ def _load_split(folder: str, split: str, limit: Optional[int]) -> Tuple[np.ndarr
     return x, labels.astype(np.int64)
 
 
-def _check_limit(name: str, value: Optional[int]) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"{name} must be None or a positive int, got {value!r}")
-
-
 @register_dataset("mnist")
 def load_mnist(
     path: PathLike, max_train: Optional[int] = None, max_test: Optional[int] = None
@@ -196,8 +193,9 @@ def load_mnist(
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    _check_limit("max_train", max_train)
-    _check_limit("max_test", max_test)
+    for arg, value in (("max_train", max_train), ("max_test", max_test)):
+        if value is not None:
+            validate_int_range(arg, value, low=1)
     folder = os.fspath(path)
     if not os.path.isdir(folder):
         raise FileNotFoundError(

@@ -61,6 +61,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ecqx_tf.config import validate_float_range, validate_int_range
+
 from .base import Dataset, register_dataset
 
 __all__ = [
@@ -141,11 +143,6 @@ def _fit(audio: np.ndarray, n: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ features
-def _positive(name: str, value, kind=(int, float)) -> None:
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-
-
 def kws_features(
     audio: np.ndarray,
     kind: str = "logmel",
@@ -191,11 +188,11 @@ def kws_features(
     """
     if kind not in FEATURE_KINDS:
         raise ValueError(f"kind must be one of {', '.join(FEATURE_KINDS)}; got {kind!r}")
-    _positive("sample_rate", sample_rate, int)
-    _positive("window_ms", window_ms)
-    _positive("stride_ms", stride_ms)
-    _positive("num_mel_bins", num_mel_bins, int)
-    _positive("log_offset", log_offset)
+    validate_int_range("sample_rate", sample_rate, low=1)
+    validate_float_range("window_ms", window_ms, low=0, low_open=True)
+    validate_float_range("stride_ms", stride_ms, low=0, low_open=True)
+    validate_int_range("num_mel_bins", num_mel_bins, low=1)
+    validate_float_range("log_offset", log_offset, low=0, low_open=True)
     if not 0 <= lower_hz < upper_hz <= sample_rate / 2:
         raise ValueError(
             f"need 0 <= lower_hz < upper_hz <= sample_rate / 2 = {sample_rate / 2}; got "
@@ -295,11 +292,6 @@ def _silence(noise: List[np.ndarray], count: int, rng: np.random.Generator) -> n
     return clips
 
 
-def _check_optional_int(name: str, value, minimum: int) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-        raise ValueError(f"{name} must be None or an int >= {minimum}, got {value!r}")
-
-
 @register_dataset("speech_commands")
 def load_speech_commands(
     path: PathLike,
@@ -337,8 +329,9 @@ def load_speech_commands(
         raise ValueError(
             f"validation must be one of {', '.join(VALIDATION_MODES)}; got {validation!r}"
         )
-    _check_optional_int("max_per_class", max_per_class, 1)
-    _check_optional_int("num_silence", num_silence, 0)
+    for arg, value, low in (("max_per_class", max_per_class, 1), ("num_silence", num_silence, 0)):
+        if value is not None:
+            validate_int_range(arg, value, low=low)
     keywords = tuple(keywords) if not isinstance(keywords, str) else ()
     if not keywords or len(set(keywords)) != len(keywords) or any(
         not isinstance(k, str) or not k or k.startswith("_") for k in keywords

@@ -30,14 +30,22 @@ def _names(text: str) -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cli.common import Parser, add_common_arguments
+    from ecqx_tf.config import (
+        BITS_RANGE,
+        ECQ_DEFAULTS,
+        GRADIENTS,
+        LAMBDA_REDUCE,
+        LR_SCHEDULES,
+        QUANT_METHODS,
+        SEED_MAX,
+        arg_float,
+        arg_int,
+    )
     from models import datasets
 
-    from .cli_common import Parser, add_common_arguments
-    from .config import (BITS_RANGE, ECQ_DEFAULTS, GRADIENTS, LAMBDA_REDUCE, LR_SCHEDULES, QUANT_METHODS, SEED_MAX,
-                         arg_float, arg_int)
-
     d = ECQ_DEFAULTS  # one set of defaults for ecqx-quantize, ecqx-compress ecq|ecqx and the Python API
-    from .grid import GRID_KINDS
+    from ecqx_tf.grid import GRID_KINDS
 
     ap = Parser(prog="ecqx-quantize", description=__doc__)
     add_common_arguments(ap)
@@ -82,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .cli_common import run, verbosity
+    from cli.common import run, verbosity
 
     args = build_parser().parse_args(argv)
     params = {k: getattr(args, k) for k in QUANTIZE_PARAMS}
@@ -109,11 +117,10 @@ def quantize_to_folder(prog: str, model_path: str, data: str, data_path: Optiona
     Returns the exit code: 0, or 1 when ``extra`` says so or every quantized weight is zero.
     Bad input raises ``ValueError``/``TypeError``/``OSError`` before any work.
     """
+    from cli.common import check_input_file, keras_verbosity
+    from ecqx_tf.config import ECQ_DEFAULTS
+    from ecqx_tf.io import atomic_output_dir, atomic_write_json, check_output_dir
     from models import datasets
-
-    from .cli_common import check_input_file, keras_verbosity
-    from .config import ECQ_DEFAULTS
-    from .io import atomic_output_dir, atomic_write_json, check_output_dir
 
     params = {**{k: v for k, v in ECQ_DEFAULTS.items()}, "exclude": [], **params}
     # every input checked before any work (and before TensorFlow is imported)
@@ -122,8 +129,8 @@ def quantize_to_folder(prog: str, model_path: str, data: str, data_path: Optiona
     inputs = [model_path, data_path]
     check_output_dir(out, prog, inputs, force)
 
-    from .keras import load_model, save_model
-    from .keras.finetune import quantize_and_train
+    from ecqx_tf.keras import load_model, save_model
+    from ecqx_tf.keras.finetune import quantize_and_train
 
     ds = datasets.load(data, **({"path": data_path} if data_path else {}))
     model = load_model(model_path)
@@ -158,7 +165,7 @@ def all_zero_warning(prog: str, total: dict, Lambda: float) -> int:
     """Exit code for a finished quantization: 1 with a loud warning when every quantized weight
     came out zero (the model then predicts a constant), else 0. ``total`` is the ``"<total>"``
     row of ``ecqx_tf.layer_stats``."""
-    from .config import ECQ_DEFAULTS
+    from ecqx_tf.config import ECQ_DEFAULTS
 
     if total.get("sparsity", 0.0) < 1.0:
         return 0

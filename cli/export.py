@@ -25,9 +25,9 @@ error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -65,9 +65,9 @@ any other non-empty folder is refused before any work (the last one unless --for
 
 
 def _targets():
-    from firmware_export import targets
+    from firmware_export import TARGETS
 
-    return targets.TARGETS
+    return TARGETS
 
 
 def _dataset_names() -> List[str]:
@@ -86,10 +86,8 @@ def _target_epilog(targets) -> str:
 
 def build_parser(target: Optional[str] = None) -> argparse.ArgumentParser:
     """The ``ecqx-export`` parser; ``target`` adds that target's own options."""
-    from ecqx_tf.cli_common import Parser
+    from cli.common import Parser, add_common_arguments
     from ecqx_tf.config import arg_int
-
-    from ecqx_tf.cli_common import add_common_arguments
 
     targets = _targets()
     ap = Parser(
@@ -129,7 +127,7 @@ def build_parser(target: Optional[str] = None) -> argparse.ArgumentParser:
 
 
 def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    from ecqx_tf.cli_common import Parser
+    from cli.common import Parser
 
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = Parser(prog="ecqx-export", add_help=False)
@@ -621,7 +619,7 @@ def _layer_rows(summary: Dict[str, Any]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ecqx_tf.cli_common import run, verbosity
+    from cli.common import run, verbosity
 
     args = _parse(argv)
     return run("ecqx-export", lambda: _export(args), level=verbosity(args))
@@ -629,9 +627,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     try:
-        from ecqx_tf.cli_common import check_input_file
+        from cli.common import check_input_file
         from ecqx_tf.io import atomic_output_dir, check_output_dir, remove_stale_partials, sha256_file
-        from firmware_export.registry import ExportRequest
+        from firmware_export import ExportRequest
         from firmware_export.tflm.c_arrays import check_identifier
 
         t0 = time.time()
@@ -670,9 +668,10 @@ def _export(args: argparse.Namespace) -> int:
                                            or "(none: uniform random calibration inputs)"))
         rep, x_test, y_test, data_desc = _load_data(args, input_shape, calib)
 
-        options = {k: v for k, v in vars(args).items()
-                   if k not in ("model", "target", "out", "force", "data", "data_path", "name", "calib", "calib_data",
-                                "random_calibration", "quiet", "verbose")}
+        # the target's typed options given on the command line (and --max-eval where the target takes it)
+        given = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(target.options)}}
+        typed = target.make_options(given)
+        options = {k: getattr(typed, k) for k in given}
         request = ExportRequest(model=model, quant=quant, name=name, representative=rep, x_test=x_test,
                                 y_test=y_test, options=options)
 
@@ -717,7 +716,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def build_simulate_parser() -> argparse.ArgumentParser:
     """The ``ecqx-simulate`` parser (targets may add options here)."""
-    from ecqx_tf.cli_common import Parser, add_common_arguments
+    from cli.common import Parser, add_common_arguments
 
     ap = Parser(
         prog="ecqx-simulate",
@@ -739,9 +738,7 @@ def build_simulate_parser() -> argparse.ArgumentParser:
 def simulate_main(argv: Optional[Sequence[str]] = None) -> int:
     """``ecqx-simulate DIR``: check the folder (:func:`check_export_folder`), then run the target's
     host check. Exit codes: 0 the host check passed, 1 it differs, 2 bad folder."""
-    from ecqx_tf.cli_common import run
-
-    from ecqx_tf.cli_common import verbosity
+    from cli.common import run, verbosity
 
     args = build_simulate_parser().parse_args(argv)
     return run("ecqx-simulate", lambda: _simulate(args), level=verbosity(args), bad_input=_SIMULATE_ERRORS)

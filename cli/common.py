@@ -124,7 +124,8 @@ def version() -> str:
     """The package version, from its metadata when installed, else ``ecqx_tf.__version__``
     (neither imports TensorFlow)."""
     try:
-        from importlib.metadata import PackageNotFoundError, version as _v
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as _v
 
         try:
             return _v("ecqx-tf")
@@ -265,7 +266,7 @@ def _configure_logging(level: int, prog: str = "ecqx") -> None:
 
 
 def _remove_stale_tempdirs(base: Path) -> None:
-    from .io import marker_is_stale
+    from ecqx_tf.io import marker_is_stale
 
     try:
         entries = [e for e in base.iterdir() if e.name.startswith(_TMP_PREFIX)]
@@ -367,7 +368,7 @@ def cli_session(prog: str, level: int = 0) -> Iterator[Optional[Path]]:
         return
     quiet_tensorflow(level)
     _configure_logging(level, prog)
-    from .io import write_process_marker
+    from ecqx_tf.io import write_process_marker
 
     base = Path(tempfile.gettempdir())
     _remove_stale_tempdirs(base)

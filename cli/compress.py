@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
-import typing
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -32,50 +30,13 @@ DEFAULT_CALIB = 256
 DEFAULT_MAX_EVAL = 1000
 
 
-def _field_type(hint: Any):
-    if typing.get_origin(hint) is Union:
-        hint = [a for a in typing.get_args(hint) if a is not type(None)][0]
-    return hint
-
-
-def _add_method_options(sub: argparse.ArgumentParser, cls) -> None:
-    from .api import _choices
-
-    hints = typing.get_type_hints(cls)
-    group = sub.add_argument_group(f"options of {cls.name}")
-    for f in dataclasses.fields(cls):
-        t = _field_type(hints[f.name])
-        flag = "--" + f.name.replace("_", "-")
-        helptext = f"{f.metadata.get('help', '')} (default {f.default})"
-        if t is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=helptext)
-            continue
-        choices = _choices(f.metadata.get("choices"))
-        group.add_argument(flag, dest=f.name, type=_range_type(t, f.metadata), default=f.default, choices=choices,
-                           help=helptext, metavar=None if choices else t.__name__.upper())
-
-
-def _range_type(t, metadata):
-    """The field's type for argparse, with its accepted range (``low``/``high`` metadata) checked
-    while parsing; floats must be finite."""
-    from ..config import arg_float, arg_int
-
-    lo, hi, hi_open = metadata.get("low"), metadata.get("high"), bool(metadata.get("high_open"))
-    if t is int:
-        return arg_int(None if lo is None else int(lo), None if hi is None else (int(hi) - 1 if hi_open else int(hi)))
-    if t is float:
-        return arg_float(lo, hi, high_open=hi_open)
-    return t
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from firmware_export import targets
+    from cli.common import Parser, add_common_arguments
+    from ecqx_tf.config import arg_int
+    from ecqx_tf.fields import add_field_arguments
+    from ecqx_tf.methods.api import METHODS
+    from firmware_export import TARGETS
     from models import datasets
-
-    from .api import METHODS
-
-    from ..cli_common import Parser, add_common_arguments
-    from ..config import arg_int
 
     ap = Parser(prog="ecqx-compress", description=__doc__)
     add_common_arguments(ap)
@@ -93,13 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="replace --out even when it is a non-empty folder that ecqx-compress did not write "
                               "(files it did not write are kept in DIR.previous; a folder holding an input is never "
                               "replaced)")
-        sub.add_argument("--export", choices=targets.TARGETS.names(), metavar="TARGET",
-                         help=f"also export to TARGET into DIR/TARGET: {', '.join(targets.TARGETS.names())}")
+        sub.add_argument("--export", choices=TARGETS.names(), metavar="TARGET",
+                         help=f"also export to TARGET into DIR/TARGET: {', '.join(TARGETS.names())}")
         sub.add_argument("--name", default="model", help="base of the export's file names and C identifiers")
         sub.add_argument("--calib", type=arg_int(low=1), default=DEFAULT_CALIB, help="training samples for calibration")
         sub.add_argument("--max-eval", type=arg_int(low=1), default=DEFAULT_MAX_EVAL,
                          help="test samples in the export checks")
-        _add_method_options(sub, cls)
+        add_field_arguments(sub.add_argument_group(f"options of {cls.name}"), cls)
     return ap
 
 
@@ -118,7 +79,7 @@ def _table(report: Dict[str, Any]) -> List[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ..cli_common import run, verbosity
+    from cli.common import run, verbosity
 
     args = build_parser().parse_args(argv)
     return run("ecqx-compress", lambda: _compress(args), level=verbosity(args))
@@ -129,12 +90,11 @@ def _compress(args: argparse.Namespace) -> int:
     try:
         import numpy as np
 
+        from cli.common import check_input_file
+        from ecqx_tf.io import atomic_output_dir, atomic_write_json, atomic_write_text, check_output_dir
+        from ecqx_tf.methods.api import METHODS
+        from ecqx_tf.quantized import info_to_json
         from models import datasets
-
-        from ..cli_common import check_input_file
-        from ..io import atomic_output_dir, atomic_write_json, atomic_write_text, check_output_dir
-        from ..quantized import info_to_json
-        from .api import METHODS
 
         cls = METHODS.get(args.command)
         params = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
@@ -147,7 +107,7 @@ def _compress(args: argparse.Namespace) -> int:
         inputs = [args.model, args.data_path]
         check_output_dir(args.out, "ecqx-compress", inputs, args.force)
 
-        from ..keras.api import load_model, quantization_info, save_model
+        from ecqx_tf.keras.api import load_model, quantization_info, save_model
 
         data = datasets.load(args.data, **({"path": args.data_path} if args.data_path else {}))
         model = load_model(args.model)
@@ -166,10 +126,10 @@ def _compress(args: argparse.Namespace) -> int:
                     files.append("qat_model.h5")
             report = {"method": result.method, "model": str(args.model), "data": args.data, **result.report}
             if args.export:
-                from firmware_export import targets
+                from firmware_export import ExportRequest, get_target
 
-                target = targets.TARGETS.get(args.export)()
-                request = result.export_request(args.name, np.asarray(data.x_train[: args.calib], np.float32),
+                target = get_target(args.export)
+                request = ExportRequest.from_result(result, args.name, np.asarray(data.x_train[: args.calib], np.float32),
                                                 data.x_test[: args.max_eval], data.y_test[: args.max_eval])
                 (out / args.export).mkdir()
                 summary = target.export(request, out / args.export)
@@ -188,36 +148,34 @@ def _compress(args: argparse.Namespace) -> int:
             print(f"{label}: {value}")
     print(f"wrote {Path(args.out)}")
     if result.report.get("sparsity", 0.0) >= 1.0:
-        print(f"ecqx-compress: WARNING: every kernel weight of the compressed model is zero: it predicts a constant; "
-              f"lower the method's strength (e.g. --Lambda or --sparsity). The files were written; exit code 1.",
+        print("ecqx-compress: WARNING: every kernel weight of the compressed model is zero: it predicts a constant; "
+              "lower the method's strength (e.g. --Lambda or --sparsity). The files were written; exit code 1.",
               file=sys.stderr)
         status = max(status, 1)
     return status
 
 
 def _quantize_like_ecqx_quantize(args: argparse.Namespace, method) -> int:
-    """``ecqx-compress ecq|ecqx``: ``ecqx-quantize``'s run (``ecqx_tf.cli.quantize_to_folder``:
+    """``ecqx-compress ecq|ecqx``: ``ecqx-quantize``'s run (``cli.quantize.quantize_to_folder``:
     same defaults, same files: ``qat_model.h5``, ``stripped.keras``, ``layer_stats.json``,
     ``metrics.json``), plus ``--export TARGET`` into ``DIR/TARGET``."""
-    from ..cli import quantize_to_folder
-    from ..cli_common import verbosity
+    from cli.common import verbosity
+    from cli.quantize import quantize_to_folder
 
     def export(folder: Path, ft, ds) -> int:
         if not args.export:
             return 0
         import numpy as np
 
-        from firmware_export import targets
-        from firmware_export.registry import ExportRequest
-
-        from ..keras.api import quantization_info
+        from ecqx_tf.keras.api import quantization_info
+        from firmware_export import ExportRequest, get_target
 
         request = ExportRequest(model=ft.stripped, quant=quantization_info(ft.qmodel), name=args.name,
                                 representative=np.asarray(ds.x_train[: args.calib], np.float32),
                                 x_test=ds.x_test[: args.max_eval], y_test=ds.y_test[: args.max_eval],
                                 options={"max_eval": args.max_eval})
         (folder / args.export).mkdir()
-        summary = targets.TARGETS.get(args.export)().export(request, folder / args.export)
+        summary = get_target(args.export).export(request, folder / args.export)
         for label, value in summary.get("table", []):
             print(f"{label}: {value}")
         return 0 if summary.get("ok", True) else 1
