@@ -94,11 +94,16 @@ CASES = {
     "BatchNormalization": {"bn_after_conv": lambda: _seq((6, 6, 2), L.Conv2D(2, 3), L.BatchNormalization()),
                            "bn_before_float_dense": lambda: _seq((5,), L.BatchNormalization())},
 }
+def _relu_after_add():
+    inp = _image()
+    return tf.keras.Model(inp, _head(L.ReLU()(L.Add()(list(_two_branches(inp))))))
+
+
 # relu fused into the op before it (registry.TFLM_FUSE_INTO): no RELU/RELU6 op of its own
 FUSED = {
     "relu_after_conv": lambda: _seq((6, 6, 2), L.Conv2D(2, 3), L.Activation("relu")),
     "relu6_after_depthwise": lambda: _seq((6, 6, 2), L.DepthwiseConv2D(3), L.ReLU(6.0)),
-    "relu_after_add": lambda: tf.keras.Model(*(lambda i: (i, _head(L.ReLU()(L.Add()(list(_two_branches(i)))))))(_image())),
+    "relu_after_add": lambda: _relu_after_add(),
     "fused_relu_dense": lambda: _seq((5,), L.Dense(3, activation="relu")),
 }
 ALL = [(t, cid) for t, cases in CASES.items() for cid in cases]
@@ -157,7 +162,7 @@ def test_a_type_outside_the_registry_is_refused_by_name():
 def test_tiny_model_converts_to_the_registry_ops(layer_type, case):
     tf.keras.utils.set_random_seed(0)
     model = CASES[layer_type][case]()
-    assert any(type(l).__name__ == layer_type for l in model.layers)
+    assert any(type(layer).__name__ == layer_type for layer in model.layers)
     _check_export(model, _expected_ops(model))
 
 
@@ -166,7 +171,7 @@ def test_tiny_model_converts_to_the_registry_ops(layer_type, case):
 def test_relu_is_fused_into_the_op_before_it(case):
     tf.keras.utils.set_random_seed(0)
     model = FUSED[case]()
-    relus = [l.name for l in model.layers if type(l).__name__ in ("ReLU", "Activation")]
+    relus = [layer.name for layer in model.layers if type(layer).__name__ in ("ReLU", "Activation")]
     expected = _expected_ops(model, fused=relus)
     assert not expected & {"RELU", "RELU6"}
     res = _check_export(model, expected)

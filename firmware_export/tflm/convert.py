@@ -501,7 +501,8 @@ class _Planner:
 
     def reshape(self, layer, ins: List[int], out_shape) -> int:
         (v,) = ins
-        return self.add(OpStep(_one_op(layer), [layer.name], [v], self.new_value(out_shape), {"shape": tuple(out_shape)}))
+        out = self.new_value(out_shape)
+        return self.add(OpStep(_one_op(layer), [layer.name], [v], out, {"shape": tuple(out_shape)}))
 
     def zeropad(self, layer, ins: List[int], out_shape) -> int:
         (v,) = ins
