@@ -59,7 +59,7 @@ def test_seeded_sample_of_every_generator_matches_tflm_on_every_tensor():
     # every op the exporter emits was compared, on a useful number of values
     ops = set(res.per_op)
     for op in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "ADD",
-               "CONCATENATION", "PAD", "MEAN", "LOGISTIC", "SOFTMAX", "RESHAPE", "RELU"):
+               "CONCATENATION", "PAD", "MEAN", "LOGISTIC", "TANH", "SOFTMAX", "RESHAPE", "RELU"):
         assert op in ops, op
         assert res.per_op[op][0] >= 50, (op, res.per_op[op])
     assert res.values > 20_000

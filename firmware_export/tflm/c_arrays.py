@@ -32,6 +32,7 @@ RESOLVER_CALLS: Dict[str, str] = {
     "CONCATENATION": "AddConcatenation",
     "PAD": "AddPad",
     "LOGISTIC": "AddLogistic",
+    "TANH": "AddTanh",
     "SOFTMAX": "AddSoftmax",
     "QUANTIZE": "AddQuantize",
     "DEQUANTIZE": "AddDequantize",

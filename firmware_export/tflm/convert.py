@@ -8,17 +8,19 @@ How (see ``docs/export-tflm.md``):
 
 1. **Plan.** The Keras model (any single-input single-output Functional or Sequential graph) is
    walked in topological order and read into steps, one per TFLite op, each reading numbered
-   values and writing one (``SUPPORTED_LAYERS`` is the one table of accepted layers and their
-   handlers). Dense -> FULLY_CONNECTED; Conv2D -> CONV_2D; Conv1D -> RESHAPE + CONV_2D + RESHAPE;
-   DepthwiseConv2D -> DEPTHWISE_CONV_2D; SeparableConv2D -> DEPTHWISE_CONV_2D + CONV_2D (1x1);
-   Add -> ADD; Concatenate -> CONCATENATION; ZeroPadding1D/2D -> PAD; GlobalAveragePooling1D/2D ->
-   MEAN; Max/AveragePooling2D -> MAX_POOL_2D/AVERAGE_POOL_2D (1-D pools through RESHAPE);
+   values and writing one. The accepted layer types and the ops they become come from the layer
+   registry (``ecqx_tf.layers``: ``tflm_plan`` picks the planner's handler in ``PLAN_HANDLERS``,
+   ``tflm_ops`` names the ops; ``SUPPORTED_LAYERS`` is derived from it): Dense ->
+   FULLY_CONNECTED; Conv2D -> CONV_2D; Conv1D -> RESHAPE + CONV_2D + RESHAPE; DepthwiseConv2D ->
+   DEPTHWISE_CONV_2D; SeparableConv2D -> DEPTHWISE_CONV_2D + CONV_2D (1x1); Add -> ADD;
+   Concatenate -> CONCATENATION; ZeroPadding1D/2D -> PAD; GlobalAveragePooling1D/2D -> MEAN;
+   Max/AveragePooling2D -> MAX_POOL_2D/AVERAGE_POOL_2D (1-D pools through RESHAPE);
    GlobalMaxPooling1D/2D -> MAX_POOL_2D over the whole input (+ RESHAPE); Flatten/Reshape ->
-   RESHAPE; sigmoid -> LOGISTIC; softmax -> SOFTMAX (a final softmax can be dropped with
-   ``drop_softmax``); ReLU/ReLU6 are fused into the op that produces their input when nothing
-   else reads that value, else RELU/RELU6; BatchNormalization is folded into the kernel op before
-   it, or (float Dense/VALID convolution only) into the one after it; Dropout-like layers vanish.
-   Anything else is refused by name.
+   RESHAPE; sigmoid -> LOGISTIC; tanh -> TANH; softmax -> SOFTMAX (a final softmax can be
+   dropped with ``drop_softmax``); ReLU/ReLU6 are fused into the op that produces their input
+   when nothing else reads that value, else RELU/RELU6; BatchNormalization is folded into the
+   kernel op before it, or (float Dense/VALID convolution only) into the one after it; Dropout
+   vanishes. Anything else is refused by name.
 2. **Export graph.** A ``tf.function`` re-implements the plan with plain TF ops, every weight
    passed through a FakeQuant of FIXED range (the grid's, never the live training quantizer) and
    every activation that gets its own scale through an 8-bit FakeQuant whose range is the min/max
@@ -61,6 +63,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
+from ecqx_tf import layers as registry
+
 from . import flatbuffer as fb
 
 __all__ = [
@@ -82,15 +86,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Builtin (and custom) ops an export may contain; everything else means the plan went wrong.
-ALLOWED_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "ADD",
-               "CONCATENATION", "PAD", "MEAN", "LOGISTIC", "SOFTMAX", "RELU", "RELU6", "RESHAPE", fb.DECODE_OP)
+# Builtin (and custom) ops an export may contain: every op of the layer registry (ecqx_tf.layers) and
+# TFLM's DECODE (LUT compression); anything else means the plan went wrong.
+ALLOWED_OPS = registry.tflm_op_names() + (fb.DECODE_OP,)
 # Ops whose int8 output has the scale and zero point of their input(s): TFLM copies or compares
 # the values (RELU requantizes, but its range is the input's: the converter fuses a ReLU into a
 # preceding pool, which must then keep its input's scale).
 SAME_SCALE_OPS = ("MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "PAD", "CONCATENATION", "RELU", "RELU6")
-# Ops whose int8 output has a fixed quantization (scale 1/256, zero point -128).
-FIXED_SCALE_OPS = ("LOGISTIC", "SOFTMAX")
+# Ops whose int8 output has a fixed quantization (scale 1/256, zero point -128; TANH: 1/128, 0).
+FIXED_SCALE_OPS = ("LOGISTIC", "SOFTMAX", "TANH")
 
 _ACT_NAMES = {"linear": "NONE", "relu": "RELU", "relu6": "RELU6"}
 CALIBRATION_BATCH = 128
@@ -276,18 +280,19 @@ class _Planner:
 
     def weight(self, layer, ins: List[int], out_shape) -> int:
         cls = type(layer).__name__
+        op = _weight_op(registry.get(cls))
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             raise _layer_error(layer, "only data_format='channels_last' is supported")
         (v,) = ins
         bias = np.asarray(layer.bias.numpy(), dtype=np.float32) if getattr(layer, "use_bias", False) else None
         in_shape = self.shapes[v]
-        if cls == "Dense":
+        if op == "FULLY_CONNECTED":
             if len(in_shape) != 1:
                 raise _layer_error(layer, f"Dense on a rank-{len(in_shape) + 1} input {[None, *in_shape]} is not "
                                    "supported; put a Flatten before it")
             kernel = np.asarray(layer.kernel.numpy(), dtype=np.float32)
             qk = self._quant_for(layer, layer.name, "kernel", kernel)
-            step = WeightStep("FULLY_CONNECTED", layer.name, [layer.name], kernel, bias, inputs=[v], quant=qk)
+            step = WeightStep(op, layer.name, [layer.name], kernel, bias, inputs=[v], quant=qk)
             bn = self._input_bn(layer, step)
             if bn is not None:
                 scale, shift, bn_name = bn
@@ -301,19 +306,18 @@ class _Planner:
                 raise _layer_error(layer, f"padding {layer.padding!r} is not supported (accepted: 'same', 'valid')")
             if getattr(layer, "groups", 1) != 1:
                 raise _layer_error(layer, f"grouped convolution (groups={layer.groups}) is not supported")
-            attr = "depthwise_kernel" if cls == "DepthwiseConv2D" else "kernel"
+            (attr,) = registry.get(cls).kernels
             kernel = np.asarray(getattr(layer, attr).numpy(), dtype=np.float32)
             qk = self._quant_for(layer, layer.name, attr, kernel)
             if cls == "Conv1D":
                 if len(in_shape) != 2:
                     raise _layer_error(layer, f"Conv1D input {[None, *in_shape]} is not [batch, steps, channels]")
-                step = WeightStep("CONV_2D", layer.name, [layer.name], kernel[None], bias, inputs=[v], conv1d=True)
+                step = WeightStep(op, layer.name, [layer.name], kernel[None], bias, inputs=[v], conv1d=True)
                 step.strides = (1, int(layer.strides[0]))
                 step.dilation = (1, int(layer.dilation_rate[0]))
             else:
                 if len(in_shape) != 3:
                     raise _layer_error(layer, f"input {[None, *in_shape]} is not [batch, height, width, channels]")
-                op = "DEPTHWISE_CONV_2D" if cls == "DepthwiseConv2D" else "CONV_2D"
                 step = WeightStep(op, layer.name, [layer.name], kernel, bias, inputs=[v])
                 step.strides = _pair(layer.strides)
                 step.dilation = _pair(layer.dilation_rate)
@@ -344,12 +348,15 @@ class _Planner:
         (v,) = ins
         if len(self.shapes[v]) != 3:
             raise _layer_error(layer, f"input {[None, *self.shapes[v]]} is not [batch, height, width, channels]")
-        self._check_no_pending_bn(v, OpStep("DEPTHWISE_CONV_2D", [layer.name], [v], -1))
-        dk = np.asarray(layer.depthwise_kernel.numpy(), dtype=np.float32)
-        pk = np.asarray(layer.pointwise_kernel.numpy(), dtype=np.float32)
-        qd = self._quant_for(layer, f"{layer.name}/depthwise_kernel", "depthwise_kernel", dk)
-        qp = self._quant_for(layer, f"{layer.name}/pointwise_kernel", "pointwise_kernel", pk)
-        dw = WeightStep("DEPTHWISE_CONV_2D", f"{layer.name}/depthwise_kernel", [layer.name], dk, None, inputs=[v])
+        spec = registry.get(type(layer).__name__)
+        op_d, op_p = spec.tflm_ops
+        (kd, ad), (kp, ap) = registry.kernel_keys(layer)
+        self._check_no_pending_bn(v, OpStep(op_d, [layer.name], [v], -1))
+        dk = np.asarray(getattr(layer, ad).numpy(), dtype=np.float32)
+        pk = np.asarray(getattr(layer, ap).numpy(), dtype=np.float32)
+        qd = self._quant_for(layer, kd, ad, dk)
+        qp = self._quant_for(layer, kp, ap, pk)
+        dw = WeightStep(op_d, kd, [layer.name], dk, None, inputs=[v])
         dw.strides, dw.dilation, dw.padding = _pair(layer.strides), _pair(layer.dilation_rate), pad
         dw.depth_multiplier = int(layer.depth_multiplier)
         if qd is not None:
@@ -358,7 +365,7 @@ class _Planner:
         dw.output = self.new_value((h, w, dk.shape[2] * dk.shape[3]))
         self.add(dw)
         bias = np.asarray(layer.bias.numpy(), dtype=np.float32) if layer.use_bias else None
-        pw = WeightStep("CONV_2D", f"{layer.name}/pointwise_kernel", [layer.name], pk, bias, inputs=[dw.output])
+        pw = WeightStep(op_p, kp, [layer.name], pk, bias, inputs=[dw.output])
         if qp is not None:
             pw.quant, pw.kernel = qp, np.asarray(qp.values(), dtype=np.float32).reshape(pk.shape)
         pw.output = self.new_value(out_shape)
@@ -374,7 +381,7 @@ class _Planner:
         if name in ("relu", "relu6"):
             step.activation = _ACT_NAMES[name]
             return step.output
-        # sigmoid / softmax after the kernel op: a separate op on the kernel's (linear) output
+        # sigmoid / tanh / softmax after the kernel op: a separate op on the kernel's (linear) output
         pre = self.new_value(self.shapes[step.output])
         post = step.output
         step.output = pre
@@ -384,17 +391,15 @@ class _Planner:
         return post
 
     def _standalone(self, layer, name: str, v: int, out: int) -> None:
-        if name in ("relu", "relu6"):
-            self.add(OpStep(_ACT_NAMES[name], [layer.name], [v], out))
-        elif name == "sigmoid":
-            self.add(OpStep("LOGISTIC", [layer.name], [v], out))
-        elif name == "softmax":
-            if len(self.shapes[v]) < 1:
-                raise _layer_error(layer, "softmax needs at least one feature axis")
-            self.add(OpStep("SOFTMAX", [layer.name], [v], out, {"beta": 1.0}))
-        else:
-            raise _layer_error(layer, f"activation {name!r} is not supported (accepted: linear, relu, relu6, sigmoid, "
-                               "softmax)")
+        """The activation ``name`` as an op of its own (``registry.TFLM_ACTIVATION_OPS``)."""
+        ops = registry.TFLM_ACTIVATION_OPS.get(name)
+        if not ops:
+            accepted = ", ".join(k for k in registry.TFLM_ACTIVATION_OPS)
+            raise _layer_error(layer, f"activation {name!r} is not supported (accepted: {accepted})")
+        (op,) = ops
+        if op == "SOFTMAX" and len(self.shapes[v]) < 1:
+            raise _layer_error(layer, "softmax needs at least one feature axis")
+        self.add(OpStep(op, [layer.name], [v], out, {"beta": 1.0} if op == "SOFTMAX" else {}))
 
     def activation(self, layer, ins: List[int], out_shape) -> int:
         cls = type(layer).__name__
@@ -417,7 +422,7 @@ class _Planner:
             return v
         prev = self.producer.get(v)
         fusable = (name in ("relu", "relu6") and prev is not None and prev.activation == "NONE"
-                   and (isinstance(prev, WeightStep) or prev.op == "ADD"))
+                   and prev.op in registry.TFLM_FUSE_INTO)
         if fusable and self.single_reader(v):
             prev.activation = _ACT_NAMES[name]
             if layer.name not in prev.layers:
@@ -475,11 +480,11 @@ class _Planner:
         (v,) = ins
         in_shape = self.shapes[v]
         one_d = "1D" in cls
-        if cls.startswith("GlobalAverage"):
+        (op,) = [o for o in registry.get(cls).tflm_ops if o != "RESHAPE"]
+        if op == "MEAN":
             axes = [1] if one_d else [1, 2]
             keep = bool(getattr(layer, "keepdims", False))
-            return self.add(OpStep("MEAN", [layer.name], [v], self.new_value(out_shape), {"axes": axes, "keep_dims": keep}))
-        op = "MAX_POOL_2D" if "Max" in cls else "AVERAGE_POOL_2D"
+            return self.add(OpStep(op, [layer.name], [v], self.new_value(out_shape), {"axes": axes, "keep_dims": keep}))
         if cls.startswith("Global"):
             size = (1, in_shape[0]) if one_d else (in_shape[0], in_shape[1])
             params = {"pool": size, "strides": (1, 1), "padding": "VALID", "one_d": one_d}
@@ -497,7 +502,8 @@ class _Planner:
 
     def reshape(self, layer, ins: List[int], out_shape) -> int:
         (v,) = ins
-        return self.add(OpStep("RESHAPE", [layer.name], [v], self.new_value(out_shape), {"shape": tuple(out_shape)}))
+        out = self.new_value(out_shape)
+        return self.add(OpStep(_one_op(layer), [layer.name], [v], out, {"shape": tuple(out_shape)}))
 
     def zeropad(self, layer, ins: List[int], out_shape) -> int:
         (v,) = ins
@@ -509,7 +515,7 @@ class _Planner:
             pads = [[0, 0], [int(t), int(b)], [int(l), int(r)], [0, 0]]
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             raise _layer_error(layer, "only data_format='channels_last' is supported")
-        return self.add(OpStep("PAD", [layer.name], [v], self.new_value(out_shape), {"paddings": pads}))
+        return self.add(OpStep(_one_op(layer), [layer.name], [v], self.new_value(out_shape), {"paddings": pads}))
 
     def add_layer(self, layer, ins: List[int], out_shape) -> int:
         if len(ins) < 2:
@@ -520,7 +526,7 @@ class _Planner:
         acc = ins[0]
         for v in ins[1:]:
             out = self.new_value(out_shape)
-            acc = self.add(OpStep("ADD", [layer.name], [acc, v], out))
+            acc = self.add(OpStep(_one_op(layer), [layer.name], [acc, v], out))
         return acc
 
     def concatenate(self, layer, ins: List[int], out_shape) -> int:
@@ -528,7 +534,7 @@ class _Planner:
         axis = int(layer.axis) % rank
         if axis == 0:
             raise _layer_error(layer, "concatenation along the batch axis is not supported")
-        return self.add(OpStep("CONCATENATION", [layer.name], list(ins), self.new_value(out_shape), {"axis": axis}))
+        return self.add(OpStep(_one_op(layer), [layer.name], list(ins), self.new_value(out_shape), {"axis": axis}))
 
     def skip(self, layer, ins: List[int], out_shape) -> int:
         if type(layer).__name__ != "InputLayer":
@@ -543,39 +549,37 @@ def _scale_out_channels(op: str, kernel: np.ndarray, factor: np.ndarray) -> np.n
     return (kernel * factor).astype(np.float32)
 
 
-SUPPORTED_LAYERS: Dict[str, Callable[[_Planner, Any, List[int], Tuple[int, ...]], int]] = {
-    "Dense": _Planner.weight,
-    "Conv1D": _Planner.weight,
-    "Conv2D": _Planner.weight,
-    "DepthwiseConv2D": _Planner.weight,
-    "SeparableConv2D": _Planner.separable,
-    "BatchNormalization": _Planner.batchnorm,
-    "Add": _Planner.add_layer,
-    "Concatenate": _Planner.concatenate,
-    "ZeroPadding1D": _Planner.zeropad,
-    "ZeroPadding2D": _Planner.zeropad,
-    "MaxPooling1D": _Planner.pool,
-    "MaxPooling2D": _Planner.pool,
-    "AveragePooling1D": _Planner.pool,
-    "AveragePooling2D": _Planner.pool,
-    "GlobalMaxPooling1D": _Planner.pool,
-    "GlobalMaxPooling2D": _Planner.pool,
-    "GlobalAveragePooling1D": _Planner.pool,
-    "GlobalAveragePooling2D": _Planner.pool,
-    "Flatten": _Planner.reshape,
-    "Reshape": _Planner.reshape,
-    "ReLU": _Planner.activation,
-    "Activation": _Planner.activation,
-    "Softmax": _Planner.activation,
-    "Dropout": _Planner.skip,
-    "SpatialDropout1D": _Planner.skip,
-    "SpatialDropout2D": _Planner.skip,
-    "GaussianNoise": _Planner.skip,
-    "GaussianDropout": _Planner.skip,
-    "AlphaDropout": _Planner.skip,
-    "ActivityRegularization": _Planner.skip,
-    "InputLayer": _Planner.skip,
+#: The planner's handler per ``tflm_plan`` of the layer registry.
+PLAN_HANDLERS: Dict[str, Callable[[_Planner, Any, List[int], Tuple[int, ...]], int]] = {
+    "kernel": _Planner.weight,
+    "separable": _Planner.separable,
+    "batchnorm": _Planner.batchnorm,
+    "add": _Planner.add_layer,
+    "concatenate": _Planner.concatenate,
+    "pad": _Planner.zeropad,
+    "pool": _Planner.pool,
+    "reshape": _Planner.reshape,
+    "activation": _Planner.activation,
+    "identity": _Planner.skip,
 }
+#: Accepted Keras layer type -> handler: exactly the types the layer registry exports to TFLM.
+SUPPORTED_LAYERS: Dict[str, Callable[[_Planner, Any, List[int], Tuple[int, ...]], int]] = {
+    name: PLAN_HANDLERS[spec.tflm_plan] for name, spec in registry.tflm_layers().items()
+}
+
+
+def _one_op(layer) -> str:
+    """The one TFLM op of a layer type that becomes exactly one op (RESHAPE, PAD, ADD, CONCATENATION)."""
+    (op,) = registry.get(type(layer).__name__).tflm_ops
+    return op
+
+
+def _weight_op(spec) -> str:
+    """The weight op (FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D) of a one-kernel layer type."""
+    (op,) = [o for o in spec.tflm_ops if o in registry.TFLM_WEIGHT_OPS]
+    return op
+
+
 def _check_quantized_kernel(layer, qk, kernel: np.ndarray) -> None:
     bits, grid = int(qk.bits), str(qk.grid)
     if not 2 <= bits <= 8:
@@ -909,6 +913,8 @@ def _op_tf(tf, s: OpStep, ins):
         return tf.concat(list(ins), axis=p["axis"])
     if s.op == "LOGISTIC":
         return tf.math.sigmoid(ins[0])
+    if s.op == "TANH":
+        return tf.math.tanh(ins[0])
     if s.op == "SOFTMAX":
         return tf.nn.softmax(ins[0], axis=-1)
     if s.op == "RELU":

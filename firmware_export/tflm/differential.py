@@ -363,6 +363,16 @@ def gen_logistic(rng) -> RandomModel:
     return RandomModel("LOGISTIC", w.to_bytes([x], [y]), f"input scale {s:.3g}")
 
 
+def gen_tanh(rng) -> RandomModel:
+    w = ModelWriter()
+    shape = (1, int(rng.integers(4, 64)))
+    s, zp = _scale(rng, -3, 0), _zp(rng)
+    x = w.add_tensor(shape, "INT8", scale=s, zero_point=zp, name="input")
+    y = w.add_tensor(shape, "INT8", scale=1.0 / 128, zero_point=0)
+    w.add_op("TANH", [x], [y])
+    return RandomModel("TANH", w.to_bytes([x], [y]), f"input scale {s:.3g}")
+
+
 def gen_softmax(rng) -> RandomModel:
     w = ModelWriter()
     shape = (1, int(rng.integers(2, 40)))
@@ -422,6 +432,7 @@ GENERATORS: Dict[str, Callable[[np.random.Generator], RandomModel]] = {
     "PAD": gen_pad,
     "MEAN": gen_mean,
     "LOGISTIC": gen_logistic,
+    "TANH": gen_tanh,
     "SOFTMAX": gen_softmax,
     "RELU": gen_relu,
     "chain": gen_chain,

@@ -56,6 +56,7 @@ OP_OPTIONS: Dict[str, Tuple[Optional[str], Optional[str], Dict[str, Tuple[str, O
     "REDUCE_MAX": ("ReducerOptions", "ReducerOptionsT", {"keep_dims": ("keepDims", None)}),
     "PAD": ("PadOptions", "PadOptionsT", {}),
     "LOGISTIC": (None, None, {}),
+    "TANH": (None, None, {}),
     "RELU": (None, None, {}),
     "RELU6": (None, None, {}),
 }

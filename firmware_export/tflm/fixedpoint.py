@@ -1,5 +1,5 @@
-r"""gemmlowp's fixed-point math (``fixedpoint/fixedpoint.h``) as TFLM's int8 LOGISTIC and SOFTMAX
-reference kernels use it, vectorized over NumPy int64 arrays holding int32 values.
+r"""gemmlowp's fixed-point math (``fixedpoint/fixedpoint.h``) as TFLM's int8 LOGISTIC, TANH and
+SOFTMAX reference kernels use it, vectorized over NumPy int64 arrays holding int32 values.
 
 A value of ``FixedPoint<int32, m>`` is the raw int32 ``r`` meaning :math:`r / 2^{31-m}`
 (:math:`m` integer bits, :math:`31-m` fractional bits). Every function takes and returns raw
@@ -11,7 +11,11 @@ values and names the integer bits of its input and result like the C++ templates
   a barrel shifter multiplies by :math:`e^{-2^k}` for each set bit :math:`k = -2 \dots 4`;
 * :func:`one_over_one_plus_x_for_x_in_0_1`: :math:`1/(1+x)` by three Newton-Raphson steps
   from :math:`48/17 - 32/17 \cdot d`;
-* :func:`logistic`: :math:`1/(1+e^{-|x|})`, mirrored for negative :math:`x`, 1/2 at 0.
+* :func:`logistic`: :math:`1/(1+e^{-|x|})`, mirrored for negative :math:`x`, 1/2 at 0;
+* :func:`one_minus_x_over_one_plus_x_for_x_in_0_1`: :math:`(1-x)/(1+x)`, the same Newton-Raphson
+  steps, then :math:`x - 1` rescaled;
+* :func:`tanh`: :math:`(1 - e^{-2|x|}) / (1 + e^{-2|x|})` (the doubling is ``ExactMulByPot<1>``: the
+  raw value read with one more integer bit), sign restored, 0 at 0.
 
 Integer semantics follow the C++: ``SaturatingRoundingDoublingHighMul`` and
 ``RoundingDivideByPOT`` from :mod:`firmware_export.intmath`; plain ``+``/``-`` wrap around int32 (the
@@ -35,6 +39,8 @@ __all__ = [
     "exp_on_negative_values",
     "one_over_one_plus_x_for_x_in_0_1",
     "logistic",
+    "one_minus_x_over_one_plus_x_for_x_in_0_1",
+    "tanh",
     "count_leading_zeros32",
 ]
 
@@ -131,15 +137,8 @@ def exp_on_negative_values(a, integer_bits: int) -> np.ndarray:
 
 def one_over_one_plus_x_for_x_in_0_1(a) -> np.ndarray:
     """:math:`1/(1+a)` for ``a`` in [0, 1), 0 integer bits in and out."""
-    a = np.asarray(a, dtype=np.int64)
-    half_denominator = rounding_half_sum(a, one(0))
-    constant_48_over_17 = 1515870810  # 2 integer bits
-    constant_neg_32_over_17 = -1010580540
-    x = wrap32(constant_48_over_17 + srdhm(half_denominator, constant_neg_32_over_17))
-    for _ in range(3):
-        half_denominator_times_x = srdhm(half_denominator, x)
-        one_minus = wrap32(one(2) - half_denominator_times_x)
-        x = wrap32(x + rescale(srdhm(x, one_minus), 4, 2))
+    half_denominator = rounding_half_sum(np.asarray(a, dtype=np.int64), one(0))
+    x = _newton_reciprocal_half(half_denominator)
     return rescale(x, 1, 0)  # ExactMulByPot<-1> turns 2 integer bits into 1, then Rescale<0>
 
 
@@ -152,6 +151,39 @@ def logistic(a, integer_bits: int) -> np.ndarray:
     result_if_negative = wrap32(one(0) - result_if_positive)
     out = np.where(positive, result_if_positive, result_if_negative)
     return np.where(a == 0, 1 << 30, out).astype(np.int64)
+
+
+def _newton_reciprocal_half(half_denominator) -> np.ndarray:
+    """The three Newton-Raphson steps of gemmlowp's divisions: ``x ~ 1 / half_denominator`` with 2
+    integer bits, from ``48/17 - 32/17 * d``."""
+    constant_48_over_17 = 1515870810  # 2 integer bits
+    constant_neg_32_over_17 = -1010580540
+    x = wrap32(constant_48_over_17 + srdhm(half_denominator, constant_neg_32_over_17))
+    for _ in range(3):
+        half_denominator_times_x = srdhm(half_denominator, x)
+        one_minus = wrap32(one(2) - half_denominator_times_x)
+        x = wrap32(x + rescale(srdhm(x, one_minus), 4, 2))
+    return x
+
+
+def one_minus_x_over_one_plus_x_for_x_in_0_1(a) -> np.ndarray:
+    """:math:`(1-a)/(1+a)` for ``a`` in [0, 1), 0 integer bits in and out: the reciprocal of
+    ``(1 + a) / 2`` (2 integer bits) minus one, rescaled to 0 integer bits (saturating)."""
+    half_denominator = rounding_half_sum(np.asarray(a, dtype=np.int64), one(0))
+    x = _newton_reciprocal_half(half_denominator)
+    return rescale(wrap32(x - one(2)), 2, 0)
+
+
+def tanh(a, integer_bits: int) -> np.ndarray:
+    """:math:`\\tanh(a)`, input ``integer_bits`` integer bits, result 0 bits:
+    ``t = (1 - e^{2n}) / (1 + e^{2n})`` for ``n = -|a|`` (``e^{2n}`` is ``exp_on_negative_values`` of
+    the raw ``n`` read with ``integer_bits + 1`` integer bits), ``-t`` for negative ``a``, 0 at 0."""
+    a = np.asarray(a, dtype=np.int64)
+    negative = a < 0
+    n = np.where(negative, a, wrap32(-a))
+    t = one_minus_x_over_one_plus_x_for_x_in_0_1(exp_on_negative_values(n, integer_bits + 1))
+    out = np.where(negative, wrap32(-t), t)
+    return np.where(a == 0, 0, out).astype(np.int64)
 
 
 def count_leading_zeros32(x) -> np.ndarray:

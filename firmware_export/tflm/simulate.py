@@ -40,6 +40,10 @@ MEAN                    ``reduce_common.cc`` + ``reduce.h`` (``QuantizedMeanOrSu
 LOGISTIC                ``logistic_common.cc`` + ``integer_ops/logistic.h``: input rescaled to Q4.27
                         (``frexp`` of ``s_in * 2^27``), gemmlowp ``logistic``, output zero point
                         -128, scale 1/256; inputs beyond the range radius saturate.
+TANH                    ``tanh.cc`` + ``integer_ops/tanh.h``: the LOGISTIC input scaling (Q4.27,
+                        ``frexp``, range radius), gemmlowp ``tanh``, result ``RoundingDivideByPOT``
+                        by 2^24 (output scale 1/128, zero point 0: the kernel ignores the output
+                        tensor's quantization).
 SOFTMAX                 ``softmax_common.cc`` + ``reference/softmax.h``: ``beta * s_in * 2^26``
                         (``PreprocessSoftmaxScaling``), differences to the row maximum below
                         ``diff_min`` give -128, gemmlowp ``exp_on_negative_values`` summed in
@@ -49,7 +53,7 @@ RELU / RELU6            ``activations_common.cc``: RELU requantizes by ``float(s
 RESHAPE                 a copy.
 ======================  ==========================================================================
 
-The fixed-point functions of LOGISTIC and SOFTMAX are in :mod:`.fixedpoint`; requantization in
+The fixed-point functions of LOGISTIC, TANH and SOFTMAX are in :mod:`.fixedpoint`; requantization in
 :mod:`firmware_export.intmath`. Every kernel is checked against the TFLM interpreter on every
 intermediate tensor by ``tests/test_tflm_differential.py`` and ``bench/tflm_differential.py``.
 """
@@ -482,6 +486,24 @@ def eval_logistic(d, xs):
     return out.astype(np.int8)
 
 
+def prepare_tanh(model, op):
+    (x,), _ = _io(model, op)
+    s_in, zp_in = _qparams(x, "TANH input")
+    mult, left_shift = _frexp_multiplier(float(np.float32(s_in)) * float(1 << (31 - 4)))
+    if left_shift < 0:
+        raise ValueError(f"TANH op {op.index}: input scale {s_in!r} below 2^-27 is not simulated")
+    return dict(zp_in=zp_in, mult=mult, left_shift=left_shift, radius=_input_radius(4, left_shift))
+
+
+def eval_tanh(d, xs):
+    (x,) = xs
+    inp = np.asarray(x, np.int64) - d["zp_in"]
+    q4 = intmath.multiply_by_quantized_multiplier(inp, d["mult"], d["left_shift"])
+    out = np.clip(fxp.rdbp(fxp.tanh(q4, 4), 31 - 7), -128, 127)
+    out = np.where(inp <= -d["radius"], -128, np.where(inp >= d["radius"], 127, out))
+    return out.astype(np.int8)
+
+
 def prepare_softmax(model, op):
     (x,), y = _io(model, op)
     s_in, _ = _qparams(x, "SOFTMAX input")
@@ -582,6 +604,7 @@ KERNELS: Dict[str, Tuple[Callable, Optional[Callable]]] = {
     "PAD": (prepare_pad, eval_pad),
     "MEAN": (prepare_mean, eval_mean),
     "LOGISTIC": (prepare_logistic, eval_logistic),
+    "TANH": (prepare_tanh, eval_tanh),
     "SOFTMAX": (prepare_softmax, eval_softmax),
     "RELU": (prepare_relu, eval_relu),
     "RELU6": (prepare_relu6, eval_relu6),
