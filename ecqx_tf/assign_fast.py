@@ -529,7 +529,21 @@ def _beta_band(beta: float, dtype) -> Tuple[Any, Any]:
     dn = dn / (1.0 + A) if dn >= 0 else dn / (1.0 - A)
     up = beta + B
     up = up / (1.0 - A) if up >= 0 else up / (1.0 + A)
-    return _round_down(np.array([dn]), dtype)[0], _round_up(np.array([up]), dtype)[0]
+    return _round_scalar(dn, dtype, up=False), _round_scalar(up, dtype, up=True)
+
+
+def _round_scalar(v: float, dtype, up: bool) -> Any:
+    """``_round_down`` / ``_round_up`` of one finite float: the same value without the cost of an
+    ``np.errstate`` context and a one-element array, which a beta search pays in every round."""
+    dt = np.dtype(dtype).type
+    if dt is np.float32 and abs(v) > 3.0e38:  # near the float32 range: the array form (overflow)
+        return (_round_up if up else _round_down)(np.array([v]), dtype)[0]
+    r = dt(v)
+    if up and float(r) < v:
+        r = np.nextafter(r, dt(np.inf))
+    elif not up and float(r) > v:
+        r = np.nextafter(r, dt(-np.inf))
+    return r
 
 
 class _Evaluation:

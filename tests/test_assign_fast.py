@@ -429,3 +429,20 @@ def test_errors_match_reference():
         fast.assign_layer(w, g, 0.1, 30, method="kmeans")
     with pytest.raises(ValueError, match="relevance"):
         fast.assign_layer(w, g, 0.1, 30, method="ecqx")
+
+
+def test_scalar_rounding_of_the_beta_band_equals_the_array_form():
+    """The beta search rounds its band edges with ``_round_scalar``; it must give the values of
+    ``_round_down`` / ``_round_up`` (same type, sign of zero, overflow to inf near the float32 range)."""
+    rng = np.random.default_rng(0)
+    vals = list(rng.uniform(-2, 2, 2000)) + list(np.exp(rng.uniform(-700, 700, 2000)))
+    vals += [-v for v in vals[:500]] + [0.0, -0.0, 1e-45, 1e-46, 5e-324, 3.4028234663852886e38, 3.4028235e38,
+                                         3.5e38, -3.5e38, 1e300, float(np.finfo(np.float32).tiny)]
+    vals += [float(np.nextafter(np.float32(x), np.float32(2))) for x in rng.uniform(0, 1, 200)]
+    for dt in (np.float32, np.float64):
+        for v in vals:
+            for up in (False, True):
+                with np.errstate(over="ignore"):
+                    want = (fast._round_up if up else fast._round_down)(np.array([v]), dt)[0]
+                got = fast._round_scalar(v, dt, up)
+                assert type(got) is type(want) and got == want and np.signbit(got) == np.signbit(want), (v, dt, up, got, want)

@@ -521,6 +521,24 @@ def copy_weights(qmodel, plain) -> None:
         target.set_weights(values)
 
 
+def _mirror_sources(qmodel, plain) -> List[Tuple[tf.Variable, Any]]:
+    """What :func:`_copy_weights` writes, as pairs ``(variable of plain, source)``: the source is
+    the ``_ECQSlot`` of a quantized kernel (value ``gather(centroids, indices)``) or the variable of
+    ``qmodel`` to copy. For a sync inside a ``tf.function`` (the training callback's relevance)."""
+    slots = {(s.layer_name, s.attr): s for s in ecq_layers(qmodel)}
+    pairs: List[Tuple[tf.Variable, Any]] = []
+    for layer in qmodel.layers:
+        if isinstance(layer, (_QuantizeLayer, tf.keras.layers.InputLayer)):
+            continue
+        inner = layer.layer if isinstance(layer, _QuantizeWrapper) else layer
+        target = plain.get_layer(inner.name)
+        weights = {_short_name(v.name): v for v in layer.weights}
+        for v in target.weights:
+            key = _short_name(v.name)
+            pairs.append((v, slots[(inner.name, key)] if (inner.name, key) in slots else weights[key]))
+    return pairs
+
+
 def _short_name(var_name: str) -> str:
     return var_name.split("/")[-1].split(":")[0]
 

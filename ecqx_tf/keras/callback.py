@@ -38,6 +38,18 @@ __all__ = ["ECQxCallback"]
 
 log = logging.getLogger(__name__)
 
+#: Samples per LRP pass of a refresh (the ``batch_size`` default of
+#: :func:`ecqx_tf.relevance.weight_relevance`, which the NumPy path calls).
+_LRP_CHUNK = 64
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _snap(centroids: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    """``centroids[indices]``, the snapped kernel: a pure copy, compiled with XLA, whose gather is
+    several times faster on the CPU than TensorFlow's kernel (3 ms instead of 23 ms for 0.8 M
+    indices, measured here)."""
+    return tf.gather(centroids, indices)
+
 
 class ECQxCallback(tf.keras.callbacks.Callback):
     """Refresh relevances and assignments during ``fit``.
@@ -56,6 +68,10 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         assignment: ``"fast"`` (default, linear in the weights) or ``"reference"`` (the
             reference functions; identical results, for verification and benchmarks).
     """
+
+    #: Native backend: relevance in one ``tf.function`` (:meth:`_native_relevances`); False takes
+    #: the NumPy path (mirror synced with ``set_weights``), kept to verify the fused one.
+    _fuse_relevance: bool = True
 
     def __init__(
         self,
@@ -174,15 +190,66 @@ class ECQxCallback(tf.keras.callbacks.Callback):
     def _relevances(self) -> Dict[str, np.ndarray]:
         from ..relevance import weight_relevance
 
-        _copy_weights(self.model, self._mirror)
+        fused = self._fused_relevance_path()  # sync, LRP and moving average in one tf.function
+        if not fused:
+            _copy_weights(self.model, self._mirror)
         xb, yb = self._next_batch()
         names = [s.name for s in self._slots if s.config.method == "ecqx"]  # kernel keys
+        if fused:
+            return self._native_relevances(xb, yb, names)
         batch_r = weight_relevance(self._mirror, xb, yb, layers=names, backend=self.backend, composite=self.composite,
                                    target=self._mode)
         for name, r in batch_r.items():
             prev = self._ema.get(name)
             self._ema[name] = r if prev is None else (1.0 - self.alpha) * r + self.alpha * prev
         return self._ema
+
+    def _native_relevances(self, xb, yb, names) -> Dict[str, np.ndarray]:
+        """The native backend's path of :meth:`_relevances`, computed in one ``tf.function`` on
+        the device: the mirror's variables are assigned from the QAT model's (kernels
+        ``gather(centroids, indices)``), the LRP weight relevance of the batch is computed (in
+        chunks of 64 samples summed in float64, as :func:`ecqx_tf.relevance.weight_relevance`
+        does), and the moving average :math:`(1-\alpha) R_{batch} + \alpha R` (float32, as the
+        NumPy form) is written straight into the kernels' relevance variables. Same values as the
+        NumPy path (``backend="innvestigate"`` takes that one); only the used relevances come
+        back to NumPy, read from those variables."""
+        from ..relevance import native_engine
+
+        engine = native_engine(self._mirror, self.composite, names)
+        xa, labels, mode = engine.check_data(xb, yb, self._mode)
+        cache = getattr(self, "_fused", None)
+        if cache is None or cache[0] is not self._mirror or cache[1] != (mode, xa.shape[0]):
+            cache = (self._mirror, (mode, xa.shape[0]), self._fused_relevance_fn(engine, names, mode, xa.shape[0]))
+            self._fused = cache
+        first = not self._ema
+        cache[2](tf.constant(xa), tf.constant(labels), tf.constant(1.0 / xa.shape[0], tf.float32), tf.constant(first))
+        by_name = {s.name: s for s in self._slots}
+        self._ema = {n: by_name[n].relevance.numpy() for n in names}
+        return self._ema
+
+    def _fused_relevance_fn(self, engine, names, mode: str, n: int):
+        from .api import _mirror_sources
+
+        pairs = _mirror_sources(self.model, self._mirror)
+        slots = {s.name: s for s in self._slots}
+        targets = [slots[k].relevance for k in engine.layer_names]
+        keep, leak = tf.constant(1.0 - self.alpha, tf.float32), tf.constant(self.alpha, tf.float32)
+
+        def body(x, labels, scale, first):
+            for v, src in pairs:  # the mirror = the QAT model's current (snapped) weights
+                v.assign(_snap(src.centroids, src.indices) if hasattr(src, "centroids") else src)
+            parts = [engine.weight_relevance_graph(x[a : a + _LRP_CHUNK], labels[a : a + _LRP_CHUNK], scale, mode)
+                     for a in range(0, n, _LRP_CHUNK)]
+            batch = parts[0]
+            if len(parts) > 1:  # float64 sum in batch order, then float32
+                total = [tf.cast(r, tf.float64) for r in parts[0]]
+                for p in parts[1:]:
+                    total = [t + tf.cast(r, tf.float64) for t, r in zip(total, p)]
+                batch = [tf.cast(t, tf.float32) for t in total]
+            for var, r in zip(targets, batch):
+                var.assign(tf.where(first, r, keep * r + leak * var))
+
+        return tf.function(body, autograph=False)
 
     def refresh(self) -> None:
         """Recompute relevances (ECQx) and re-assign every quantized kernel now."""
@@ -201,9 +268,19 @@ class ECQxCallback(tf.keras.callbacks.Callback):
                 p=s.config.p, reduce=s.config.lambda_reduce,
             )
             if r is not None:
-                s.relevance.assign(r)
+                self._store_relevance(s, r)
             s.indices.assign(res.indices)
             assigned[s.name] = res.indices
         self.refreshes += 1
         if getattr(self, "_sync", None) is not None:
             self._sync.check_refresh(assigned, used, self.refreshes)
+
+    def _store_relevance(self, s, r: np.ndarray) -> None:
+        """Write the used relevance to the kernel's relevance variable, unless the fused native
+        path (:meth:`_native_relevances`) already holds it there."""
+        if not self._fused_relevance_path():
+            s.relevance.assign(r)
+
+    def _fused_relevance_path(self) -> bool:
+        return self.backend == "native" and self._fuse_relevance
+

@@ -329,6 +329,12 @@ class NativeLRP:
         out = self._fn("weights", mode)(tf.constant(x), tf.constant(y), tf.constant(scale, tf.float32))
         return {n: w.numpy() for n, w in zip(self.layer_names, out)}
 
+    def weight_relevance_graph(self, x: tf.Tensor, labels: tf.Tensor, scale: tf.Tensor, mode: str = "label") -> Tuple[tf.Tensor, ...]:
+        """The computation of :meth:`weight_relevance_batch` as tensors (one per name of
+        :attr:`layer_names`), for use inside a caller's ``tf.function`` (e.g. fused with a weight
+        sync and the running average of the training callback). Same ops, same values."""
+        return self._weights(x, labels, scale, mode)
+
     def weight_relevance_from(self, x: np.ndarray, layer_relevance: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Weight relevance of one batch from given output relevances ``R_j`` (e.g. computed by
         the iNNvestigate backend): the same formula, activations from this model.
