@@ -82,11 +82,11 @@ class Point(dict):
 
 
 def points(args) -> List[Point]:
-    """Every point of the run, in the order they are measured (seed-major within a model, so an
-    interrupted run has all settings at the first seeds)."""
+    """Every point of the run, in the order they are measured (seed-major, so an interrupted run
+    has every setting of every model at the first seeds)."""
     out: List[Point] = []
-    for model in args.models:
-        for seed in args.seeds:
+    for seed in args.seeds:
+        for model in args.models:
             if "pcqat" in args.paths:
                 for s in args.sparsities:
                     out.append(Point(model=model, path="pcqat", prune=float(s), epochs="+".join(map(str, args.pcqat_epochs)),
@@ -98,7 +98,8 @@ def points(args) -> List[Point]:
                     grid = [("Lambda", float(v)) for v in args.lambdas] + [("target", float(v)) for v in args.targets]
                     for kind, v in grid:
                         out.append(Point(model=model, path=method, bits=int(bits), Lambda=v if kind == "Lambda" else None,
-                                         target=v if kind == "target" else None, warmup=float(args.warmup),
+                                         target=v if kind == "target" else None,
+                                         scope=args.target_scope if kind == "target" else None, warmup=float(args.warmup),
                                          gradient=args.gradient, relevance=args.relevance_source if method == "ecqx" else None,
                                          lr=args.lr_schedule, epochs=int(args.epochs), seed=int(seed)))
     return out
@@ -168,6 +169,7 @@ def _run_point(p: Point, ctx: Dict[str, Any]) -> Dict[str, Any]:
                                   lambda_warmup=p["warmup"], gradient=p["gradient"])
         if p["target"] is not None:
             kw["target_sparsity"] = p["target"]
+            kw["target_scope"] = p["scope"]
         if p["path"] == "ecqx":
             kw["relevance_source"] = p["relevance"]
         ft = quantize_and_train(fl, data.x_train, data.y_train, data.x_test, data.y_test, **kw)
@@ -233,7 +235,8 @@ def _float_model(name: str, data, args, results: Dict[str, Any]):
 def _label(r: Dict[str, Any]) -> str:
     if r["path"] == "pcqat":
         return f"PCQAT prune {round(100 * r['prune'])}% ({r['epochs']} ep.)"
-    s = f"{r['path'].upper()} {r['bits']}-bit " + (f"L={r['Lambda']:g}" if r.get("Lambda") is not None else f"S*={r['target']:g}")
+    s = f"{r['path'].upper()} {r['bits']}-bit " + (f"L={r['Lambda']:g}" if r.get("Lambda") is not None else
+                                                   f"S*={r['target']:g}" + (" per layer" if r.get("scope") == "layer" else ""))
     opts = []
     if r.get("warmup"):
         opts.append(f"warm-up {r['warmup']:g}")
@@ -259,7 +262,7 @@ def summarize(rows: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     out = []
     for g, rs in groups.items():
         acc = np.array([r["acc_tflm"] for r in rs])
-        e = {k: rs[0].get(k) for k in ("model", "path", "bits", "Lambda", "target", "warmup", "gradient",
+        e = {k: rs[0].get(k) for k in ("model", "path", "bits", "Lambda", "target", "scope", "warmup", "gradient",
                                         "relevance", "lr", "epochs", "executable")}
         if e["path"] == "pcqat":
             e["target"] = rs[0]["prune"]  # the pruning target
@@ -324,7 +327,7 @@ def goals(summary: Sequence[Dict[str, Any]], rows: Sequence[Dict[str, Any]]) -> 
     by = {}
     for r in rows:
         if r.get("path") in ("ecq", "ecqx") and r.get("acc_tflm") is not None:
-            k = (r["model"], r["bits"], r.get("Lambda"), r.get("target"), r.get("warmup"), r.get("gradient"), r.get("lr"),
+            k = (r["model"], r["bits"], r.get("Lambda"), r.get("target"), r.get("scope"), r.get("warmup"), r.get("gradient"), r.get("lr"),
                  r.get("epochs"), r["seed"])
             by.setdefault(k, {})[r["path"]] = r
     pairs = [(v["ecq"], v["ecqx"]) for v in by.values() if "ecq" in v and "ecqx" in v]
@@ -484,6 +487,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--lambdas", type=float, nargs="*", default=[], help="ECQ/ECQx grid of the paper's Lambda")
     ap.add_argument("--targets", type=float, nargs="*", default=[0.8, 0.9, 0.95],
                     help="ECQ/ECQx grid of per-layer sparsity targets (target_sparsity)")
+    ap.add_argument("--target-scope", choices=["layer", "model"], default="model",
+                    help="a target per layer, or for the whole model with the paper's allocation (default model)")
     ap.add_argument("--warmup", type=float, default=0.0, help="lambda_warmup: fraction of the run (default 0)")
     ap.add_argument("--gradient", choices=["ste", "ec2t"], default="ste")
     ap.add_argument("--relevance-source", choices=["subset", "batch"], default="subset")

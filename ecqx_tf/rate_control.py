@@ -40,6 +40,14 @@ changes which weights are zero inside its band :math:`[S_{ecq} - p, S_{ecq}]` as
 This replaces the paper's :math:`\lambda_l = \Lambda \delta_l \lambda_{max,l}`, which sets the
 layers' sparsities by their sizes (:math:`\delta_l`), with an explicit share of zeros per layer,
 as magnitude pruning does (``docs/frontier.md`` measures both).
+
+**A target for the whole model** keeps the paper's allocation between layers and only chooses
+:math:`\Lambda`: with :math:`a_l = \delta_l \lambda_{max,l}` (the layer lambda at
+:math:`\Lambda = 1`), weight :math:`i` of layer :math:`l` is zero iff :math:`\Lambda a_l > t_i`,
+i.e. :math:`\Lambda > u_i = t_i / a_l`, so the :math:`\Lambda` that gives
+:math:`\lceil S^* \sum_l N_l \rceil` zeros over all kernels is the k-th smallest of the pooled
+:math:`u_i` (:func:`Lambda_for_model_sparsity`; a layer with :math:`a_l = 0` keeps its
+nearest-neighbour zeros whatever :math:`\Lambda`).
 """
 from __future__ import annotations
 
@@ -51,7 +59,12 @@ import numpy as np
 
 from .assign import _centroids, _probabilities_from_counts, _weights, _zero_index, information
 
-__all__ = ["LAMBDA_MARGIN", "ramp", "zero_thresholds", "lambda_for_sparsity", "sparsity_targets"]
+__all__ = ["LAMBDA_MARGIN", "TARGET_SCOPES", "ramp", "zero_thresholds", "lambda_for_sparsity", "Lambda_for_model_sparsity",
+           "sparsity_targets"]
+
+#: What a sparsity target applies to: every kernel on its own (``"layer"``) or all of them
+#: together with the paper's allocation between layers (``"model"``).
+TARGET_SCOPES = ("layer", "model")
 
 #: Relative margin of :func:`lambda_for_sparsity` above the threshold it returns.
 LAMBDA_MARGIN: float = 1e-9
@@ -113,21 +126,15 @@ def _nearest(x: np.ndarray, c: np.ndarray) -> np.ndarray:
     return idx
 
 
-def lambda_for_sparsity(w: Any, centroids: Any, target: float) -> float:
-    r"""The smallest :math:`\lambda \ge 0` (plus a relative margin :data:`LAMBDA_MARGIN`) at which
-    the ECQ assignment of ``w`` has at least :math:`\lceil S^* N \rceil` zeros, :math:`S^*` =
-    ``target`` in [0, 1]. 0.0 when the nearest-neighbour assignment already has them. When the
-    target cannot be reached (weights that no :math:`\lambda` moves to zero), the lambda that
-    zeroes every weight that can be zeroed.
-
-    Raises:
-        TypeError / ValueError: bad ``w`` or ``centroids`` (see :func:`ecqx_tf.ecq_assign`), a
-            target outside [0, 1].
-    """
+def _check_target(target) -> float:
     if isinstance(target, bool) or not isinstance(target, numbers.Real) or not 0.0 <= target <= 1.0:
         raise ValueError(f"target must be a sparsity in [0, 1], got {target!r}")
-    t = zero_thresholds(w, centroids).reshape(-1)
-    k = int(math.ceil(float(target) * t.size - 1e-9))
+    return float(target)
+
+
+def _kth_threshold(t: np.ndarray, target: float) -> float:
+    """The smallest value v (plus the margin) with at least ceil(target * N) entries of t < v."""
+    k = int(math.ceil(target * t.size - 1e-9))
     if k <= 0:
         return 0.0
     finite = np.isfinite(t)
@@ -140,6 +147,50 @@ def lambda_for_sparsity(w: Any, centroids: Any, target: float) -> float:
     if tk == 0.0:
         return float(np.finfo(np.float64).tiny)  # ties with a non-zero centroid: settle them on zero
     return tk * (1.0 + LAMBDA_MARGIN)
+
+
+def Lambda_for_model_sparsity(kernels, target: float, n_largest: Optional[int] = None, s: float = 0.05,
+                              reduce: str = "min") -> float:
+    r"""The smallest :math:`\Lambda` (plus the margin) at which the ECQ assignment of all
+    ``kernels`` (pairs ``(w, centroids)``), each with the paper's layer lambda
+    :math:`\lambda_l = \Lambda \delta_l \lambda_{max,l}` (:func:`ecqx_tf.layer_lambda` with
+    ``n_largest``, ``s``, ``reduce``), has at least :math:`\lceil S^* \sum_l N_l \rceil` zeros.
+
+    Raises:
+        ValueError: no kernels, a target outside [0, 1]; bad kernels as :func:`ecqx_tf.ecq_assign`.
+    """
+    from .assign_fast import layer_lambda_fast
+
+    target = _check_target(target)
+    kernels = list(kernels)
+    if not kernels:
+        raise ValueError("kernels must hold at least one (w, centroids) pair")
+    sizes = [int(np.size(w)) for w, _ in kernels]
+    n_largest = max(sizes) if n_largest is None else int(n_largest)
+    us = []
+    for (w, c), n in zip(kernels, sizes):
+        t = zero_thresholds(w, c).reshape(-1)
+        a = layer_lambda_fast(w, c, 1.0, n, n_largest, s=s, reduce=reduce)
+        if a > 0:
+            us.append(t / a)
+        else:  # lambda_l = 0 whatever Lambda: only the nearest-neighbour zeros
+            us.append(np.where(t < 0, -np.inf, np.inf))
+    return _kth_threshold(np.concatenate(us), target)
+
+
+def lambda_for_sparsity(w: Any, centroids: Any, target: float) -> float:
+    r"""The smallest :math:`\lambda \ge 0` (plus a relative margin :data:`LAMBDA_MARGIN`) at which
+    the ECQ assignment of ``w`` has at least :math:`\lceil S^* N \rceil` zeros, :math:`S^*` =
+    ``target`` in [0, 1]. 0.0 when the nearest-neighbour assignment already has them. When the
+    target cannot be reached (weights that no :math:`\lambda` moves to zero), the lambda that
+    zeroes every weight that can be zeroed.
+
+    Raises:
+        TypeError / ValueError: bad ``w`` or ``centroids`` (see :func:`ecqx_tf.ecq_assign`), a
+            target outside [0, 1].
+    """
+    target = _check_target(target)
+    return _kth_threshold(zero_thresholds(w, centroids).reshape(-1), target)
 
 
 def sparsity_targets(target: Optional[Union[float, Mapping[str, float]]], names) -> Optional[dict]:

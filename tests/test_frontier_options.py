@@ -104,6 +104,40 @@ def test_target_sparsity_sets_each_layers_lambda(method):
         assert final["d1"] == pytest.approx(0.9, abs=2 / 864) and final["d2"] == pytest.approx(0.6, abs=2 / 120)
 
 
+@pytest.mark.parametrize("method", ["ecq", "ecqx"])
+def test_model_target_sets_Lambda_with_the_papers_allocation(method):
+    from ecqx_tf.rate_control import Lambda_for_model_sparsity
+
+    x, y = data()
+    kw = dict(relevance_data=(x, y)) if method == "ecqx" else {}
+    q = compile_(ecqx_tf.quantize(mlp(), bits=3, method=method, Lambda=0.0, p=0.1, **kw))
+    cb = ecqx_tf.ECQxCallback(target_sparsity=0.85, target_scope="model", warmup_steps=3)
+    state = {}
+
+    class Before(tf.keras.callbacks.Callback):  # the kernels the refresh sees (before ECQxCallback)
+        def on_train_batch_end(self, batch, logs=None):
+            slots = ecq_layers(self.model)
+            n_largest = max(int(np.prod(s.kernel.shape)) for s in slots)
+            state["Lam"] = Lambda_for_model_sparsity([(s.kernel.numpy(), s.centroids.numpy()) for s in slots],
+                                                     0.85 * ramp(cb._steps + 1, 3), n_largest)
+
+    def expect(s, t, n_largest):
+        w, c = s.kernel.numpy(), s.centroids.numpy()
+        lam = assign.layer_lambda(w, c, state["Lam"], w.size, n_largest)
+        if method == "ecq":
+            return assign.ecq_assign(w, c, lam)
+        return assign.ecqx_assign(w, c, lam, s.relevance.numpy(), p=0.1)
+
+    q.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[Before(), cb, Check(cb, expect)])
+    if method == "ecq":
+        total = [r for r in ecqx_tf.layer_stats(q) if r["layer"] == "<total>"][0]
+        assert total["sparsity"] == pytest.approx(0.85, abs=2 / 984)
+    with pytest.raises(ValueError, match="one share"):
+        ecqx_tf.ECQxCallback(target_sparsity={"d1": 0.5}, target_scope="model")
+    with pytest.raises(ValueError, match="target_scope"):
+        ecqx_tf.ECQxCallback(target_sparsity=0.5, target_scope="net")
+
+
 def test_target_for_some_layers_keeps_the_paper_lambda_elsewhere():
     x, y = data()
     q = compile_(ecqx_tf.quantize(mlp(), bits=4, method="ecq", Lambda=0.2))

@@ -7,7 +7,8 @@ import pytest
 
 from ecqx_tf.assign import cluster_probabilities, ecq_assign, information
 from ecqx_tf.grid import make_grid
-from ecqx_tf.rate_control import lambda_for_sparsity, ramp, sparsity_targets, zero_thresholds
+from ecqx_tf.assign import layer_lambda
+from ecqx_tf.rate_control import Lambda_for_model_sparsity, lambda_for_sparsity, ramp, sparsity_targets, zero_thresholds
 
 
 def _w(seed, n=3000, kind="normal"):
@@ -97,3 +98,33 @@ def test_sparsity_targets_mapping():
         sparsity_targets({"c": 0.5}, ["a", "b"])
     with pytest.raises(ValueError, match="'a'"):
         sparsity_targets({"a": 2.0}, ["a", "b"])
+
+
+@pytest.mark.parametrize("bits,target", [(2, 0.9), (4, 0.8), (4, 0.95), (3, 0.5)])
+def test_Lambda_for_model_sparsity_keeps_the_papers_allocation(bits, target):
+    ws = [_w(10, 4000), _w(11, 900, "laplace"), _w(12, 60)]
+    ks = [(w, make_grid(w, bits, "symmetric").centroids) for w in ws]
+    n_largest = 4000
+    Lam = Lambda_for_model_sparsity(ks, target, n_largest)
+
+    def zeros(L):
+        out = 0
+        for w, c in ks:
+            lam = layer_lambda(w, c, L, w.size, n_largest)  # the paper's layer lambda
+            out += int(np.sum(ecq_assign(w, c, lam) == int(np.flatnonzero(np.asarray(c) == 0)[0])))
+        return out
+
+    need = math.ceil(target * sum(w.size for w in ws) - 1e-9)
+    got = zeros(Lam)
+    assert got >= need
+    if Lam > 0:
+        assert zeros(Lam * (1 - 1e-6)) < need
+        assert got <= need + 2
+
+
+def test_Lambda_for_model_sparsity_errors():
+    with pytest.raises(ValueError, match="at least one"):
+        Lambda_for_model_sparsity([], 0.5)
+    w = _w(1, 50)
+    with pytest.raises(ValueError, match="target"):
+        Lambda_for_model_sparsity([(w, make_grid(w, 4, "symmetric").centroids)], 1.2)

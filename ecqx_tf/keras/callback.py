@@ -36,8 +36,8 @@ import numpy as np
 import tensorflow as tf
 
 from ..assign_fast import ASSIGNMENTS
-from ..rate_control import lambda_for_sparsity, ramp, sparsity_targets
-from ..config import validate_positive_int, validate_unit_interval
+from ..rate_control import TARGET_SCOPES, Lambda_for_model_sparsity, lambda_for_sparsity, ramp, sparsity_targets
+from ..config import validate_choice, validate_positive_int, validate_unit_interval
 from .api import RelevanceData, _check_relevance_data, _copy_weights, ecq_layers, relevance_data_of, strip
 from .multiworker import WorkerSync
 
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 
 class ECQxCallback(tf.keras.callbacks.Callback):
-    """Refresh relevances and assignments during ``fit``.
+    r"""Refresh relevances and assignments during ``fit``.
 
     Args:
         relevance_data: ``x`` alone or a tuple ``(x, y)`` for LRP (see :func:`ecqx_tf.quantize`);
@@ -67,6 +67,10 @@ class ECQxCallback(tf.keras.callbacks.Callback):
             left out keep the paper's lambda). Each refresh sets the kernel's lambda to
             :func:`ecqx_tf.rate_control.lambda_for_sparsity` of its current float kernel; ECQx then
             moves zeros within its band ``[S - p, S]``.
+        target_scope: ``"layer"`` (default: each kernel gets the target) or ``"model"`` (one
+            float target for all kernels together: the paper's layer lambda with the
+            :math:`\Lambda` of :func:`ecqx_tf.rate_control.Lambda_for_model_sparsity`, recomputed
+            at every refresh; the allocation between layers stays the paper's).
         warmup_steps: ramp ``Lambda`` (or the targets) from 0 over this many optimizer steps,
             :math:`r(t) = 1 - (1 - t/T)^{k}` (:func:`ecqx_tf.rate_control.ramp`); 0 (default) = off.
         warmup_power: the exponent k of the ramp (default 3, as tfmot's gradual pruning).
@@ -88,6 +92,7 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         relevance_target: str = "auto",
         assignment: str = "fast",
         target_sparsity=None,
+        target_scope: str = "layer",
         warmup_steps: int = 0,
         warmup_power: float = 3.0,
         relevance_batches=None,
@@ -110,6 +115,9 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         # values checked now, kernel names at train begin
         sparsity_targets(target_sparsity, list(target_sparsity) if hasattr(target_sparsity, "keys") else ["every kernel"])
         self.target_sparsity = target_sparsity
+        self.target_scope = validate_choice("target_scope", target_scope, TARGET_SCOPES)
+        if target_scope == "model" and hasattr(target_sparsity, "keys"):
+            raise ValueError("target_scope='model' takes one share of zeros for the whole model, got a mapping per kernel")
         ramp(0, warmup_steps, warmup_power)  # checks both
         self.warmup_steps = int(warmup_steps)
         self.warmup_power = float(warmup_power)
@@ -132,6 +140,7 @@ class ECQxCallback(tf.keras.callbacks.Callback):
             "relevance_target": self.relevance_target,
             "assignment": self.assignment,
             "target_sparsity": self.target_sparsity if not hasattr(self.target_sparsity, "keys") else dict(self.target_sparsity),
+            "target_scope": self.target_scope,
             "warmup_steps": self.warmup_steps,
             "warmup_power": self.warmup_power,
         }
@@ -142,7 +151,9 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         if not self._slots:
             raise ValueError("ECQxCallback: the model has no ECQ-quantized layer (use ecqx_tf.quantize)")
         self._n_largest = max(int(np.prod(s.kernel.shape)) for s in self._slots)
-        self._targets = sparsity_targets(self.target_sparsity, [s.name for s in self._slots])
+        self._targets = None
+        if self.target_scope == "layer":
+            self._targets = sparsity_targets(self.target_sparsity, [s.name for s in self._slots])
         self._needs_relevance = any(s.config.method == "ecqx" for s in self._slots)
         self._mirror = None
         if self._needs_relevance:
@@ -233,6 +244,12 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         """Recompute relevances (ECQx) and re-assign every quantized kernel now."""
         relevances = self._relevances() if self._needs_relevance else {}
         assign_layer = ASSIGNMENTS.get(self.assignment)
+        self._model_Lambda = None
+        if self.target_scope == "model" and self.target_sparsity is not None:
+            frac = ramp(self._steps, self.warmup_steps, self.warmup_power)
+            self._model_Lambda = Lambda_for_model_sparsity(
+                [(s.kernel.numpy(), s.centroids.numpy()) for s in self._slots], self.target_sparsity * frac,
+                self._n_largest, reduce=self._slots[0].config.lambda_reduce)
         used: Dict[str, np.ndarray] = {}
         assigned: Dict[str, np.ndarray] = {}
         for s in self._slots:
@@ -256,8 +273,9 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         frac = ramp(self._steps, self.warmup_steps, self.warmup_power)
         target = None if self._targets is None else self._targets.get(s.name)
         if target is None:
+            Lam = s.config.Lambda * frac if self._model_Lambda is None else self._model_Lambda
             return assign_layer(
-                w, c, s.config.Lambda * frac, self._n_largest,
+                w, c, Lam, self._n_largest,
                 method=s.config.method, relevance=r, p=s.config.p, reduce=s.config.lambda_reduce,
             )
         lam = lambda_for_sparsity(w, c, target * frac)
