@@ -489,7 +489,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="ECQ/ECQx grid of per-layer sparsity targets (target_sparsity)")
     ap.add_argument("--target-scope", choices=["layer", "model"], default="model",
                     help="a target per layer, or for the whole model with the paper's allocation (default model)")
-    ap.add_argument("--warmup", type=float, default=0.0, help="lambda_warmup: fraction of the run (default 0)")
+    ap.add_argument("--warmup", type=float, default=0.6,
+                    help="lambda_warmup: fraction of the run over which the target ramps up (default 0.6, chosen by the exploration in docs/frontier.md)")
     ap.add_argument("--gradient", choices=["ste", "ec2t"], default="ste")
     ap.add_argument("--relevance-source", choices=["subset", "batch"], default="subset")
     ap.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
