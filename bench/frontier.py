@@ -9,11 +9,14 @@ same number of epochs in all (``--epochs``, default 15):
 * ``pcqat``: tfmot magnitude pruning to each ``--sparsities`` (80/90/95%) -> 16 clusters with
   sparsity preserved -> cluster- and sparsity-preserving QAT, the three stages splitting the
   budget (``--pcqat-epochs``, default 5 5 5); full-int8 ``.tflite``, TFLM LUT compression;
-* ``ecq`` / ``ecqx``: ``ecqx_tf.keras.finetune.quantize_and_train`` at each ``--bits`` and each
-  point of the grid: ``--lambdas`` (the paper's layer lambda) and/or ``--targets`` (a share of
-  zeros per layer, ``target_sparsity``), with the training options ``--warmup``, ``--gradient``,
-  ``--relevance-source``, ``--lr-schedule`` (``docs/frontier.md``); exported with
-  ``firmware_export.tflm`` (stored integers = assigned levels), also LUT-compressed.
+* ``ecq`` / ``ecqx``: ``ecqx_tf.keras.finetune.quantize_and_train`` at each ``--bits`` (2 3 4) and
+  each point of the grid: ``--targets`` (default 0.8 0.9 0.95: the share of zeros of the whole
+  model, ``target_sparsity`` with ``target_scope="model"``, i.e. the paper's Lambda chosen at every
+  refresh so that the model has that share of zeros, with the paper's split between layers; or
+  per layer with ``--target-scope layer``) and/or ``--lambdas`` (the paper's Lambda itself), with
+  the training options ``--warmup`` (default 0.6), ``--gradient``, ``--relevance-source``,
+  ``--lr-schedule`` (``docs/frontier.md``); exported with ``firmware_export.tflm`` (stored
+  integers = assigned levels), also LUT-compressed.
 
 Each point runs for every ``--seeds`` (the fine-tuning seed: shuffling, relevance subset, tfmot's
 k-means++; the float model is the same). Measured per point (helpers shared with
