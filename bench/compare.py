@@ -40,13 +40,9 @@ Writes ``<out>/compare.json`` (default ``bench/results/``; ``out/compare_quick/`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import logging
-import lzma
-import math
 import os
-import platform
 import sys
 import time
 import traceback
@@ -61,7 +57,20 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
-from firmware_export.entropy_coding import as_matrix, coded_bytes  # noqa: E402  (NumPy only)
+from bench.common import (  # noqa: E402  (shared with bench/frontier.py; NumPy only at import)
+    float_stream_stats, lzma_bytes, machine_info, stream_stats, tflite_weights, tflm_logits,
+    versions,
+)
+from bench.common import accuracy as _accuracy  # noqa: E402
+from bench.common import convert_float as _convert_float  # noqa: E402
+from bench.common import convert_int as _convert_int  # noqa: E402
+from bench.common import copy_model as _copy_model  # noqa: E402
+from bench.common import fit as _fit  # noqa: E402
+from bench.common import is_fc_only as _is_fc_only  # noqa: E402
+from bench.common import kernels as _kernels  # noqa: E402
+from bench.common import keras_accuracy as _keras_accuracy  # noqa: E402
+from bench.common import lut_compress_all as _lut_compress_all  # noqa: E402
+from bench.common import quiet_native as _quiet_native  # noqa: E402
 
 __all__ = ["main", "run", "stream_stats", "lzma_bytes", "format_table", "format_instructions", "PATHS"]
 
@@ -69,108 +78,11 @@ log = logging.getLogger("bench.compare")
 
 #: Path names accepted by ``--paths`` (all by default).
 PATHS = ("float", "int8", "int4", "pcqat", "ecq", "ecqx")
-LZMA_PRESET = 9 | lzma.PRESET_EXTREME
-LR = 1e-3
-BATCH = 64
 
 
 # ---------------------------------------------------------------------------------------------
 # Measurements (pure functions)
 # ---------------------------------------------------------------------------------------------
-def lzma_bytes(data: bytes) -> int:
-    """Length of ``data`` compressed with xz/lzma at preset 9e."""
-    return len(lzma.compress(bytes(data), preset=LZMA_PRESET))
-
-
-def _entropy(values: np.ndarray) -> float:
-    _, counts = np.unique(values, return_counts=True)
-    p = counts / counts.sum()
-    return float(-(p * np.log2(p)).sum()) + 0.0
-
-
-def stream_stats(layers: Sequence[np.ndarray]) -> Dict[str, Any]:
-    """Statistics of the stored weight integers, one array per layer (TFLite layout).
-
-    Returns zeros (fraction), entropy (bits/weight of the values pooled over all layers, as
-    ``ecqx_tf.layer_stats``' total), the zeroth-order entropy bound in bytes (sum over layers of
-    ``n_l * H_l / 8``), lzma bytes of the int8 stream (layers concatenated), per-layer zeros and
-    distinct values.
-    """
-    flat = [np.asarray(a).reshape(-1) for a in layers]
-    allv = np.concatenate(flat)
-    if allv.size and (allv.min() < -128 or allv.max() > 127):
-        raise ValueError(f"weight integers out of int8 range [{allv.min()}, {allv.max()}]")
-    return {
-        "weights": int(allv.size),
-        "sparsity": float(np.mean(allv == 0)),
-        "entropy": _entropy(allv),
-        "entropy_bound_bytes": float(sum(a.size * _entropy(a) for a in flat) / 8),
-        "lzma_weight_bytes": lzma_bytes(allv.astype(np.int8).tobytes()),
-        "cabac_weight_bytes": coded_bytes([as_matrix(np.asarray(a)) for a in layers])[0],
-        "layer_sparsity": [float(np.mean(a == 0)) for a in flat],
-        "layer_distinct": [int(np.unique(a).size) for a in flat],
-    }
-
-
-def float_stream_stats(kernels: Sequence[np.ndarray]) -> Dict[str, Any]:
-    flat = [np.asarray(k, np.float32).reshape(-1) for k in kernels]
-    allv = np.concatenate(flat)
-    return {
-        "weights": int(allv.size),
-        "sparsity": float(np.mean(allv == 0)),
-        "entropy": None,
-        "entropy_bound_bytes": None,
-        "lzma_weight_bytes": lzma_bytes(allv.tobytes()),
-        "layer_sparsity": [float(np.mean(a == 0)) for a in flat],
-        "layer_distinct": [int(np.unique(a).size) for a in flat],
-    }
-
-
-def tflite_weights(model_bytes: bytes) -> Dict[str, Any]:
-    """Stored weight integers (LUT-decoded when compressed), bias bytes, scale count and weight
-    types of every FULLY_CONNECTED / CONV_2D / DEPTHWISE_CONV_2D op."""
-    from firmware_export.tflm import flatbuffer as fb
-
-    m = fb.read_model(model_bytes)
-    ints, types, bias_bytes, scales = [], [], 0, 0
-    for op, t in fb.weight_tensors(m):
-        ints.append(m.constant_values(t.index))
-        types.append(t.dtype if t.is_constant else f"{t.dtype} (LUT)")
-        scales += 0 if t.quantization is None else int(np.size(t.quantization.scale))
-        if len(op.inputs) > 2 and op.inputs[2] >= 0:
-            b = m.tensors[op.inputs[2]]
-            bias_bytes += int(b.size * 4)
-    return {"ints": ints, "types": types, "bias_bytes": bias_bytes, "scales": scales, "ops": m.op_set(), "parsed": m}
-
-
-def tflm_logits(model_bytes: bytes, x: np.ndarray) -> Dict[str, Any]:
-    """Outputs of the real TFLM interpreter on every sample (float or int8 input, quantized with
-    the model's input parameters as ``firmware_export.tflm.convert.quantize_input``), and the
-    minimum arena found by bisection (``firmware_export.tflm.arena``)."""
-    from tflite_micro import runtime
-
-    from firmware_export.tflm.arena import arena_sizes
-    from firmware_export.tflm.convert import dequantize_output, quantize_input
-
-    minimum, recommended = arena_sizes(model_bytes)
-    it = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=recommended)
-    det = it.get_input_details(0)
-    shape = tuple(int(d) for d in det["shape"])
-    if np.dtype(det["dtype"]) == np.int8:
-        xi = quantize_input(model_bytes, x)
-    else:
-        xi = np.asarray(x, np.float32)
-    outs = []
-    for i in range(len(xi)):
-        it.set_input(xi[i].reshape(shape), 0)
-        it.invoke()
-        outs.append(np.array(it.get_output(0), copy=True).reshape(-1))
-    y = np.stack(outs)
-    if y.dtype == np.int8:
-        y = dequantize_output(model_bytes, y)
-    return {"logits": y, "arena_bytes": int(minimum), "arena_recommended": int(recommended)}
-
-
 class InstructionCounter:
     """Instructions per inference (valgrind callgrind, ``bench/instructions.py``) of the TFLM
     interpreter and of the FantastIC4 C runtime, on the first ``samples`` test digits. Before a
@@ -217,97 +129,9 @@ class InstructionCounter:
         self._tmp.cleanup()
 
 
-def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.argmax(logits, axis=-1) == np.asarray(y).reshape(-1)))
-
-
 # ---------------------------------------------------------------------------------------------
 # Keras / tfmot helpers
 # ---------------------------------------------------------------------------------------------
-
-def _copy_model(model):
-    import tensorflow as tf
-
-    m = tf.keras.models.clone_model(model)
-    m.set_weights(model.get_weights())
-    return m
-
-
-def _fit(model, data, epochs: int, seed: int, callbacks=()) -> List[float]:
-    """Adam(1e-3), batch 64, shuffled, sparse CE on logits (as quantize_and_train); seconds/epoch."""
-    import tensorflow as tf
-
-    from ecqx_tf.keras.finetune import EpochTimer
-    from models.train import op_determinism
-
-    tf.keras.utils.set_random_seed(seed)
-    model.compile(optimizer=tf.keras.optimizers.Adam(LR),
-                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    timer = EpochTimer()
-    with op_determinism():
-        model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=BATCH, shuffle=True, verbose=0,
-                  callbacks=[timer, *callbacks])
-    return timer.seconds
-
-
-def _keras_accuracy(model, data) -> float:
-    logits = model.predict(data.x_test, batch_size=256, verbose=0)
-    return _accuracy(logits, data.y_test)
-
-
-@contextlib.contextmanager
-def _quiet_native():
-    """Silence what TensorFlow's C++ converter prints on fd 1/2 ("fully_quantize: 0, ...");
-    Python exceptions still carry the error."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved + [devnull]:
-            os.close(fd)
-
-
-def _convert_int(model, rep: np.ndarray) -> bytes:
-    """tf.keras (QAT) model -> full-integer .tflite (int8 input/output), as the exporter converts."""
-    import tensorflow as tf
-
-    from firmware_export.tflm.convert import convert_full_int8
-
-    with _quiet_native():
-        return convert_full_int8(tf.lite.TFLiteConverter.from_keras_model(model), rep)
-
-
-def _convert_float(model) -> bytes:
-    import tensorflow as tf
-
-    with _quiet_native():
-        return bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-
-
-def _lut_compress_all(model_bytes: bytes) -> bytes:
-    """LUT-compress every weight tensor with the fewest index bits its value tables need."""
-    from firmware_export.tflm import flatbuffer as fb
-    from firmware_export.tflm.compress import lut_compress
-
-    m = fb.read_model(model_bytes)
-    targets = []
-    for op, t in fb.weight_tensors(m):
-        v = t.values()
-        q = t.quantization
-        if q is not None and q.scale.size > 1:
-            distinct = max(np.unique(s).size for s in np.moveaxis(v, q.axis, 0))
-        else:
-            distinct = np.unique(v).size
-        targets.append((t.index, max(1, math.ceil(math.log2(max(distinct, 2))))))
-    return lut_compress(model_bytes, targets)
-
 
 # ---------------------------------------------------------------------------------------------
 # One row
@@ -383,18 +207,6 @@ def _measure_tflite(row: Dict[str, Any], model_bytes: bytes, data, float_bytes: 
             row["notes"].append(f"FantastIC4 not measured: {type(e).__name__}: {e}")
 
 
-def _is_fc_only(model) -> bool:
-    import tensorflow as tf
-
-    return not any(isinstance(l, (tf.keras.layers.Conv2D, tf.keras.layers.DepthwiseConv2D)) for l in model.layers)
-
-
-def _kernels(model) -> List[np.ndarray]:
-    import tensorflow as tf
-
-    return [l.kernel.numpy() for l in model.layers if isinstance(l, (tf.keras.layers.Dense, tf.keras.layers.Conv2D))]
-
-
 # ---------------------------------------------------------------------------------------------
 # Paths
 # ---------------------------------------------------------------------------------------------
@@ -456,38 +268,17 @@ def path_int4(ctx) -> List[Dict[str, Any]]:
 
 def path_pcqat(ctx) -> List[Dict[str, Any]]:
     """Prune -> cluster (16, sparsity preserved) -> PCQAT, each stage ``epochs`` epochs."""
-    import tensorflow_model_optimization as tfmot
+    from bench.common import pcqat
 
-    data, epochs, seed = ctx["data"], ctx["epochs"], ctx["seed"]
-    steps_per_epoch = math.ceil(len(data.x_train) / BATCH)
+    epochs = ctx["epochs"]
     rows = []
     for s in ctx["sparsities"]:
-        sp = tfmot.sparsity.keras
-        schedule = sp.PolynomialDecay(initial_sparsity=0.0, final_sparsity=float(s), begin_step=0,
-                                      end_step=max(1, int(0.7 * steps_per_epoch * epochs)),
-                                      frequency=max(1, steps_per_epoch // 4))
-        pruned = sp.prune_low_magnitude(_copy_model(ctx["float"].model), pruning_schedule=schedule)
-        secs = _fit(pruned, data, epochs, seed, callbacks=[sp.UpdatePruningStep()])
-        pruned = sp.strip_pruning(pruned)
-
-        cl = tfmot.clustering.keras
-        clustered = cl.cluster_weights(pruned, number_of_clusters=16,
-                                       cluster_centroids_init=cl.CentroidInitialization.KMEANS_PLUS_PLUS,
-                                       preserve_sparsity=True)
-        secs += _fit(clustered, data, epochs, seed)
-        clustered = cl.strip_clustering(clustered)
-
-        q = tfmot.quantization.keras
-        scheme = tfmot.experimental.combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True)
-        annotated = q.quantize_annotate_model(clustered)
-        with q.quantize_scope():
-            qat = q.quantize_apply(annotated, scheme=scheme)
-        secs += _fit(qat, data, epochs, seed)
+        qat, secs = pcqat(ctx["float"].model, ctx["data"], s, (epochs, epochs, epochs), ctx["seed"])
         label = f"tfmot prune {round(100 * s)}% + 16 clusters + PCQAT"
         rows.append(_qat_row(ctx, "pcqat", label, 8, qat, secs,
                              notes=[f"3 stages x {epochs} epochs (prune, cluster, PCQAT); epoch_s is their mean"]))
         rows[-1]["target_sparsity"] = float(s)
-        del pruned, clustered, qat
+        del qat
         gc.collect()
     return rows
 
@@ -495,9 +286,8 @@ def path_pcqat(ctx) -> List[Dict[str, Any]]:
 def _ecq_rows(ctx, method: str) -> List[Dict[str, Any]]:
     from ecqx_tf import quantization_info
     from ecqx_tf.keras.api import ecq_layers
+    from bench.common import ecq_tflite
     from ecqx_tf.keras.finetune import quantize_and_train
-    from firmware_export.registry import ExportRequest
-    from firmware_export.tflm.convert import convert
 
     data, fl = ctx["data"], ctx["float"]
     rows = []
@@ -515,17 +305,9 @@ def _ecq_rows(ctx, method: str) -> List[Dict[str, Any]]:
                 row["ecq_stats"] = {"sparsity": tot["sparsity"], "entropy": tot["entropy"],
                                     "used_centroids": tot["used_centroids"]}
                 info = quantization_info(ft.qmodel)
-                req = ExportRequest(model=ft.stripped, quant=info, name=f"{ctx['model']}_{method}{bits}",
-                                    representative=data.x_train[:500], x_test=data.x_test, y_test=data.y_test)
-                with _quiet_native():
-                    plain = convert(req, compress=False)
-                try:
-                    with _quiet_native():
-                        lut = convert(req, compress=True).model_bytes
-                except Exception as e:
-                    lut = None
-                    row["notes"].append(f"LUT export not measured: {type(e).__name__}: {e}")
-                _measure_tflite(row, plain.model_bytes, data, ctx["float_bytes"], ctx["fc_only"],
+                plain, lut, notes = ecq_tflite(ft, data, f"{ctx['model']}_{method}{bits}")
+                row["notes"] += notes
+                _measure_tflite(row, plain, data, ctx["float_bytes"], ctx["fc_only"],
                                 lut=lut is not None, lut_bytes=lut, counter=ctx.get("counter"))
                 # Stored integers must be exactly the assigned levels (the exporter checks it too).
                 if abs(row["sparsity"] - tot["sparsity"]) > 1e-12:
@@ -596,44 +378,6 @@ def _figure_data(ctx, ft, info, slots) -> Dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Machine, table, driver
 # ---------------------------------------------------------------------------------------------
-def machine_info() -> Dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        usable = os.cpu_count()
-    return {"platform": platform.platform(), "processor": cpu, "cpus_usable": usable, "cpu_count": os.cpu_count(),
-            "memory_bytes": mem, "python": platform.python_version(), "load_average_at_start": os.getloadavg()}
-
-
-def versions() -> Dict[str, Any]:
-    """Installed versions of everything that shapes the numbers."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: Dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine()}
-    for pkg in ("tensorflow", "tensorflow-model-optimization", "tf-keras", "tflite-micro", "numpy", "innvestigate",
-                "matplotlib", "scikit-learn", "mlxtend", "ecqx-tf"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 _COLS = [("model", 9, "{}"), ("label", 37, "{}"), ("keras", 6, "{:.4f}"), ("tflm", 6, "{:.4f}"),
          ("zeros", 6, "{:.1%}"), ("H", 5, "{:.2f}"), ("tflite B", 9, "{:,}"), ("LUT B", 9, "{:,}"),
          ("F4 B", 7, "{:,}"), ("lzma B", 7, "{:,}"), ("CABAC B", 7, "{:,}"), ("ratio", 5, "{:.1f}"), ("kIr TFLM", 8, "{:,.0f}"),

@@ -39,7 +39,9 @@ DEFAULTS = dict(
     method="ecqx",
     Lambda=0.3,
     p=0.1,
-    qat_epochs=10,
+    qat_epochs=15,
+    target_sparsity=0.88,  # the whole model's share of zeros, the paper's split between layers (docs/frontier.md)
+    lambda_warmup=0.6,
     refresh_every=1,
     seed=0,
 )
@@ -140,6 +142,7 @@ def _run(out: Path, verbose: int = 2, **kw) -> dict:
         fl.model, data.x_train, data.y_train, data.x_test, data.y_test,
         bits=cfg["bits"], method=cfg["method"], Lambda=cfg["Lambda"], p=cfg["p"],
         epochs=cfg["qat_epochs"], refresh_every=cfg["refresh_every"], seed=cfg["seed"], verbose=verbose,
+        target_sparsity=cfg["target_sparsity"], target_scope="model", lambda_warmup=cfg["lambda_warmup"],
     )
     qdir = check_writable_dir(out / "ecqx")
     save_model(ft.qmodel, qdir / "qat_model.h5")

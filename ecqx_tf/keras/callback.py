@@ -10,6 +10,13 @@ steps it recomputes (ECQx) the LRP weight relevances and re-assigns every quanti
    kernel and the kernel is assigned with ECQ or ECQx (docs/algorithm.md, sections 2 and 3);
 3. the index (and relevance) variables are written; the next forward pass uses them.
 
+Options that change how hard the entropy term pushes (``docs/frontier.md``; defaults leave the
+paper's algorithm unchanged): ``warmup_steps`` ramps :math:`\Lambda` (or the sparsity target) from
+0 with the cubic schedule of gradual pruning; ``target_sparsity`` replaces the paper's
+:math:`\lambda_l = \Lambda \delta_l \lambda_{max,l}` by the smallest :math:`\lambda_l` that gives the
+layer that share of zeros (:mod:`ecqx_tf.rate_control`); ``relevance_batches`` feeds the LRP with
+the batch just trained on instead of a batch of ``relevance_data``.
+
 Each kernel is assigned in one linear pass (:func:`ecqx_tf.assign_fast.assign_layer`, equal to
 the reference functions of :mod:`ecqx_tf.assign`; ``assignment="reference"`` uses those).
 
@@ -29,7 +36,8 @@ import numpy as np
 import tensorflow as tf
 
 from ..assign_fast import ASSIGNMENTS
-from ..config import validate_positive_int, validate_unit_interval
+from ..config import validate_choice, validate_positive_int, validate_unit_interval
+from ..rate_control import TARGET_SCOPES, Lambda_for_model_sparsity, lambda_for_sparsity, ramp, sparsity_targets
 from .api import RelevanceData, ecq_layers, relevance_data_of, strip
 from .api import check_relevance_data as _check_relevance_data, copy_weights as _copy_weights
 from .multiworker import WorkerSync
@@ -52,7 +60,7 @@ def _snap(centroids: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
 
 
 class ECQxCallback(tf.keras.callbacks.Callback):
-    """Refresh relevances and assignments during ``fit``.
+    r"""Refresh relevances and assignments during ``fit``.
 
     Args:
         relevance_data: ``x`` alone or a tuple ``(x, y)`` for LRP (see :func:`ecqx_tf.quantize`);
@@ -67,6 +75,22 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         seed: order in which relevance batches are drawn (multi-worker: the chief's is used).
         assignment: ``"fast"`` (default, linear in the weights) or ``"reference"`` (the
             reference functions; identical results, for verification and benchmarks).
+        target_sparsity: ``None`` (default: the paper's layer lambda from ``Lambda``), a share of
+            zeros in [0, 1] for every quantized kernel, or a mapping kernel key -> share (kernels
+            left out keep the paper's lambda). Each refresh sets the kernel's lambda to
+            :func:`ecqx_tf.rate_control.lambda_for_sparsity` of its current float kernel; ECQx then
+            moves zeros within its band ``[S - p, S]``.
+        target_scope: ``"layer"`` (default: each kernel gets the target) or ``"model"`` (one
+            float target for all kernels together: the paper's layer lambda with the
+            :math:`\Lambda` of :func:`ecqx_tf.rate_control.Lambda_for_model_sparsity`, recomputed
+            at every refresh; the allocation between layers stays the paper's).
+        warmup_steps: ramp ``Lambda`` (or the targets) from 0 over this many optimizer steps,
+            :math:`r(t) = 1 - (1 - t/T)^{k}` (:func:`ecqx_tf.rate_control.ramp`); 0 (default) = off.
+        warmup_power: the exponent k of the ramp (default 3, as tfmot's gradual pruning).
+        relevance_batches: ``None`` (default: batches of ``relevance_data``) or a function
+            ``(epoch, batch) -> (x, y)`` returning the training batch that ``fit`` just trained
+            on (see :class:`ecqx_tf.keras.finetune.TrainingOrder`); LRP then runs on it, as in the
+            paper's training loop.
     """
 
     #: Native backend: relevance in one ``tf.function`` (:meth:`_native_relevances`); False takes
@@ -84,6 +108,11 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         seed: int = 0,
         relevance_target: str = "auto",
         assignment: str = "fast",
+        target_sparsity=None,
+        target_scope: str = "layer",
+        warmup_steps: int = 0,
+        warmup_power: float = 3.0,
+        relevance_batches=None,
     ):
         super().__init__()
         ASSIGNMENTS.get(assignment)  # unknown name -> ValueError listing the accepted ones
@@ -100,8 +129,22 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         self.backend = backend
         self.composite = composite
         self.seed = int(seed)
+        # values checked now, kernel names at train begin
+        sparsity_targets(target_sparsity, list(target_sparsity) if hasattr(target_sparsity, "keys") else ["every kernel"])
+        self.target_sparsity = target_sparsity
+        self.target_scope = validate_choice("target_scope", target_scope, TARGET_SCOPES)
+        if target_scope == "model" and hasattr(target_sparsity, "keys"):
+            raise ValueError("target_scope='model' takes one share of zeros for the whole model, got a mapping per kernel")
+        ramp(0, warmup_steps, warmup_power)  # checks both
+        self.warmup_steps = int(warmup_steps)
+        self.warmup_power = float(warmup_power)
+        if relevance_batches is not None and not callable(relevance_batches):
+            raise TypeError(f"relevance_batches must be a function (epoch, batch) -> (x, y), got {relevance_batches!r}")
+        self.relevance_batches = relevance_batches
         self.refreshes = 0
         self._steps = 0
+        self._epoch = 0
+        self._batch = 0
 
     def get_config(self) -> dict:
         return {
@@ -113,6 +156,10 @@ class ECQxCallback(tf.keras.callbacks.Callback):
             "seed": self.seed,
             "relevance_target": self.relevance_target,
             "assignment": self.assignment,
+            "target_sparsity": self.target_sparsity if not hasattr(self.target_sparsity, "keys") else dict(self.target_sparsity),
+            "target_scope": self.target_scope,
+            "warmup_steps": self.warmup_steps,
+            "warmup_power": self.warmup_power,
         }
 
     # -- Keras hooks -------------------------------------------------------------------------
@@ -121,6 +168,9 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         if not self._slots:
             raise ValueError("ECQxCallback: the model has no ECQ-quantized layer (use ecqx_tf.quantize)")
         self._n_largest = max(int(np.prod(s.kernel.shape)) for s in self._slots)
+        self._targets = None
+        if self.target_scope == "layer":
+            self._targets = sparsity_targets(self.target_sparsity, [s.name for s in self._slots])
         self._needs_relevance = any(s.config.method == "ecqx" for s in self._slots)
         self._mirror = None
         if self._needs_relevance:
@@ -155,8 +205,10 @@ class ECQxCallback(tf.keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._ema = {}
+        self._epoch = int(epoch)
 
     def on_train_batch_end(self, batch, logs=None):
+        self._batch = int(batch)
         self._steps += 1
         if self._steps % self.refresh_every == 0:
             self.refresh()
@@ -193,7 +245,12 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         fused = self._fused_relevance_path()  # sync, LRP and moving average in one tf.function
         if not fused:
             _copy_weights(self.model, self._mirror)
-        xb, yb = self._next_batch()
+        if self.relevance_batches is not None:  # the batch fit just trained on
+            xb, yb = self.relevance_batches(self._epoch, self._batch)
+            if self._y is None:
+                yb = None
+        else:
+            xb, yb = self._next_batch()
         names = [s.name for s in self._slots if s.config.method == "ecqx"]  # kernel keys
         if fused:
             return self._native_relevances(xb, yb, names)
@@ -255,6 +312,12 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         """Recompute relevances (ECQx) and re-assign every quantized kernel now."""
         relevances = self._relevances() if self._needs_relevance else {}
         assign_layer = ASSIGNMENTS.get(self.assignment)
+        self._model_Lambda = None
+        if self.target_scope == "model" and self.target_sparsity is not None:
+            frac = ramp(self._steps, self.warmup_steps, self.warmup_power)
+            self._model_Lambda = Lambda_for_model_sparsity(
+                [(s.kernel.numpy(), s.centroids.numpy()) for s in self._slots], self.target_sparsity * frac,
+                self._n_largest, reduce=self._slots[0].config.lambda_reduce)
         used: Dict[str, np.ndarray] = {}
         assigned: Dict[str, np.ndarray] = {}
         for s in self._slots:
@@ -263,10 +326,7 @@ class ECQxCallback(tf.keras.callbacks.Callback):
             r = None
             if s.config.method == "ecqx":
                 r = used[s.name] = np.asarray(relevances[s.name], dtype=np.float32)  # stored = used
-            res = assign_layer(
-                w, c, s.config.Lambda, self._n_largest, method=s.config.method, relevance=r,
-                p=s.config.p, reduce=s.config.lambda_reduce,
-            )
+            res = self._assign(assign_layer, s, w, c, r)
             if r is not None:
                 self._store_relevance(s, r)
             s.indices.assign(res.indices)
@@ -284,3 +344,33 @@ class ECQxCallback(tf.keras.callbacks.Callback):
     def _fused_relevance_path(self) -> bool:
         return self.backend == "native" and self._fuse_relevance
 
+
+    def _assign(self, assign_layer, s, w, c, r):
+        """One kernel's assignment with the paper's lambda from ``Lambda`` (times the warm-up ramp),
+        or with the lambda of its (ramped) sparsity target."""
+        frac = ramp(self._steps, self.warmup_steps, self.warmup_power)
+        target = None if self._targets is None else self._targets.get(s.name)
+        if target is None:
+            Lam = s.config.Lambda * frac if self._model_Lambda is None else self._model_Lambda
+            return assign_layer(
+                w, c, Lam, self._n_largest,
+                method=s.config.method, relevance=r, p=s.config.p, reduce=s.config.lambda_reduce,
+            )
+        lam = lambda_for_sparsity(w, c, target * frac)
+        return _assign_with_lambda(self.assignment, w, c, lam, s.config.method, r, s.config.p)
+
+
+class _Assigned:
+    def __init__(self, indices):
+        self.indices = indices
+
+
+def _assign_with_lambda(assignment: str, w, c, lam: float, method: str, r, p: float) -> _Assigned:
+    """ECQ / ECQx assignment of ``w`` with the layer lambda ``lam`` given directly."""
+    if assignment == "reference":
+        from ..assign import ecq_assign, ecqx_assign
+    else:
+        from ..assign_fast import ecq_assign_fast as ecq_assign, ecqx_assign_fast as ecqx_assign
+    if method == "ecqx":
+        return _Assigned(ecqx_assign(w, c, lam, r, p=p))
+    return _Assigned(ecq_assign(w, c, lam))

@@ -15,7 +15,12 @@ from ..config import ECQ_DEFAULTS, LR_SCHEDULES, validate_choice
 from .api import layer_stats, quantize, strip
 from .callback import ECQxCallback
 
-__all__ = ["EpochTimer", "FinetuneResult", "LR_SCHEDULES", "learning_rate", "quantize_and_train", "evaluate_logits"]
+__all__ = ["EpochTimer", "FinetuneResult", "LR_SCHEDULES", "RELEVANCE_SOURCES", "TrainingOrder", "learning_rate",
+           "quantize_and_train", "evaluate_logits"]
+
+#: Where ECQx's LRP batches come from in :func:`quantize_and_train`: ``"subset"`` (a fixed seeded
+#: subset of the training data, cycled) or ``"batch"`` (the batch just trained on, as the paper).
+RELEVANCE_SOURCES = ("subset", "batch")
 
 
 log = logging.getLogger(__name__)
@@ -84,6 +89,10 @@ def quantize_and_train(
     seed: int = ECQ_DEFAULTS["seed"],
     verbose: int = 0,
     strategy: Optional[tf.distribute.Strategy] = None,
+    target_sparsity=None,
+    target_scope: str = "layer",
+    lambda_warmup: float = 0.0,
+    relevance_source: str = "subset",
     **quantize_kwargs,
 ) -> FinetuneResult:
     """Quantize ``model`` (not modified) and fine-tune it with ECQ/ECQx. Defaults:
@@ -92,7 +101,21 @@ def quantize_and_train(
     ``relevance_samples`` training samples (a fixed seeded subset) feed the LRP relevances.
     With ``strategy`` the model is quantized and trained inside ``strategy.scope()``.
     ``lr_schedule``: ``"constant"`` (the authors' default) or ``"cosine"`` (see :func:`learning_rate`).
+
+    Options of :class:`ECQxCallback` (``docs/frontier.md``; the defaults change nothing):
+    ``target_sparsity`` (a share of zeros per kernel, or a mapping kernel key -> share, that sets
+    each layer's lambda instead of ``Lambda``; ``target_scope="model"``: one share for all
+    kernels together, the paper's allocation between layers); ``lambda_warmup``, the fraction of the run's
+    optimizer steps over which ``Lambda`` (or the target) ramps up from 0 (cubic, as gradual
+    pruning; 0 = off); ``relevance_source``: ``"subset"`` (default) or ``"batch"``, ECQx's LRP on
+    the batch just trained on (the data then come from a :class:`TrainingOrder` instead of Keras'
+    shuffling, so the batch order differs from the default's).
     """
+    validate_choice("relevance_source", relevance_source, RELEVANCE_SOURCES)
+    if isinstance(lambda_warmup, bool) or not isinstance(lambda_warmup, (int, float)) or not 0.0 <= lambda_warmup <= 1.0:
+        raise ValueError(f"lambda_warmup must be a fraction of the run in [0, 1], got {lambda_warmup!r}")
+    steps_per_epoch = int(np.ceil(len(x_train) / batch_size))
+    warmup_steps = int(round(lambda_warmup * epochs * steps_per_epoch))
     schedule = learning_rate(lr, lr_schedule, epochs * int(np.ceil(len(x_train) / batch_size)))
     tf.keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
@@ -110,11 +133,18 @@ def quantize_and_train(
             metrics=["accuracy"],
         )
     timer = EpochTimer()
-    cb = ECQxCallback(refresh_every=refresh_every, relevance_batch_size=batch_size, seed=seed)
-    hist = qmodel.fit(
-        x_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True,
-        callbacks=[cb, timer], verbose=verbose,
-    )
+    order = TrainingOrder(x_train, y_train, batch_size, seed) if relevance_source == "batch" else None
+    cb = ECQxCallback(refresh_every=refresh_every, relevance_batch_size=batch_size, seed=seed,
+                      target_sparsity=target_sparsity, target_scope=target_scope, warmup_steps=warmup_steps,
+                      relevance_batches=None if order is None or method != "ecqx" else order.batch)
+    if order is None:
+        hist = qmodel.fit(
+            x_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True,
+            callbacks=[cb, timer], verbose=verbose,
+        )
+    else:
+        hist = qmodel.fit(order.dataset(epochs), epochs=epochs, steps_per_epoch=order.steps_per_epoch,
+                          callbacks=[cb, timer], verbose=verbose)
     stripped = strip(qmodel)
     return FinetuneResult(
         qmodel=qmodel,
@@ -126,6 +156,45 @@ def quantize_and_train(
         history={k: [float(v) for v in vs] for k, vs in hist.history.items()},
         refreshes=cb.refreshes,
     )
+
+
+class TrainingOrder:
+    r"""A training order that a callback can replay: epoch ``e`` visits the samples in the order
+    of the permutation ``numpy.random.default_rng([seed, e]).permutation(N)``, in batches of
+    ``batch_size`` (the last one smaller), so :meth:`batch` ``(e, i)`` is exactly the i-th batch
+    of epoch e that ``fit`` receives from :meth:`dataset` (one ``tf.data`` pipeline over all the
+    epochs, read in order by Keras). Keras callbacks do not see the batch; this is how
+    ``relevance_source="batch"`` gives ECQx's LRP the batch just trained on."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0):
+        if len(x) != len(y) or len(x) == 0:
+            raise ValueError(f"x and y must have the same non-zero length, got {len(x)} and {len(y)}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self.x, self.y = x, y
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.steps_per_epoch = int(np.ceil(len(x) / self.batch_size))
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, int(epoch)]).permutation(len(self.x))
+
+    def indices(self, epoch: int, batch: int) -> np.ndarray:
+        return self.permutation(epoch)[batch * self.batch_size : (batch + 1) * self.batch_size]
+
+    def batch(self, epoch: int, batch: int):
+        """``(x, y)`` of batch ``batch`` of epoch ``epoch``."""
+        sel = self.indices(epoch, batch)
+        return self.x[sel], self.y[sel]
+
+    def dataset(self, epochs: int) -> tf.data.Dataset:
+        """All ``epochs`` epochs in order (for ``fit(..., steps_per_epoch=self.steps_per_epoch)``)."""
+        perms = np.stack([self.permutation(e) for e in range(epochs)]).astype(np.int64)
+        x = tf.constant(self.x)
+        y = tf.constant(self.y)
+        b = self.batch_size
+        ds = tf.data.Dataset.from_tensor_slices(perms).flat_map(lambda p: tf.data.Dataset.from_tensor_slices(p).batch(b))
+        return ds.map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
 
 
 def learning_rate(lr: float, schedule: str, total_steps: int):
