@@ -54,7 +54,7 @@ def run_model(name: str, args, work: Path) -> dict:
     import tensorflow as tf
 
     import ecqx_tf
-    from firmware_export.cli import main as export_main
+    from cli.export import main as export_main
     from firmware_export.tflm import convert as C
     from firmware_export.tflm import flatbuffer as fb
     from models import zoo

@@ -79,7 +79,7 @@ def _train_and_save(name: str, tmp: Path):
 @pytest.mark.parametrize("name", sorted(ARCHS))
 def test_zoo_architecture_exports_through_the_cli(name, tmp_path, capsys):
     import ecqx_tf
-    from firmware_export.cli import main
+    from cli.export import main
     from firmware_export.tflm import convert as C
     from firmware_export.tflm import flatbuffer as fb
 
