@@ -57,7 +57,8 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
-from .assign import _centroids, _probabilities_from_counts, _weights, _zero_index, information
+from .assign import check_centroids, information, probabilities_from_counts, zero_index
+from .grid import as_real_array
 
 __all__ = ["LAMBDA_MARGIN", "TARGET_SCOPES", "ramp", "zero_thresholds", "lambda_for_sparsity", "Lambda_for_model_sparsity",
            "sparsity_targets"]
@@ -94,11 +95,12 @@ def zero_thresholds(w: Any, centroids: Any) -> np.ndarray:
     :math:`\lambda > t(w)` (at :math:`\lambda = t(w)` the cost ties with a non-zero centroid,
     broken by index as in ``np.argmin``). :math:`+\infty` for a weight that no :math:`\lambda`
     moves to zero."""
-    c = _centroids(centroids)
-    z = _zero_index(c)
-    x, shape = _weights(w)
+    c = check_centroids(centroids)
+    z = zero_index(c)
+    a = as_real_array(w, "w")
+    x, shape = a.ravel(), a.shape
     nn = np.argmin((x[None, :] - c[:, None]) ** 2, axis=0) if x.size * c.size <= 1 << 22 else _nearest(x, c)
-    P = _probabilities_from_counts(np.bincount(nn, minlength=c.size), z, True)
+    P = probabilities_from_counts(np.bincount(nn, minlength=c.size), z, True)
     I = information(P)
     t = np.full(x.size, -np.inf)
     for k in range(c.size):
