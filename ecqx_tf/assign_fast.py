@@ -503,7 +503,7 @@ def _ecqx_thresholds(parts: _EcqxParts):
 THREADS: int = min(2, os.cpu_count() or 1)
 #: Kernels below this many weights take one thread (the split costs more than it saves).
 THREADS_MIN_WEIGHTS: int = 1 << 19
-_POOL: Optional[Tuple[int, ThreadPoolExecutor]] = None  # (pid that made it, pool)
+_POOL: Optional[ThreadPoolExecutor] = None
 
 
 def _spans(n: int, fn) -> List[Any]:
@@ -515,9 +515,9 @@ def _spans(n: int, fn) -> List[Any]:
         return [fn(0, n)]
     step = -(-n // (parts * CHUNK)) * CHUNK
     cuts = [(a, min(n, a + step)) for a in range(0, n, step)]
-    if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers < parts:  # new, or a forked child's
-        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=parts, thread_name_prefix="ecqx_assign"))
-    futures = [_POOL[1].submit(fn, a, b) for a, b in cuts[1:]]
+    if _POOL is None or _POOL._max_workers < parts:
+        _POOL = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="ecqx_assign")
+    futures = [_POOL.submit(fn, a, b) for a, b in cuts[1:]]
     first = fn(*cuts[0])
     return [first] + [f.result() for f in futures]
 

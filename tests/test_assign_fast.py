@@ -3,8 +3,6 @@ lambdas and EcqxInfo, on seeded randomized cases (many shapes, bit widths, both 
 lambdas from 0 to huge, relevances from degenerate to heavy-tailed) with adversarial weights
 placed exactly on, and one or a few ulps next to, the decision boundaries."""
 import math
-import os
-import time
 
 import numpy as np
 import pytest
@@ -464,30 +462,3 @@ def test_ecqx_switching_betas_over_threads_equal_reference(seed, monkeypatch):
     b, ib = fast.ecqx_assign_fast(w, c, lam, r, p=0.1, return_info=True)
     np.testing.assert_array_equal(a, b)
     assert ia == ib
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_threaded_switching_betas_work_in_a_forked_child(monkeypatch):
-    """A child forked after the thread pool exists gets its own pool (a copied pool has no threads
-    and would never run the work)."""
-    monkeypatch.setattr(fast, "CHUNK", 64)
-    monkeypatch.setattr(fast, "THREADS", 2)
-    monkeypatch.setattr(fast, "THREADS_MIN_WEIGHTS", 1)
-    rng = np.random.default_rng(0)
-    w = (rng.standard_normal(5000) * 0.05).astype(np.float32)
-    c = np.arange(-7, 8, dtype=np.float32) * np.float32(0.02)
-    r = rng.random(5000).astype(np.float32)
-    want = fast.ecqx_assign_fast(w, c, 0.001, r)
-    pid = os.fork()
-    if pid == 0:  # child: exit code 0 iff the same indices, killed by the parent if it hangs
-        os._exit(0 if np.array_equal(fast.ecqx_assign_fast(w, c, 0.001, r), want) else 1)
-    for _ in range(300):
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.1)
-    else:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child did not finish its assignment in 30 s")
-    assert os.waitstatus_to_exitcode(status) == 0
