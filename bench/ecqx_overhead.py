@@ -13,8 +13,6 @@ repetitions, medians. Timed side by side:
   LRP only            the LRP ``tf.function`` of the engine alone (no sync, no average)
   assign ECQ          ``assign_layer(method="ecq")`` over all kernels (lambda + assignment)
   assign ECQx         ``assign_layer(method="ecqx")`` over all kernels, with the stored relevance
-                      (switching betas of kernels >= 0.5 M weights over ``assign_fast.THREADS``
-                      threads; ``1 thread``: the same with one)
   and its phases, summed over the kernels: nearest-neighbour pass (counts, lambda; shared by both
   methods), the ECQ pass, the best-non-zero pass (ECQx), the switching betas (two float32
   logarithms per weight, histogram) and the beta search with the final indices.
@@ -43,7 +41,7 @@ if str(REPO) not in sys.path:
 RESULTS = REPO / "bench" / "results" / "ecqx_overhead.json"
 SIZES = {"0.23M": (256, 128), "1M": (1024, 192), "4M": (2048, 1200), "16M": (4096, 3120)}
 COLUMNS = ["ECQ refresh", "ECQx refresh", "relevance fused", "relevance numpy", "LRP only", "assign ECQ",
-           "assign ECQx", "assign ECQx 1 thread", "nearest pass", "ECQ pass", "non-zero pass", "switching betas", "beta search + indices"]
+           "assign ECQx", "nearest pass", "ECQ pass", "non-zero pass", "switching betas", "beta search + indices"]
 
 
 def _measure(size: str, repeats: int) -> Dict[str, Any]:
@@ -94,14 +92,6 @@ def _measure(size: str, repeats: int) -> Dict[str, Any]:
             af.assign_layer(s.kernel.numpy(), s.centroids.numpy(), 0.1, n_largest, method=method,
                             relevance=s.relevance.numpy() if method == "ecqx" else None, p=0.1)
 
-    def one_thread(fn):
-        threads = af.THREADS
-        af.THREADS = 1
-        try:
-            fn()
-        finally:
-            af.THREADS = threads
-
     def phases(times: Dict[str, List[float]]) -> None:
         acc = dict.fromkeys(COLUMNS[-5:], 0.0)
         for s in slots:
@@ -142,7 +132,6 @@ def _measure(size: str, repeats: int) -> Dict[str, Any]:
         "LRP only": lambda: [t.numpy() for t in lrp(*args)],
         "assign ECQ": lambda: assign_all("ecq"),
         "assign ECQx": lambda: assign_all("ecqx"),
-        "assign ECQx 1 thread": lambda: one_thread(lambda: assign_all("ecqx")),
     }
     times: Dict[str, List[float]] = {k: [] for k in COLUMNS}
     for op in ops.values():

@@ -45,17 +45,12 @@ reference formula in every round.
 
 Memory is :math:`O(N)`: the work runs over chunks of :data:`CHUNK` weights in the kernel's own
 dtype (float32 for Keras kernels), plus a few length-N arrays (indices, and for ECQx the
-thresholds and the float64 relevance). The switching betas of a kernel of at least
-:data:`THREADS_MIN_WEIGHTS` weights (two logarithms per weight, the largest per-weight cost of
-ECQx) are computed in :data:`THREADS` contiguous parts at once (NumPy releases the GIL); the parts'
-results are combined in order, so the result does not depend on the number of threads.
+thresholds and the float64 relevance).
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
@@ -421,105 +416,69 @@ def _ecqx_thresholds(parts: _EcqxParts):
     ez = eww[z]
     t_all = np.empty(n, dtype=x.dtype)
     hist = np.zeros(_NKEYS, dtype=np.int64)
+    zero_ecq = 0
+    exact: List[np.ndarray] = []
     q_hi, q_lo = dt(1 + 8e-6), dt(1 - 8e-6)
     ln2 = dt(np.log(2.0))
     lb_max = dt(-LOG_BASE_MIN)
     eps = dt(RELEVANCE_EPS)
-
-    def span(lo: int, hi: int) -> Tuple[int, List[np.ndarray]]:
-        """Switching betas of the weights ``[lo, hi)`` into ``t_all`` (own buffers): the ECQ
-        zero count there and the weights to evaluate exactly, in order."""
-        zero_ecq = 0
-        exact: List[np.ndarray] = []
-        nb = min(hi - lo, CHUNK)
-        m = np.empty(nb, dtype=x.dtype)
-        c0 = np.empty(nb, dtype=x.dtype)
-        lb = np.empty(nb, dtype=x.dtype)
-        bad = np.empty(nb, dtype=bool)
-        bad2 = np.empty(nb, dtype=bool)
-        jq = np.empty(nb, dtype=np.intp)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):  # per thread
-            for a, b in _chunks(hi - lo):
-                a, b = a + lo, b + lo
-                k = b - a
-                xc, mc, c0c, lbc, bc, bc2 = x[a:b], m[:k], c0[:k], lb[:k], bad[:k], bad2[:k]
-                if parts.single:
-                    mc.fill(np.inf)
-                else:
-                    jc = jq[:k]
-                    np.copyto(jc, j[a:b])
-                    np.take(cw, jc, out=mc, mode="clip")
-                    np.subtract(xc, mc, out=mc)
-                    np.multiply(mc, mc, out=mc)
-                    if has_e:
-                        np.take(eww, jc, out=c0c, mode="clip")
-                        mc += c0c
-                np.multiply(xc, xc, out=c0c)
+    nb = min(n, CHUNK)
+    m = np.empty(nb, dtype=x.dtype)
+    c0 = np.empty(nb, dtype=x.dtype)
+    lb = np.empty(nb, dtype=x.dtype)
+    bad = np.empty(nb, dtype=bool)
+    bad2 = np.empty(nb, dtype=bool)
+    jq = np.empty(nb, dtype=np.intp)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        for a, b in _chunks(n):
+            k = b - a
+            xc, mc, c0c, lbc, bc, bc2 = x[a:b], m[:k], c0[:k], lb[:k], bad[:k], bad2[:k]
+            if parts.single:
+                mc.fill(np.inf)
+            else:
+                jc = jq[:k]
+                np.copyto(jc, j[a:b])
+                np.take(cw, jc, out=mc, mode="clip")
+                np.subtract(xc, mc, out=mc)
+                np.multiply(mc, mc, out=mc)
                 if has_e:
-                    c0c += ez
-                # ln b, b = Rn + 1e-12
-                np.copyto(lbc, rn[a:b], casting="same_kind")
-                lbc += eps
-                np.log(lbc, out=lbc)
-                bad_idx = _EMPTY
-                if mc.min() < m_tiny or lbc.max() > lb_max:  # rare: test per weight only then
-                    np.less(mc, m_tiny, out=bc)
-                    np.greater(lbc, lb_max, out=bc2)
-                    bc |= bc2
-                    bad_idx = np.flatnonzero(bc)
-                q = np.divide(mc, c0c, out=mc)  # m / C_0
-                if bad_idx.size:
-                    q[bad_idx] = np.nan  # decided exactly, not counted here
-                    zero_ecq += int(np.count_nonzero(parts.zero_ecq(bad_idx + a)))
-                    exact.append(bad_idx + a)
-                # ECQ: zero iff C_0 < m (ties: z < j), i.e. q > 1
-                sure = int(np.count_nonzero(q > q_hi))
-                zero_ecq += sure
-                if int(np.count_nonzero(q >= q_lo)) > sure:
-                    uns = np.flatnonzero((q >= q_lo) & (q <= q_hi))
-                    zero_ecq += int(np.count_nonzero(parts.zero_ecq(uns + a)))
-                # t = -L / ell = (ln q - ln 2) / ln b; q = inf (C_0 = 0 or m = inf) gives t = -inf:
-                # zero at every beta, the reference's decision there
-                L = np.log(q, out=q)
-                L -= ln2
-                np.divide(L, lbc, out=t_all[a:b])
-                if bad_idx.size:
-                    t_all[a:b][bad_idx] = np.inf
-        return zero_ecq, exact
-
-    zero_ecq = 0
-    exact: List[np.ndarray] = []
-    for z_part, ex_part in _spans(n, span):
-        zero_ecq += z_part
-        exact += ex_part
+                    np.take(eww, jc, out=c0c, mode="clip")
+                    mc += c0c
+            np.multiply(xc, xc, out=c0c)
+            if has_e:
+                c0c += ez
+            # ln b, b = Rn + 1e-12
+            np.copyto(lbc, rn[a:b], casting="same_kind")
+            lbc += eps
+            np.log(lbc, out=lbc)
+            bad_idx = _EMPTY
+            if mc.min() < m_tiny or lbc.max() > lb_max:  # rare: test per weight only then
+                np.less(mc, m_tiny, out=bc)
+                np.greater(lbc, lb_max, out=bc2)
+                bc |= bc2
+                bad_idx = np.flatnonzero(bc)
+            q = np.divide(mc, c0c, out=mc)  # m / C_0
+            if bad_idx.size:
+                q[bad_idx] = np.nan  # decided exactly, not counted here
+                zero_ecq += int(np.count_nonzero(parts.zero_ecq(bad_idx + a)))
+                exact.append(bad_idx + a)
+            # ECQ: zero iff C_0 < m (ties: z < j), i.e. q > 1
+            sure = int(np.count_nonzero(q > q_hi))
+            zero_ecq += sure
+            if int(np.count_nonzero(q >= q_lo)) > sure:
+                uns = np.flatnonzero((q >= q_lo) & (q <= q_hi))
+                zero_ecq += int(np.count_nonzero(parts.zero_ecq(uns + a)))
+            # t = -L / ell = (ln q - ln 2) / ln b; q = inf (C_0 = 0 or m = inf) gives t = -inf:
+            # zero at every beta, the reference's decision there
+            L = np.log(q, out=q)
+            L -= ln2
+            np.divide(L, lbc, out=t_all[a:b])
+            if bad_idx.size:
+                t_all[a:b][bad_idx] = np.inf
     for a, b in _chunks(n, _HIST_BLOCK):  # one bincount per large block: its 2^16 counters are
         hist += np.bincount(_keys(t_all[a:b]), minlength=_NKEYS)  # costly per small chunk
     ex = np.concatenate(exact) if exact else _EMPTY
     return t_all, zero_ecq, ex, hist
-
-
-#: Threads that compute the switching betas of one large kernel (contiguous halves, results
-#: combined in order: the same values with any number); NumPy releases the GIL in its loops.
-THREADS: int = min(2, os.cpu_count() or 1)
-#: Kernels below this many weights take one thread (the split costs more than it saves).
-THREADS_MIN_WEIGHTS: int = 1 << 19
-_POOL: Optional[ThreadPoolExecutor] = None
-
-
-def _spans(n: int, fn) -> List[Any]:
-    """``fn(lo, hi)`` over :data:`THREADS` contiguous parts of ``range(n)`` (chunk-aligned), in
-    order; one call in this thread for small ``n`` or one thread."""
-    global _POOL
-    parts = THREADS if n >= THREADS_MIN_WEIGHTS else 1
-    if parts <= 1:
-        return [fn(0, n)]
-    step = -(-n // (parts * CHUNK)) * CHUNK
-    cuts = [(a, min(n, a + step)) for a in range(0, n, step)]
-    if _POOL is None or _POOL._max_workers < parts:
-        _POOL = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="ecqx_assign")
-    futures = [_POOL.submit(fn, a, b) for a, b in cuts[1:]]
-    first = fn(*cuts[0])
-    return [first] + [f.result() for f in futures]
 
 
 #: Bits of the float pattern of t used as histogram key (sign, exponent, leading mantissa bits).

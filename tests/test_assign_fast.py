@@ -446,19 +446,3 @@ def test_scalar_rounding_of_the_beta_band_equals_the_array_form():
                     want = (fast._round_up if up else fast._round_down)(np.array([v]), dt)[0]
                 got = fast._round_scalar(v, dt, up)
                 assert type(got) is type(want) and got == want and np.signbit(got) == np.signbit(want), (v, dt, up, got, want)
-
-
-@pytest.mark.parametrize("seed", SEEDS[:16])
-def test_ecqx_switching_betas_over_threads_equal_reference(seed, monkeypatch):
-    """Large kernels compute the switching betas in :data:`THREADS` contiguous parts; with small
-    chunks and no size threshold every case here is split: still the reference's result."""
-    monkeypatch.setattr(fast, "CHUNK", 64)
-    monkeypatch.setattr(fast, "THREADS", 2)
-    monkeypatch.setattr(fast, "THREADS_MIN_WEIGHTS", 1)
-    rng, w, c, Lambda = _case(seed)
-    lam = ref.layer_lambda(w, c, Lambda, w.size, w.size)
-    r = _relevance(rng, w)
-    a, ia = ref.ecqx_assign(w, c, lam, r, p=0.1, return_info=True)
-    b, ib = fast.ecqx_assign_fast(w, c, lam, r, p=0.1, return_info=True)
-    np.testing.assert_array_equal(a, b)
-    assert ia == ib
