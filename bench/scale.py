@@ -28,6 +28,7 @@ model at most 2x its TFLM export (both exports of one size run one after the oth
     python bench/scale.py                        # all sizes, --before, both exports (long: ~1 h)
     python bench/scale.py --sizes 0.23M 1M --repeats 3 --no-export      # a few minutes
     python bench/scale.py --from-json bench/results/scale.json          # print the table again
+    python bench/scale.py --from-json bench/results/scale.json bench/results/scale_16M.json
 
 Writes ``bench/results/scale.json``.
 """
@@ -294,13 +295,15 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--export-targets", nargs="+", default=["tflm", "fantastic4"])
     ap.add_argument("--float-epochs", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("--from-json", help="print the table of an existing result file")
+    ap.add_argument("--from-json", nargs="+", help="print the table of existing result files (rows of several "
+                    "files in the given order, e.g. a separate 16M run after the smaller sizes)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--one-out", help=argparse.SUPPRESS)
     ap.add_argument("--save", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.from_json:
-        result = json.loads(Path(a.from_json).read_text())
+        parts = [json.loads(Path(f).read_text()) for f in a.from_json]
+        result = dict(parts[0], rows=[r for part in parts for r in part["rows"]])
         print(render(result))
         return result
     if a.one:
