@@ -51,7 +51,6 @@ def _measure(size: str, repeats: int) -> Dict[str, Any]:
 
     import ecqx_tf
     from ecqx_tf import assign_fast as af
-    from ecqx_tf.assign import _lambda_args, _lambda_from_counts, _zero_index
     from ecqx_tf.keras.api import ecq_layers
     from ecqx_tf.relevance import native_engine
     from models.datasets import load
@@ -95,32 +94,9 @@ def _measure(size: str, repeats: int) -> Dict[str, Any]:
     def phases(times: Dict[str, List[float]]) -> None:
         acc = dict.fromkeys(COLUMNS[-5:], 0.0)
         for s in slots:
-            w, c, r = s.kernel.numpy(), s.centroids.numpy(), s.relevance.numpy()
-            t0 = time.perf_counter()
-            xw, shape, c, xmin, xmax = af._setup(w, c)
-            z = _zero_index(c)
-            counts = af._nearest_pass(xw, c, xmin, xmax)
-            lam = _lambda_from_counts(counts, c, z, xmin, xmax, *_lambda_args(0.1, xw.size, n_largest, 0.05, "min"))
-            e = af._entropy(lam, counts, z)
-            t1 = time.perf_counter()
-            out = np.empty(xw.size, np.int32)
-            af._ecq_pass(xw, c, e, lam, xmin, xmax, out)
-            t2 = time.perf_counter()
-            j = np.empty(xw.size, np.int32)
-            af._nonzero_pass(xw, c, e, lam, z, xmin, xmax, j)
-            t3 = time.perf_counter()
-            rn = r.astype(np.float64).reshape(-1)
-            np.abs(rn, out=rn)
-            np.divide(rn, rn.max() + 1e-12, out=rn)
-            af._ecqx_thresholds(af._EcqxParts(xw, c, e, lam, z, j, rn, xmin, xmax))
-            t4 = time.perf_counter()
-            af._ecqx_search(xw, c, e, lam, z, j, r.reshape(-1), 0.1, 50, xmin, xmax, out)
-            t5 = time.perf_counter()  # the search recomputes the switching betas: subtract them
-            acc["nearest pass"] += t1 - t0
-            acc["ECQ pass"] += t2 - t1
-            acc["non-zero pass"] += t3 - t2
-            acc["switching betas"] += t4 - t3
-            acc["beta search + indices"] += max(0.0, (t5 - t4) - (t4 - t3))
+            for k, v in af.pass_times(s.kernel.numpy(), s.centroids.numpy(), s.relevance.numpy(), 0.1, n_largest,
+                                      p=0.1).items():
+                acc[k] += v
         for k, v in acc.items():
             times[k].append(v)
 

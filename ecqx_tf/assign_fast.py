@@ -83,6 +83,7 @@ __all__ = [
     "layer_lambda_fast",
     "nearest_assign_fast",
     "nearest_counts",
+    "pass_times",
 ]
 
 #: Weights processed per chunk (the working set of one chunk stays in the L2 cache).
@@ -726,6 +727,39 @@ def layer_lambda_fast(
 
 def _entropy(lam: float, counts: np.ndarray, z: int) -> np.ndarray:
     return _entropy_term(lam, _probabilities_from_counts(counts, z, True))
+
+
+def pass_times(w: Any, centroids: Any, relevance: Any, Lambda: float, n_largest: int, p: float = 0.1,
+               s: float = 0.05, reduce: str = "min", max_iter: int = 50) -> dict:
+    """Seconds spent in each pass of one ECQx assignment of ``w`` (profiling; the assignment is
+    the one :func:`assign_layer` makes): ``"nearest pass"`` (the nearest-centroid counts, the layer
+    lambda and the entropy terms), ``"ECQ pass"``, ``"non-zero pass"`` (the best non-zero centroid
+    of every weight), ``"switching betas"`` and ``"beta search + indices"`` (the search recomputes
+    the switching betas; their time is subtracted). ``bench/ecqx_overhead.py`` uses it."""
+    import time
+
+    t0 = time.perf_counter()
+    x, _, c, xmin, xmax = _setup(w, centroids)
+    z = _zero_index(c)
+    counts = _nearest_pass(x, c, xmin, xmax)
+    lam = _lambda_from_counts(counts, c, z, xmin, xmax, *_lambda_args(Lambda, x.size, n_largest, s, reduce))
+    e = _entropy(lam, counts, z)
+    t1 = time.perf_counter()
+    out = np.empty(x.size, np.int32)
+    _ecq_pass(x, c, e, lam, xmin, xmax, out)
+    t2 = time.perf_counter()
+    j = np.empty(x.size, np.int32)
+    _nonzero_pass(x, c, e, lam, z, xmin, xmax, j)
+    t3 = time.perf_counter()
+    r = np.asarray(relevance).reshape(-1)
+    rn = np.abs(r.astype(np.float64))
+    np.divide(rn, rn.max() + ref.RELEVANCE_EPS, out=rn)
+    _ecqx_thresholds(_EcqxParts(x, c, e, lam, z, j, rn, xmin, xmax))
+    t4 = time.perf_counter()
+    _ecqx_search(x, c, e, lam, z, j, r, p, max_iter, xmin, xmax, out)
+    t5 = time.perf_counter()
+    return {"nearest pass": t1 - t0, "ECQ pass": t2 - t1, "non-zero pass": t3 - t2, "switching betas": t4 - t3,
+            "beta search + indices": max(0.0, (t5 - t4) - (t4 - t3))}
 
 
 def ecq_assign_fast(w: Any, centroids: Any, lam: float) -> np.ndarray:

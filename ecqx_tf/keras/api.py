@@ -42,6 +42,7 @@ __all__ = [
     "quantize_per_layer",
     "check_relevance_data",
     "copy_weights",
+    "mirror_sources",
     "strip",
     "quantization_info",
     "layer_stats",
@@ -505,24 +506,12 @@ def strip(qmodel) -> tf.keras.Model:
 
 def copy_weights(qmodel, plain) -> None:
     """Write ``qmodel``'s current weights into its stripped twin ``plain`` (kernels snapped)."""
-    snapped = {(s.layer_name, s.attr): tf.gather(s.centroids, s.indices).numpy() for s in ecq_layers(qmodel)}
-    for layer in qmodel.layers:
-        if isinstance(layer, (_QuantizeLayer, tf.keras.layers.InputLayer)):
-            continue
-        inner = layer.layer if isinstance(layer, _QuantizeWrapper) else layer
-        target = plain.get_layer(inner.name)
-        # the wrapper's weights: tfmot replaces a quantized kernel attribute of the inner layer by a
-        # tensor, so only the wrapper still lists every original variable (plus its quantizer's)
-        weights = {_short_name(v.name): v for v in layer.weights}
-        values = []
-        for v in target.weights:
-            key = _short_name(v.name)
-            values.append(snapped[(inner.name, key)] if (inner.name, key) in snapped else weights[key].numpy())
-        target.set_weights(values)
+    for v, src in mirror_sources(qmodel, plain):
+        v.assign(tf.gather(src.centroids, src.indices) if isinstance(src, _ECQSlot) else src)
 
 
-def _mirror_sources(qmodel, plain) -> List[Tuple[tf.Variable, Any]]:
-    """What :func:`_copy_weights` writes, as pairs ``(variable of plain, source)``: the source is
+def mirror_sources(qmodel, plain) -> List[Tuple[tf.Variable, Any]]:
+    """What :func:`copy_weights` writes, as pairs ``(variable of plain, source)``: the source is
     the ``_ECQSlot`` of a quantized kernel (value ``gather(centroids, indices)``) or the variable of
     ``qmodel`` to copy. For a sync inside a ``tf.function`` (the training callback's relevance)."""
     slots = {(s.layer_name, s.attr): s for s in ecq_layers(qmodel)}

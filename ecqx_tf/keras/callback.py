@@ -284,9 +284,9 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         return self._ema
 
     def _fused_relevance_fn(self, engine, names, mode: str, n: int):
-        from .api import _mirror_sources
+        from .api import mirror_sources
 
-        pairs = _mirror_sources(self.model, self._mirror)
+        pairs = mirror_sources(self.model, self._mirror)
         slots = {s.name: s for s in self._slots}
         targets = [slots[k].relevance for k in engine.layer_names]
         keep, leak = tf.constant(1.0 - self.alpha, tf.float32), tf.constant(self.alpha, tf.float32)
