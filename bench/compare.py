@@ -57,20 +57,24 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
-from bench.common import (  # noqa: E402  (shared with bench/frontier.py; NumPy only at import)
-    float_stream_stats, lzma_bytes, machine_info, stream_stats, tflite_weights, tflm_logits,
-    versions,
-)
 from bench.common import accuracy as _accuracy  # noqa: E402
 from bench.common import convert_float as _convert_float  # noqa: E402
 from bench.common import convert_int as _convert_int  # noqa: E402
 from bench.common import copy_model as _copy_model  # noqa: E402
 from bench.common import fit as _fit  # noqa: E402
+from bench.common import (  # noqa: E402  (shared with bench/frontier.py; NumPy only at import)
+    float_stream_stats,
+    lzma_bytes,
+    machine_info,
+    stream_stats,
+    tflite_weights,
+    tflm_logits,
+    versions,
+)
 from bench.common import is_fc_only as _is_fc_only  # noqa: E402
-from bench.common import kernels as _kernels  # noqa: E402
 from bench.common import keras_accuracy as _keras_accuracy  # noqa: E402
+from bench.common import kernels as _kernels  # noqa: E402
 from bench.common import lut_compress_all as _lut_compress_all  # noqa: E402
-from bench.common import quiet_native as _quiet_native  # noqa: E402
 
 __all__ = ["main", "run", "stream_stats", "lzma_bytes", "format_table", "format_instructions", "PATHS"]
 
@@ -284,9 +288,9 @@ def path_pcqat(ctx) -> List[Dict[str, Any]]:
 
 
 def _ecq_rows(ctx, method: str) -> List[Dict[str, Any]]:
+    from bench.common import ecq_tflite
     from ecqx_tf import quantization_info
     from ecqx_tf.keras.api import ecq_layers
-    from bench.common import ecq_tflite
     from ecqx_tf.keras.finetune import quantize_and_train
 
     data, fl = ctx["data"], ctx["float"]

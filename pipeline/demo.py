@@ -17,7 +17,6 @@ end; an existing ``--out`` is replaced only when it is a previous ``ecqx-demo`` 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import sys
@@ -103,8 +102,14 @@ def check_config(cfg: dict) -> dict:
     Raises:
         ValueError, TypeError: naming the setting, the value and the accepted range.
     """
-    from ecqx_tf.config import (QUANT_METHODS, SEED_MAX, validate_bits, validate_choice, validate_float_range,
-                                validate_int_range)
+    from ecqx_tf.config import (
+        QUANT_METHODS,
+        SEED_MAX,
+        validate_bits,
+        validate_choice,
+        validate_float_range,
+        validate_int_range,
+    )
 
     unknown = sorted(set(cfg) - set(DEFAULTS))
     if unknown:

@@ -5,9 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from ecqx_tf.assign import cluster_probabilities, ecq_assign, information
+from ecqx_tf.assign import cluster_probabilities, ecq_assign, information, layer_lambda
 from ecqx_tf.grid import make_grid
-from ecqx_tf.assign import layer_lambda
 from ecqx_tf.rate_control import Lambda_for_model_sparsity, lambda_for_sparsity, ramp, sparsity_targets, zero_thresholds
 
 

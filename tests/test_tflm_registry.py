@@ -12,9 +12,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from tflm_helpers import request_for  # noqa: E402
-
 import tensorflow as tf  # noqa: E402
+from tflm_helpers import request_for  # noqa: E402
 
 from ecqx_tf import layers as R  # noqa: E402
 from firmware_export.tflm import c_arrays as CA  # noqa: E402

@@ -30,7 +30,7 @@ workers if they differ (:mod:`ecqx_tf.keras.multiworker`).
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import Dict
 
 import numpy as np
 import tensorflow as tf
@@ -38,8 +38,9 @@ import tensorflow as tf
 from ..assign_fast import ASSIGNMENTS
 from ..config import validate_choice, validate_positive_int, validate_unit_interval
 from ..rate_control import TARGET_SCOPES, Lambda_for_model_sparsity, lambda_for_sparsity, ramp, sparsity_targets
-from .api import RelevanceData, ecq_layers, relevance_data_of, strip
-from .api import check_relevance_data as _check_relevance_data, copy_weights as _copy_weights
+from .api import check_relevance_data as _check_relevance_data
+from .api import copy_weights as _copy_weights
+from .api import ecq_layers, relevance_data_of, strip
 from .multiworker import WorkerSync
 
 __all__ = ["ECQxCallback"]
@@ -369,7 +370,8 @@ def _assign_with_lambda(assignment: str, w, c, lam: float, method: str, r, p: fl
     if assignment == "reference":
         from ..assign import ecq_assign, ecqx_assign
     else:
-        from ..assign_fast import ecq_assign_fast as ecq_assign, ecqx_assign_fast as ecqx_assign
+        from ..assign_fast import ecq_assign_fast as ecq_assign
+        from ..assign_fast import ecqx_assign_fast as ecqx_assign
     if method == "ecqx":
         return _Assigned(ecqx_assign(w, c, lam, r, p=p))
     return _Assigned(ecq_assign(w, c, lam))

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ecqx_tf.fields import param, validate_fields
-from ecqx_tf.io import atomic_write_json, atomic_write_text, atomic_write_bytes
+from ecqx_tf.io import atomic_write_bytes, atomic_write_text
 from firmware_export.registry import ExportRequest, ExportTarget, register_target
 
 __all__ = ["TFLMTarget", "TFLMOptions", "REPORT", "DEFAULT_GOLDEN_HEADER", "DEFAULT_MAX_EVAL"]
