@@ -67,14 +67,14 @@ def _stage_export(target_name: str, model_path: Path, data: str, out_dir: Path) 
     """Run ``ecqx-export MODEL --target T --out DIR --data D`` exactly as a user would, then the
     target's host check (what ``ecqx-simulate DIR`` runs after verifying the manifest)."""
     from cli import export as cli
-    from firmware_export.registry import TARGETS
+    from firmware_export import simulate
 
     rc = cli.main([str(model_path), "--target", target_name, "--out", str(out_dir), "--data", data,
                    "--name", "mnist_mlp"])
     if rc == 2:
         raise RuntimeError(f"ecqx-export --target {target_name} failed (exit code 2; see the error above)")
     manifest = cli.verify_manifest(out_dir)
-    check = TARGETS.get(target_name)().simulate(out_dir)
+    check = simulate(target_name, out_dir)
     return {"export": manifest["summary"], "check": check, "exit_code": rc}
 
 
