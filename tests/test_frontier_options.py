@@ -204,8 +204,10 @@ def test_training_order_is_what_fit_trains_on():
     assert not np.array_equal(order.permutation(0), order.permutation(1))
 
 
-def test_relevance_from_the_training_batch():
-    """ECQxCallback asks for the (epoch, batch) just trained on, and its relevance is the LRP of it."""
+@pytest.mark.parametrize("fused", [True, False])
+def test_relevance_from_the_training_batch(fused):
+    """ECQxCallback asks for the (epoch, batch) just trained on, and its relevance is the LRP of it
+    (on the fused native path and on the NumPy path)."""
     from ecqx_tf.relevance import weight_relevance
 
     x, y = data()
@@ -214,11 +216,12 @@ def test_relevance_from_the_training_batch():
 
     def batches(e, b):
         calls.append((e, b))
-        mirrors.append([w.copy() for w in cb._mirror.get_weights()])  # the model LRP runs on now
+        mirrors.append(ecqx_tf.strip(cb.model).get_weights())  # the weights LRP runs on (kernels snapped)
         return order.batch(e, b)
 
     q = compile_(ecqx_tf.quantize(mlp(), bits=4, method="ecqx", Lambda=0.1, relevance_data=(x[:8], y[:8])))
     cb = ecqx_tf.ECQxCallback(relevance_batches=batches, alpha=0.0)  # alpha 0: the stored relevance is this batch's
+    cb._fuse_relevance = fused
     q.fit(order.dataset(2), epochs=2, steps_per_epoch=order.steps_per_epoch, verbose=0, callbacks=[cb])
     assert calls == [(e, b) for e in range(2) for b in range(3)]
     mirror = ecqx_tf.strip(q)
