@@ -43,13 +43,12 @@ import gc
 import hashlib
 import json
 import logging
-import math
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -210,10 +209,9 @@ def _float_model(name: str, data, args, results: Dict[str, Any]):
     model = None
     if cache.exists():
         model = tf.keras.models.load_model(cache)
-        acc = None
     if model is None:
         fl = train_float(name, data, epochs=args.float_epochs, seed=0, verbose=0)
-        model, acc = fl.model, fl.test_accuracy
+        model = fl.model
         from ecqx_tf.io import atomic_write_with
 
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -493,7 +491,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--target-scope", choices=["layer", "model"], default="model",
                     help="a target per layer, or for the whole model with the paper's allocation (default model)")
     ap.add_argument("--warmup", type=float, default=0.6,
-                    help="lambda_warmup: fraction of the run over which the target ramps up (default 0.6, chosen by the exploration in docs/frontier.md)")
+                    help="lambda_warmup: fraction of the run over which the target ramps up "
+                    "(default 0.6, chosen by the exploration in docs/frontier.md)")
     ap.add_argument("--gradient", choices=["ste", "ec2t"], default="ste")
     ap.add_argument("--relevance-source", choices=["subset", "batch"], default="subset")
     ap.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
