@@ -20,10 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,7 +99,8 @@ def main(argv=None):
 
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    tmp = [RESULTS.parent / f".multiworker{i}.tmp.json" for i in range(2)]
+    work = Path(tempfile.mkdtemp(prefix="ecqx_multiworker_"))  # our own folder: the workers' rows
+    tmp = [work / f"worker{i}.json" for i in range(2)]
     procs = []
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     try:
@@ -114,9 +117,7 @@ def main(argv=None):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        for t in tmp:
-            if t.exists():
-                t.unlink()
+        shutil.rmtree(work, ignore_errors=True)
     for r in rows:
         r["shared"] = r["assign N/2"] + r["gather"]
         r["shared / unshared"] = r["shared"] / r["assign N"]
