@@ -58,7 +58,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
-__all__ = ["main", "Point", "points", "summarize", "format_table", "goals", "render"]
+__all__ = ["main", "Point", "points", "summarize", "format_table", "goals", "ecqx_vs_ecq", "coverage", "runtime", "render"]
 
 log = logging.getLogger("bench.frontier")
 
@@ -292,12 +292,7 @@ def format_table(summary: Sequence[Dict[str, Any]], markdown: bool = False) -> s
         body.append([e["model"], e["label"], str(e["n"]), f"{e['acc_mean']:.4f}", f"{e['acc_min']:.3f}-{e['acc_max']:.3f}",
                      f"{e['zeros']:.1%}", " / ".join(f"{100 * z:.0f}" for z in e["layer_zeros"]),
                      f"{e['exec_bytes']:,.0f}", f"{e['lzma']:,.0f}", f"{e['cabac']:,.0f}", f"{e['seconds']:.0f}"])
-    if markdown:
-        return "\n".join(["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-                         + ["| " + " | ".join(b) + " |" for b in body])
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(b) for b in body])
+    return _table(header, body, markdown)
 
 
 def goals(summary: Sequence[Dict[str, Any]], rows: Sequence[Dict[str, Any]]) -> List[str]:
@@ -347,6 +342,95 @@ def goals(summary: Sequence[Dict[str, Any]], rows: Sequence[Dict[str, Any]]) -> 
                    f"{int(np.sum(g_means < -NOISE_POINTS))}, within noise in {int(np.sum(np.abs(g_means) <= NOISE_POINTS))} "
                    f"of {len(g_means)}")
     return out
+
+
+def coverage(results: Dict[str, Any], grid: Sequence[Point]) -> Dict[str, List[str]]:
+    """Which settings of ``grid`` the results file lacks (``"missing"``) and which were tried and
+    failed (``"failed"``, with the error), one line per setting, the seeds named."""
+    rows = results["rows"]
+    missing: Dict[str, List[Point]] = {}
+    failed: Dict[str, List[Point]] = {}
+    for p in grid:
+        r = rows.get(p.key)
+        if r is None:
+            missing.setdefault(p.group, []).append(p)
+        elif "failed" in r:
+            failed.setdefault(p.group, []).append(p)
+    n_seeds = {}
+    for p in grid:
+        n_seeds.setdefault(p.group, set()).add(p["seed"])
+
+    def line(ps: List[Point]) -> str:
+        seeds = sorted(q["seed"] for q in ps)
+        which = "all seeds" if len(seeds) == len(n_seeds[ps[0].group]) else "seed" + ("s " if len(seeds) > 1 else " ") + \
+            ", ".join(map(str, seeds))
+        return f"{ps[0]['model']}: {_label(ps[0])} ({which})"
+
+    order = {}
+    for i, p in enumerate(grid):
+        order.setdefault(p.group, i)
+    out = {"missing": [line(missing[g]) for g in sorted(missing, key=order.get)], "failed": []}
+    for g in sorted(failed, key=order.get):
+        ps = failed[g]
+        errors = sorted({rows[q.key]["failed"] for q in ps})
+        out["failed"].append(f"{line(ps)}: {errors[0]}" + (f" (and {len(errors) - 1} other message(s))" if len(errors) > 1 else ""))
+    return out
+
+
+def ecqx_vs_ecq(rows: Iterable[Dict[str, Any]], markdown: bool = False) -> str:
+    """ECQx against ECQ per setting, paired by seed (same model, bits, grid point and options):
+    the accuracy of each, the per-seed differences in points, zeros, executable bytes, seconds."""
+    by: Dict[tuple, Dict[int, Dict[str, Dict[str, Any]]]] = {}
+    for r in rows:
+        if r.get("path") in ("ecq", "ecqx") and r.get("acc_tflm") is not None:
+            k = (r["model"], r["bits"], r.get("Lambda"), r.get("target"), r.get("scope"), r.get("warmup"), r.get("gradient"),
+                 r.get("lr"), r.get("epochs"))
+            by.setdefault(k, {}).setdefault(r["seed"], {})[r["path"]] = r
+    header = ["model", "setting", "paired seeds", "ECQ acc (mean)", "ECQx acc (mean)", "ECQx - ECQ per seed (points)",
+              "mean", "zeros ECQ / ECQx", "exec B ECQ / ECQx", "s/run ECQ / ECQx"]
+    body = []
+    for k in sorted(by, key=lambda k: (k[0], k[1], k[2] or 0, k[3] or 0)):
+        pairs = [(s, v["ecq"], v["ecqx"]) for s, v in sorted(by[k].items()) if "ecq" in v and "ecqx" in v]
+        if not pairs:
+            continue
+        q = [a for _, a, _ in pairs]
+        x = [b for _, _, b in pairs]
+        d = [100 * (b["acc_tflm"] - a["acc_tflm"]) for _, a, b in pairs]
+        mean = lambda rs, f: float(np.mean([r[f] for r in rs]))  # noqa: E731
+        setting = f"{k[1]}-bit " + (f"L={k[2]:g}" if k[2] is not None else f"S*={k[3]:g}" + (" per layer" if k[4] == "layer" else ""))
+        body.append([k[0], setting, ", ".join(str(s) for s, _, _ in pairs), f"{mean(q, 'acc_tflm'):.4f}", f"{mean(x, 'acc_tflm'):.4f}",
+                     ", ".join(f"{v:+.1f}" for v in d), f"{np.mean(d) + 0.0:+.2f}".replace("-0.00", "+0.00"),
+                     f"{mean(q, 'sparsity'):.1%} / {mean(x, 'sparsity'):.1%}",
+                     f"{mean(q, 'executable_bytes'):,.0f} / {mean(x, 'executable_bytes'):,.0f}",
+                     f"{mean(q, 'seconds'):.0f} / {mean(x, 'seconds'):.0f}"])
+    return _table(header, body, markdown)
+
+
+def runtime(results: Dict[str, Any]) -> List[str]:
+    """What the run cost: seconds of training and measurement in all and per model, path and bit
+    width (mean, min-max, count), failed points included in the totals."""
+    rows = list(results["rows"].values())
+    total = float(sum(r.get("seconds", 0.0) for r in rows))
+    wall = float(sum(i.get("seconds", 0.0) for i in results.get("invocations", [])))
+    out = [f"{len(rows)} points ({sum('failed' in r for r in rows)} failed): {total:,.0f} s of training and measurement "
+           f"({total / 3600:.1f} h; {wall:,.0f} s wall-clock over {len(results.get('invocations', []))} invocation(s), "
+           f"including loading TensorFlow and the float models)"]
+    groups: Dict[tuple, List[float]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["path"], r.get("bits") or 0), []).append(r.get("seconds", 0.0))
+    for (model, path, bits), secs in sorted(groups.items()):
+        name = f"{model} {path.upper()}" + (f" {bits}-bit" if bits else "")
+        out.append(f"{name}: {np.mean(secs):.0f} s per point ({min(secs):.0f}-{max(secs):.0f}, n={len(secs)})")
+    return out
+
+
+def _table(header: Sequence[str], body: Sequence[Sequence[str]], markdown: bool) -> str:
+    if markdown:
+        return "\n".join(["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+                         + ["| " + " | ".join(b) + " |" for b in body])
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(b) for b in body])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,6 +513,9 @@ def run(args) -> Dict[str, Any]:
     results["invocations"].append(inv)
     data = datasets.load("mnist_bundled")
     results["dataset"] = data.summary()
+    if args.retry_failed:
+        for k in [k for k, r in results["rows"].items() if "failed" in r]:
+            del results["rows"][k]
     todo = [p for p in points(args) if p.key not in results["rows"]]
     log.info("%d points, %d already in %s, %d to measure", len(points(args)), len(points(args)) - len(todo), out, len(todo))
     t_start = time.perf_counter()
@@ -442,18 +529,24 @@ def run(args) -> Dict[str, Any]:
             ctx_by_model[p["model"]] = {"data": data, "float": fl, "fc_only": is_fc_only(fl), "p": args.p}
         ctx = ctx_by_model[p["model"]]
         log.info("[%d/%d] %s", i, len(todo), p.key)
+        t_point = time.perf_counter()
         try:
             row = _run_point(p, ctx)
-        except Exception as e:
+        except Exception as e:  # a point that cannot be trained is a result too: recorded, not retried
             failed += 1
             log.error("%s failed:\n%s", p.key, traceback.format_exc())
-            inv.setdefault("failed", []).append(f"{p.key}: {type(e).__name__}: {e}"[:500])
-            continue
+            msg = f"{type(e).__name__}: {' '.join(str(e).split())}"[:500]
+            inv.setdefault("failed", []).append(f"{p.key}: {msg}")
+            row = {"key": p.key, "group": p.group, **p, "failed": msg, "seconds": time.perf_counter() - t_point,
+                   "notes": []}
+            gc.collect()
         results["rows"][p.key] = row
         inv["points_measured"] += 1
         inv["seconds"] = time.perf_counter() - t_start
         results["seconds_total"] = float(sum(r["seconds"] for r in results["rows"].values()))
         atomic_write_json(out, results)  # one point at a time: an interrupted run loses at most one
+        if "failed" in row:
+            continue
         log.info("    TFLM %.4f  zeros %.1f%%  exec %s B  (%.0f s)", row["acc_tflm"], 100 * row["sparsity"],
                  f"{row['executable_bytes']:,}", row["seconds"])
     inv["seconds"] = time.perf_counter() - t_start
@@ -500,7 +593,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--float-epochs", type=int, default=10)
     ap.add_argument("--cache", default=str(REPO / "out" / "frontier_cache"), help="float models (default out/frontier_cache)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="results file (default bench/results/frontier.json)")
-    ap.add_argument("--resume", action="store_true", help="continue the results file: skip the points it has")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the results file: skip the points it has (measured or failed)")
+    ap.add_argument("--retry-failed", action="store_true",
+                    help="with --resume: train the points recorded as failed again")
     ap.add_argument("--quick", action="store_true", help="script check: mnist_mlp, 1 seed, 1 epoch, 4 bits, one point each")
     ap.add_argument("--plots", action="store_true", help="write frontier_<model>.png next to the results file")
     ap.add_argument("--from-json", metavar="PATH", help="train nothing: table, goals (and --plots) of a results file")
@@ -514,9 +610,14 @@ def _report(results: Dict[str, Any], args, out_dir: Path) -> None:
     print()
     for g in goals(summary, list(results["rows"].values())):
         print("* " + g)
-    total = results.get("seconds_total", 0.0)
-    print(f"\n{len(results['rows'])} points; training + measurement {total:,.0f} s in all "
-          f"({len(results.get('invocations', []))} invocation(s))")
+    print("\nECQx against ECQ (paired by seed):\n")
+    print(ecqx_vs_ecq(results["rows"].values(), markdown=args.markdown))
+    cov = coverage(results, points(args))
+    print(f"\nNot measured ({len(cov['missing'])} setting(s) of the grid these options define):"
+          + ("".join(f"\n* {m}" for m in cov["missing"]) if cov["missing"] else " none"))
+    print(f"\nFailed ({len(cov['failed'])} setting(s); recorded in the results file, not retried without "
+          "--retry-failed):" + ("".join(f"\n* {m}" for m in cov["failed"]) if cov["failed"] else " none"))
+    print("\nRuntime:" + "".join(f"\n* {line}" for line in runtime(results)))
     if args.plots:
         for p in render(results, out_dir):
             print(f"wrote {p}")

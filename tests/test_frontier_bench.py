@@ -68,3 +68,71 @@ def test_existing_results_need_resume(tmp_path, capsys):
     assert "pass --resume" in capsys.readouterr().err
     assert json.loads(out.read_text()) == {"rows": {}}  # untouched
     assert F.main(["--from-json", str(tmp_path / "missing.json")]) == 2
+
+
+def _fake_row(p, acc=0.9):
+    return {"key": p.key, "group": p.group, **p, "acc_tflm": acc, "sparsity": 0.9, "layer_sparsity": [0.9, 0.9],
+            "executable_bytes": 1000, "stored_lzma_bytes": 900, "stored_cabac_bytes": 800, "seconds": 2.0,
+            "executable": "blob", "notes": []}
+
+
+def test_a_failed_point_is_recorded_and_only_retried_on_request(tmp_path, monkeypatch, capsys):
+    """A point whose training raises (tfmot's k-means++ on a layer with too few non-zeros) is a
+    result: a row with the error, listed by the report, skipped by --resume, retried with
+    --retry-failed; the other points are measured."""
+    F = _frontier()
+    import bench.common
+
+    monkeypatch.setattr(F, "_float_model", lambda name, data, args, results: object())
+    monkeypatch.setattr(bench.common, "is_fc_only", lambda model: True)
+    calls = []
+
+    def fake_run_point(p, ctx):
+        calls.append(p["path"])
+        if p["path"] == "pcqat":
+            raise RuntimeError("Expected num_to_sample <= points.rows(). 8\nvs 4.")
+        return _fake_row(p)
+
+    monkeypatch.setattr(F, "_run_point", fake_run_point)
+    out = tmp_path / "f.json"
+    argv = ["--out", str(out), "--models", "mnist_mlp", "--seeds", "0", "1", "--paths", "pcqat", "ecq", "--sparsities", "0.95",
+            "--bits", "2", "--targets", "0.9"]
+    assert F.main(argv) == 1  # a failed point: exit code 1
+    assert calls == ["pcqat", "ecq", "pcqat", "ecq"]
+    rows = json.loads(out.read_text())["rows"]
+    failed = [r for r in rows.values() if "failed" in r]
+    assert len(rows) == 4 and len(failed) == 2
+    assert failed[0]["failed"] == "RuntimeError: Expected num_to_sample <= points.rows(). 8 vs 4."
+    assert "acc_tflm" not in failed[0] and failed[0]["path"] == "pcqat" and failed[0]["seconds"] >= 0
+    report = capsys.readouterr().out
+    assert "Failed (1 setting(s)" in report
+    assert "* mnist_mlp: PCQAT prune 95% (5+5+5 ep.) (all seeds): RuntimeError: Expected num_to_sample" in report
+    assert "Not measured (0 setting(s)" in report and "4 points (2 failed)" in report
+    calls.clear()
+    assert F.main(argv + ["--resume"]) == 0 and calls == []  # measured and failed points are both kept
+    assert F.main(argv + ["--resume", "--retry-failed"]) == 1 and calls == ["pcqat", "pcqat"]
+    assert len(json.loads(out.read_text())["rows"]) == 4
+
+
+def test_coverage_names_the_missing_seeds():
+    F = _frontier()
+    args = F._parser().parse_args(["--models", "m", "--seeds", "0", "1", "2", "--paths", "ecq", "--bits", "2",
+                                   "--targets", "0.8", "0.9"])
+    grid = F.points(args)
+    have = [p for p in grid if not (p["target"] == 0.8 and p["seed"] > 0)][:-1]  # 0.8: seed 0 only; 0.9: not seed 2
+    cov = F.coverage({"rows": {p.key: _fake_row(p) for p in have}}, grid)
+    assert cov == {"missing": ["m: ECQ 2-bit S*=0.8 (warm-up 0.6) (seeds 1, 2)", "m: ECQ 2-bit S*=0.9 (warm-up 0.6) (seed 2)"],
+                   "failed": []}
+    assert F.coverage({"rows": {}}, grid)["missing"][0].endswith("(all seeds)")
+
+
+def test_ecqx_against_ecq_pairs_by_seed():
+    F = _frontier()
+    rows = [_row(F, 0, acc=0.95), _row(F, 1, acc=0.93), _row(F, 0, "ecqx", acc=0.94), _row(F, 1, "ecqx", acc=0.96),
+            _row(F, 2, "ecqx", acc=0.99)]  # seed 2 has no ECQ partner: not paired
+    text = F.ecqx_vs_ecq(rows, markdown=True)
+    line = [t for t in text.splitlines() if t.startswith("| m |")]
+    assert line == ["| m | 2-bit S*=0.9 | 0, 1 | 0.9400 | 0.9500 | -1.0, +3.0 | +1.00 | 90.0% / 90.0% | 20,000 / 20,000 | 10 / 10 |"]
+    lines = F.runtime({"rows": {r["key"]: r for r in rows}, "invocations": [{"seconds": 60.0}]})
+    assert lines[0].startswith("5 points (0 failed): 50 s of training and measurement")
+    assert "m ECQX 2-bit: 10 s per point (10-10, n=3)" in lines
