@@ -29,10 +29,18 @@ __all__ = [
     "BATCH", "LR", "LZMA_PRESET", "lzma_bytes", "stream_stats", "float_stream_stats", "tflite_weights",
     "tflm_logits", "accuracy", "copy_model", "fit", "keras_accuracy", "quiet_native", "convert_int",
     "convert_float", "lut_compress_all", "is_fc_only", "kernels", "f4_blob", "pcqat", "ecq_tflite",
-    "machine_info", "versions",
+    "machine_info", "versions", "MLP_SIZES", "mlp_weights", "wide_mlp",
 ]
 
 LZMA_PRESET = 9 | lzma.PRESET_EXTREME
+#: The scaling benchmarks' MLPs 784-h1-h2-10 (``bench/scale.py``, ``bench/ecqx_overhead.py``):
+#: name -> hidden widths (h1, h2); the name is the number of weights, outputs included.
+MLP_SIZES: Dict[str, Tuple[int, int]] = {
+    "0.23M": (256, 128),  # 234,752 weights (the demo's MLP)
+    "1M": (1024, 192),  # 1,001,344
+    "4M": (2048, 1200),  # 4,075,232
+    "16M": (4096, 3120),  # 16,021,984
+}
 LR = 1e-3
 BATCH = 64
 
@@ -230,6 +238,33 @@ def kernels(model) -> List[np.ndarray]:
     import tensorflow as tf
 
     return [l.kernel.numpy() for l in model.layers if isinstance(l, (tf.keras.layers.Dense, tf.keras.layers.Conv2D))]
+
+
+def mlp_weights(h1: int, h2: int) -> int:
+    """Weights of the MLP 784-h1-h2-10 (kernels only)."""
+    return 784 * h1 + h1 * h2 + h2 * 10
+
+
+def wide_mlp(h1: int, h2: int, float_epochs: int, seed: int = 0):
+    """The scaling benchmarks' float MLP 784-h1-h2-10 (layers ``fc1``, ``fc2``, ``logits``; ReLU),
+    trained ``float_epochs`` epochs (Adam 1e-3, batch 64; 0 = the seeded initial weights) on the
+    bundled MNIST train split. Returns ``(model, x, y)``: the model and the flattened split."""
+    import tensorflow as tf
+
+    from models.datasets import load
+
+    ds = load("mnist_bundled")
+    x = ds.x_train.reshape(len(ds.x_train), -1).astype(np.float32)
+    y = ds.y_train
+    tf.keras.utils.set_random_seed(seed)
+    i = tf.keras.Input((784,))
+    h = tf.keras.layers.Dense(h1, activation="relu", name="fc1")(i)
+    h = tf.keras.layers.Dense(h2, activation="relu", name="fc2")(h)
+    model = tf.keras.Model(i, tf.keras.layers.Dense(10, name="logits")(h))
+    if float_epochs:
+        model.compile(tf.keras.optimizers.Adam(LR), tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, batch_size=BATCH, epochs=float_epochs, verbose=0)
+    return model, x, y
 
 
 def machine_info() -> Dict[str, Any]:

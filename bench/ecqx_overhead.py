@@ -38,34 +38,25 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before bench.common (and TensorFlow) is imported
+
+from bench.common import MLP_SIZES, mlp_weights, wide_mlp  # noqa: E402
+
 RESULTS = REPO / "bench" / "results" / "ecqx_overhead.json"
-SIZES = {"0.23M": (256, 128), "1M": (1024, 192), "4M": (2048, 1200), "16M": (4096, 3120)}
+SIZES = MLP_SIZES
 COLUMNS = ["ECQ refresh", "ECQx refresh", "relevance fused", "relevance numpy", "LRP only", "assign ECQ",
            "assign ECQx", "nearest pass", "ECQ pass", "non-zero pass", "switching betas", "beta search + indices"]
 
 
 def _measure(size: str, repeats: int) -> Dict[str, Any]:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import numpy as np
     import tensorflow as tf
 
     import ecqx_tf
     from ecqx_tf import assign_fast as af
     from ecqx_tf.keras.api import ecq_layers
     from ecqx_tf.relevance import native_engine
-    from models.datasets import load
 
-    h1, h2 = SIZES[size]
-    ds = load("mnist_bundled")
-    x = ds.x_train.reshape(len(ds.x_train), -1).astype(np.float32)
-    y = ds.y_train
-    tf.keras.utils.set_random_seed(0)
-    i = tf.keras.Input((784,))
-    h = tf.keras.layers.Dense(h1, activation="relu", name="fc1")(i)
-    h = tf.keras.layers.Dense(h2, activation="relu", name="fc2")(h)
-    fm = tf.keras.Model(i, tf.keras.layers.Dense(10, name="logits")(h))
-    fm.compile(tf.keras.optimizers.Adam(1e-3), tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    fm.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    fm, x, y = wide_mlp(*SIZES[size], float_epochs=1)
     rel = (x[:1024], y[:1024])
     models = {m: ecqx_tf.quantize(fm, bits=4, method=m, Lambda=0.1, p=0.1, relevance_data=rel) for m in ("ecq", "ecqx")}
 
@@ -118,7 +109,7 @@ def _measure(size: str, repeats: int) -> Dict[str, Any]:
             op()
             times[k].append(time.perf_counter() - s)
         phases(times)
-    return {"size": size, "weights": 784 * h1 + h1 * h2 + h2 * 10, "repeats": repeats,
+    return {"size": size, "weights": mlp_weights(*SIZES[size]), "repeats": repeats,
             "median_s": {k: statistics.median(v) for k, v in times.items()}}
 
 

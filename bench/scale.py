@@ -54,22 +54,20 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before bench.common (and TensorFlow) is imported
+
+from bench.common import MLP_SIZES, mlp_weights, wide_mlp  # noqa: E402
+
 RESULTS = REPO / "bench" / "results" / "scale.json"
 
 #: name -> hidden widths (h1, h2) of the MLP 784-h1-h2-10 (weights incl. the 10 outputs)
-SIZES: Dict[str, tuple] = {
-    "0.23M": (256, 128),  # 234,752 weights (the demo's MLP)
-    "1M": (1024, 192),  # 1,001,344
-    "4M": (2048, 1200),  # 4,075,232
-    "16M": (4096, 3120),  # 16,021,984
-}
+SIZES: Dict[str, tuple] = MLP_SIZES
 BATCH = 64
 BITS = 4
 LAMBDA = 0.1
 P = 0.1
 
-def n_weights(h1: int, h2: int) -> int:
-    return 784 * h1 + h1 * h2 + h2 * 10
+n_weights = mlp_weights
 
 
 # ----------------------------------------------------------------------------------- one size
@@ -79,23 +77,12 @@ def _measure_one(size: str, repeats: int, repeats_before: int, before: bool, flo
     import tensorflow as tf
 
     import ecqx_tf
-    from models.datasets import load
 
     h1, h2 = SIZES[size]
-    ds = load("mnist_bundled")
-    x = ds.x_train.reshape(len(ds.x_train), -1).astype(np.float32)
-    y = ds.y_train
-    tf.keras.utils.set_random_seed(0)
-    i = tf.keras.Input((784,))
-    h = tf.keras.layers.Dense(h1, activation="relu", name="fc1")(i)
-    h = tf.keras.layers.Dense(h2, activation="relu", name="fc2")(h)
-    fm = tf.keras.Model(i, tf.keras.layers.Dense(10, name="logits")(h))
     loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     t0 = time.perf_counter()
-    if float_epochs:
-        fm.compile(tf.keras.optimizers.Adam(1e-3), loss)
-        fm.fit(x, y, batch_size=BATCH, epochs=float_epochs, verbose=0)
-    t_float = time.perf_counter() - t0
+    fm, x, y = wide_mlp(h1, h2, float_epochs=float_epochs)
+    t_float = time.perf_counter() - t0  # includes loading the data set (a few ms)
     rel = (x[:1024], y[:1024])
     models = {}
     for method in ("ecq", "ecqx"):
