@@ -29,7 +29,7 @@ __all__ = [
     "BATCH", "LR", "LZMA_PRESET", "lzma_bytes", "stream_stats", "float_stream_stats", "tflite_weights",
     "tflm_logits", "accuracy", "copy_model", "fit", "keras_accuracy", "quiet_native", "convert_int",
     "convert_float", "lut_compress_all", "is_fc_only", "kernels", "f4_blob", "pcqat", "ecq_tflite",
-    "machine_info", "versions", "MLP_SIZES", "mlp_weights", "wide_mlp",
+    "machine_info", "versions", "PCQAT_CLUSTERS", "pcqat_clusters", "cluster_sparse", "MLP_SIZES", "mlp_weights", "wide_mlp",
 ]
 
 LZMA_PRESET = 9 | lzma.PRESET_EXTREME
@@ -316,11 +316,54 @@ def f4_blob(model_bytes: bytes, layout: str = "smallest") -> bytes:
     return f4format.write_blob(IntegerMLP.from_tflite(model_bytes), layout)
 
 
+#: Clusters per layer of the PCQAT path (4-bit cluster indices).
+PCQAT_CLUSTERS = 16
+
+
+def pcqat_clusters(kernel: np.ndarray, clusters: int = PCQAT_CLUSTERS) -> int:
+    """The largest cluster count <= ``clusters`` that tfmot's sparsity-preserving k-means++ can
+    initialise on ``kernel``. tfmot keeps one centroid at zero and splits the other k - 1 between
+    the negative and the positive weights in proportion to their counts (``round``, half to even,
+    for the negative side); k-means++ then needs at least as many weights as centroids on each
+    side, and raises otherwise (``Expected num_to_sample <= points.rows()``). A layer pruned to a
+    handful of non-zero weights (LeNet-5's first convolution, 150 weights, at 95% zeros) cannot
+    take 16 clusters; with fewer it loses nothing, as it has at most that many distinct values."""
+    w = np.asarray(kernel).ravel()
+    neg, pos = int(np.sum(w < 0)), int(np.sum(w > 0))
+    if neg + pos == 0:
+        return clusters
+    for k in range(clusters, 1, -1):
+        n_neg = int(np.round((k - 1) * (neg / (neg + pos))))
+        if n_neg <= neg and k - 1 - n_neg <= pos:
+            return k
+    return 1
+
+
+def cluster_sparse(pruned):
+    """tfmot's sparsity-preserving k-means++ clustering of ``pruned`` (wrapped, to be trained):
+    ``cluster_weights(pruned, 16, KMEANS_PLUS_PLUS, preserve_sparsity=True)``; when a layer has
+    too few non-zero weights for 16 clusters, each layer gets its :func:`pcqat_clusters`."""
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+
+    cl = tfmot.clustering.keras
+    params = dict(cluster_centroids_init=cl.CentroidInitialization.KMEANS_PLUS_PLUS, preserve_sparsity=True)
+    counts = {l.name: pcqat_clusters(l.kernel.numpy()) for l in pruned.layers if hasattr(l, "kernel")}
+    if all(k == PCQAT_CLUSTERS for k in counts.values()):
+        return cl.cluster_weights(pruned, number_of_clusters=PCQAT_CLUSTERS, **params)
+    # as cluster_weights(model) does: the wrapper wraps the pruned layer itself (its weights), the
+    # other layers are taken over as they are
+    return tf.keras.models.clone_model(
+        pruned, clone_function=lambda l: cl.cluster_weights(l, number_of_clusters=counts[l.name], **params)
+        if l.name in counts else l)
+
+
 def pcqat(float_model, data, sparsity: float, epochs: Sequence[int], seed: int) -> Tuple[Any, List[float]]:
     """tfmot's collaborative optimization from ``float_model`` (not modified): magnitude pruning to
     ``sparsity`` (``PolynomialDecay`` from 0, ending at 70% of the pruning stage's steps, 4 updates
     per epoch) for ``epochs[0]`` epochs -> 16-cluster weight clustering with sparsity preserved
-    (k-means++) for ``epochs[1]`` -> cluster- and sparsity-preserving QAT
+    (k-means++; a layer left with too few non-zero weights for 16 gets :func:`pcqat_clusters`)
+    for ``epochs[1]`` -> cluster- and sparsity-preserving QAT
     (``Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True)``) for ``epochs[2]``.
     Every stage trains as :func:`fit`. Returns the QAT model and the seconds of every epoch."""
     import tensorflow_model_optimization as tfmot
@@ -336,9 +379,7 @@ def pcqat(float_model, data, sparsity: float, epochs: Sequence[int], seed: int) 
     pruned = sp.strip_pruning(pruned)
 
     cl = tfmot.clustering.keras
-    clustered = cl.cluster_weights(pruned, number_of_clusters=16,
-                                   cluster_centroids_init=cl.CentroidInitialization.KMEANS_PLUS_PLUS,
-                                   preserve_sparsity=True)
+    clustered = cluster_sparse(pruned)
     secs += fit(clustered, data, e_cluster, seed)
     clustered = cl.strip_clustering(clustered)
 

@@ -114,3 +114,62 @@ def test_instruction_table_ratio_is_best_f4_over_tflm_int8():
     assert lines[3].split()[-1] == "0.125"  # 250,000 / 2,000,000
     assert lines[4].split()[-1] == "-" and lines[2].split()[-1] == "-"
     assert "not counted" not in "\n".join(lines)
+
+
+@pytest.mark.parametrize("neg,pos", [(3, 5), (4, 4), (0, 9), (1, 30), (7, 8), (20, 20), (2, 13)])
+def test_pcqat_clusters_is_what_tfmot_kmeans_plus_plus_accepts(neg, pos):
+    """bench.common.pcqat_clusters gives the largest count tfmot's sparsity-preserving k-means++
+    initialises on a kernel: that count works, one more raises (when below 16)."""
+    import tensorflow as tf
+    from tensorflow_model_optimization.python.core.clustering.keras.clustering_centroids import (
+        KmeansPlusPlusCentroidsInitialisation,
+    )
+
+    from bench.common import pcqat_clusters
+
+    rng = np.random.default_rng(neg * 100 + pos)
+    w = np.zeros(150, np.float32)
+    w[:neg] = -rng.uniform(0.1, 1.0, neg)
+    w[neg:neg + pos] = rng.uniform(0.1, 1.0, pos)
+    w = rng.permutation(w).reshape(5, 5, 1, 6)
+    k = pcqat_clusters(w)
+
+    def init(n):
+        return KmeansPlusPlusCentroidsInitialisation(tf.constant(w), n, preserve_sparsity=True).get_cluster_centroids()
+
+    assert init(k).shape == (k,)
+    if k < 16:
+        with pytest.raises(tf.errors.InvalidArgumentError, match="num_to_sample"):
+            init(k + 1)
+    assert k == 16 or neg + pos < 16 or min(neg, pos) < 8
+
+
+def test_cluster_sparse_takes_a_layer_with_few_non_zeros():
+    """A model whose first convolution keeps 8 non-zero weights (LeNet-5's at 95% zeros): tfmot's
+    cluster_weights(model, 16) raises; bench.common.cluster_sparse clusters that layer with
+    pcqat_clusters of it and the others with 16, keeping every zero and every other weight's layer."""
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+
+    from bench.common import cluster_sparse, pcqat_clusters
+
+    tf.keras.utils.set_random_seed(0)
+    m = tf.keras.Sequential([tf.keras.Input((12, 12, 1)), tf.keras.layers.Conv2D(6, 5, name="c1"),
+                             tf.keras.layers.Flatten(), tf.keras.layers.Dense(10, name="d")])
+    k, b = m.get_layer("c1").get_weights()
+    keep = np.zeros(k.size, bool)
+    keep[[3, 17, 40, 41, 77, 90, 120, 149]] = True
+    k = np.where(keep.reshape(k.shape), k, 0).astype(np.float32)
+    k[k.nonzero()] = np.abs(k[k.nonzero()]) * np.array([1, -1, 1, 1, -1, 1, 1, -1])
+    m.get_layer("c1").set_weights([k, b])
+    cl = tfmot.clustering.keras
+    with pytest.raises(tf.errors.InvalidArgumentError, match="num_to_sample"):
+        cl.cluster_weights(m, number_of_clusters=16, cluster_centroids_init=cl.CentroidInitialization.KMEANS_PLUS_PLUS,
+                           preserve_sparsity=True)
+    clustered = cluster_sparse(m)
+    stripped = cl.strip_clustering(clustered)
+    kc = stripped.get_layer("c1").get_weights()[0]
+    assert np.array_equal(kc == 0, k == 0)  # sparsity preserved
+    assert len(np.unique(kc)) <= pcqat_clusters(k) < 16
+    kd = stripped.get_layer("d").get_weights()[0]
+    assert len(np.unique(kd)) <= 16 and pcqat_clusters(m.get_layer("d").get_weights()[0]) == 16
