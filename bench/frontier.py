@@ -18,8 +18,9 @@ same number of epochs in all (``--epochs``, default 15):
   ``--lr-schedule`` (``docs/frontier.md``); exported with ``firmware_export.tflm`` (stored
   integers = assigned levels), also LUT-compressed.
 
-Each point runs for every ``--seeds`` (the fine-tuning seed: shuffling, relevance subset, tfmot's
-k-means++; the float model is the same). Measured per point (helpers shared with
+Each point runs for every ``--seeds`` (the fine-tuning seed: batch order, ECQx's relevance
+subset; tfmot seeds its k-means++ with a fixed 9, so PCQAT's clusters differ between seeds only
+through the pruned weights; the float model is the same). Measured per point (helpers shared with
 ``bench/compare.py`` in ``bench/common.py``): the test accuracy on the **real TFLM interpreter**
 (all 1,000 digits), zeros among the stored weight integers, the **executable bytes** (the
 FantastIC4 blob with the size-optimal layout per layer for the MLP; the LUT-compressed
