@@ -61,6 +61,7 @@ from .assign import check_centroids, information, probabilities_from_counts, zer
 from .grid import as_real_array
 
 __all__ = ["LAMBDA_MARGIN", "TARGET_SCOPES", "ramp", "zero_thresholds", "lambda_for_sparsity", "Lambda_for_model_sparsity",
+           "lambda_for_layer_cap",
            "sparsity_targets"]
 
 #: What a sparsity target applies to: every kernel on its own (``"layer"``) or all of them
@@ -152,18 +153,28 @@ def _kth_threshold(t: np.ndarray, target: float) -> float:
 
 
 def Lambda_for_model_sparsity(kernels, target: float, n_largest: Optional[int] = None, s: float = 0.05,
-                              reduce: str = "min") -> float:
+                              reduce: str = "min", max_layer_sparsity: Optional[float] = None) -> float:
     r"""The smallest :math:`\Lambda` (plus the margin) at which the ECQ assignment of all
     ``kernels`` (pairs ``(w, centroids)``), each with the paper's layer lambda
     :math:`\lambda_l = \Lambda \delta_l \lambda_{max,l}` (:func:`ecqx_tf.layer_lambda` with
     ``n_largest``, ``s``, ``reduce``), has at least :math:`\lceil S^* \sum_l N_l \rceil` zeros.
 
+    With ``max_layer_sparsity`` :math:`S_{max}` no layer may hold more than
+    :math:`k_l = \lfloor S_{max} N_l \rfloor` zeros: its layer lambda becomes
+    :math:`\min(\Lambda a_l, \lambda^{cap}_l)` (:func:`lambda_for_layer_cap`), so only its
+    :math:`k_l` smallest :math:`u_i` take part in the pooled quantile; the zeros the cap refuses
+    a layer go to the others, in the paper's proportions. (A layer whose nearest-neighbour
+    assignment alone has more zeros than :math:`k_l` keeps them: no lambda removes them.) When the target needs more zeros than
+    the caps allow, the :math:`\Lambda` that fills every layer to its cap.
+
     Raises:
-        ValueError: no kernels, a target outside [0, 1]; bad kernels as :func:`ecqx_tf.ecq_assign`.
+        ValueError: no kernels, a target or cap outside [0, 1]; bad kernels as
+            :func:`ecqx_tf.ecq_assign`.
     """
     from .assign_fast import layer_lambda_fast
 
     target = _check_target(target)
+    cap = None if max_layer_sparsity is None else _check_target(max_layer_sparsity)
     kernels = list(kernels)
     if not kernels:
         raise ValueError("kernels must hold at least one (w, centroids) pair")
@@ -174,10 +185,34 @@ def Lambda_for_model_sparsity(kernels, target: float, n_largest: Optional[int] =
         t = zero_thresholds(w, c).reshape(-1)
         a = layer_lambda_fast(w, c, 1.0, n, n_largest, s=s, reduce=reduce)
         if a > 0:
-            us.append(t / a)
+            u = t / a
         else:  # lambda_l = 0 whatever Lambda: only the nearest-neighbour zeros
-            us.append(np.where(t < 0, -np.inf, np.inf))
+            u = np.where(t < 0, -np.inf, np.inf)
+        if cap is not None:
+            # beyond its k-th smallest threshold no Lambda zeroes more of this layer; the weights
+            # that are zero at lambda = 0 (t < 0, the smallest u) are zero whatever the cap
+            k = max(_cap_count(cap, n), int(np.sum(t < 0)))
+            if k < n:
+                u = u.copy()
+                u[np.argpartition(u, k)[k:] if k > 0 else slice(None)] = np.inf
+        us.append(u)
     return _kth_threshold(np.concatenate(us), target)
+
+
+def _cap_count(cap: float, n: int) -> int:
+    return int(math.floor(cap * n + 1e-9))
+
+
+def lambda_for_layer_cap(w: Any, centroids: Any, max_layer_sparsity: float) -> float:
+    r"""The layer lambda at which the ECQ assignment of ``w`` has :math:`\lfloor S_{max} N
+    \rfloor` zeros (:func:`lambda_for_sparsity` of that count): the most a capped layer gets in
+    :func:`Lambda_for_model_sparsity`. ``inf`` for a cap of 1 (no limit)."""
+    cap = _check_target(max_layer_sparsity)
+    n = int(np.size(w))
+    k = _cap_count(cap, n)
+    if k >= n:
+        return math.inf
+    return lambda_for_sparsity(w, centroids, k / n if n else 0.0)
 
 
 def lambda_for_sparsity(w: Any, centroids: Any, target: float) -> float:

@@ -230,3 +230,57 @@ def test_relevance_from_the_training_batch(fused):
     want = weight_relevance(mirror, xb, yb, layers=["d1", "d2"], target="label")
     for s in ecq_layers(q):
         np.testing.assert_allclose(s.relevance.numpy(), want[s.name], rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["ecq", "ecqx"])
+def test_model_target_with_a_layer_cap(method):
+    """target_scope='model' with max_layer_sparsity: after every refresh each kernel's indices are
+    the reference assignment with min(the paper's lambda at the capped Lambda, the cap's lambda);
+    the cap binds on the larger kernel, which then holds exactly floor(cap N) zeros (ECQ)."""
+    from ecqx_tf.rate_control import Lambda_for_model_sparsity, lambda_for_layer_cap
+
+    x, y = data()
+    kw = dict(relevance_data=(x, y)) if method == "ecqx" else {}
+    q = compile_(ecqx_tf.quantize(mlp(), bits=3, method=method, Lambda=0.0, p=0.1, **kw))
+    cb = ecqx_tf.ECQxCallback(target_sparsity=0.9, target_scope="model", max_layer_sparsity=0.92)
+    state = {"bound": 0}
+
+    class Before(tf.keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            slots = ecq_layers(self.model)
+            n_largest = max(int(np.prod(s.kernel.shape)) for s in slots)
+            state["Lam"] = Lambda_for_model_sparsity([(s.kernel.numpy(), s.centroids.numpy()) for s in slots], 0.9,
+                                                     n_largest, max_layer_sparsity=0.92)
+
+    def expect(s, t, n_largest):
+        w, c = s.kernel.numpy(), s.centroids.numpy()
+        lam = assign.layer_lambda(w, c, state["Lam"], w.size, n_largest)
+        cap = lambda_for_layer_cap(w, c, 0.92)
+        if lam > cap:
+            state["bound"] += 1
+            lam = cap
+        if method == "ecq":
+            return assign.ecq_assign(w, c, lam)
+        return assign.ecqx_assign(w, c, lam, s.relevance.numpy(), p=0.1)
+
+    q.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[Before(), cb, Check(cb, expect)])
+    assert state["bound"] > 0
+    stats = {r["layer"]: r for r in ecqx_tf.layer_stats(q)}
+    assert stats["d1"]["sparsity"] <= 0.92 + 1e-12
+    if method == "ecq":
+        assert stats["d1"]["sparsity"] == pytest.approx(math.floor(0.92 * 864) / 864, abs=1e-12)
+        assert stats["<total>"]["sparsity"] == pytest.approx(0.9, abs=2 / 984)
+    assert cb.get_config()["max_layer_sparsity"] == 0.92
+
+
+def test_layer_cap_needs_a_model_target_and_an_empty_kernel_is_reported(caplog):
+    for bad in (dict(max_layer_sparsity=0.9), dict(target_sparsity=0.5, max_layer_sparsity=0.9),
+                dict(target_sparsity=0.5, target_scope="model", max_layer_sparsity=1.5)):
+        with pytest.raises(ValueError, match="max_layer_sparsity"):
+            ecqx_tf.ECQxCallback(**bad)
+    x, y = data()
+    q = compile_(ecqx_tf.quantize(mlp(), bits=3, method="ecq", Lambda=0.0))
+    with caplog.at_level("WARNING", logger="ecqx_tf.keras.callback"):
+        q.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[ecqx_tf.ECQxCallback(target_sparsity={"d1": 1.0})])
+    msgs = [r.getMessage() for r in caplog.records if "every weight of" in r.getMessage()]
+    assert len(msgs) == 1 and "every weight of d1 is zero after training" in msgs[0]

@@ -127,3 +127,43 @@ def test_Lambda_for_model_sparsity_errors():
     w = _w(1, 50)
     with pytest.raises(ValueError, match="target"):
         Lambda_for_model_sparsity([(w, make_grid(w, 4, "symmetric").centroids)], 1.2)
+
+
+@pytest.mark.parametrize("bits,target,cap", [(3, 0.9, 0.93), (4, 0.95, 0.97), (2, 0.8, 0.85)])
+def test_Lambda_for_model_sparsity_with_a_layer_cap(bits, target, cap):
+    """With max_layer_sparsity each layer's lambda is min(paper's lambda at Lambda, the lambda of
+    floor(cap N_l) zeros): no layer exceeds the cap, the model still gets its ceil(S N) zeros, and
+    Lambda is the smallest that does."""
+    from ecqx_tf.rate_control import lambda_for_layer_cap
+
+    ws = [_w(10, 4000), _w(11, 900, "laplace"), _w(12, 60)]
+    ks = [(w, make_grid(w, bits, "symmetric").centroids) for w in ws]
+    n_largest = 4000
+
+    def layer_zeros(L, with_cap):
+        out = []
+        for w, c in ks:
+            lam = layer_lambda(w, c, L, w.size, n_largest)
+            if with_cap:
+                lam = min(lam, lambda_for_layer_cap(w, c, cap))
+            out.append(int(np.sum(ecq_assign(w, c, lam) == int(np.flatnonzero(np.asarray(c) == 0)[0]))))
+        return out
+
+    need = math.ceil(target * sum(w.size for w in ws) - 1e-9)
+    nn = layer_zeros(0.0, False)  # zero at lambda = 0: no cap removes them
+    limit = [max(math.floor(cap * w.size), z) for w, z in zip(ws, nn)]
+    free = layer_zeros(Lambda_for_model_sparsity(ks, target, n_largest), False)
+    assert free[0] > math.floor(cap * 4000)  # the paper's allocation alone overfills the largest layer
+    Lam = Lambda_for_model_sparsity(ks, target, n_largest, max_layer_sparsity=cap)
+    got = layer_zeros(Lam, True)
+    assert all(z <= m for z, m in zip(got, limit)), (got, limit)
+    assert got[0] == limit[0]
+    assert sum(got) >= need
+    if Lam > 0:  # (0: the nearest-neighbour zeros already meet the target)
+        assert sum(layer_zeros(Lam * (1 - 1e-6), True)) < need
+    # a target above what the caps allow: every layer filled to its cap
+    full = layer_zeros(Lambda_for_model_sparsity(ks, 1.0, n_largest, max_layer_sparsity=cap), True)
+    assert full == limit
+    assert lambda_for_layer_cap(ws[0], ks[0][1], 1.0) == math.inf
+    with pytest.raises(ValueError, match="target"):
+        Lambda_for_model_sparsity(ks, 0.5, n_largest, max_layer_sparsity=1.5)

@@ -35,9 +35,16 @@ from typing import Dict
 import numpy as np
 import tensorflow as tf
 
-from ..assign_fast import ASSIGNMENTS
+from ..assign_fast import ASSIGNMENTS, layer_lambda_fast
 from ..config import validate_choice, validate_positive_int, validate_unit_interval
-from ..rate_control import TARGET_SCOPES, Lambda_for_model_sparsity, lambda_for_sparsity, ramp, sparsity_targets
+from ..rate_control import (
+    TARGET_SCOPES,
+    Lambda_for_model_sparsity,
+    lambda_for_layer_cap,
+    lambda_for_sparsity,
+    ramp,
+    sparsity_targets,
+)
 from .api import check_relevance_data as _check_relevance_data
 from .api import copy_weights as _copy_weights
 from .api import ecq_layers, relevance_data_of, strip
@@ -84,6 +91,11 @@ class ECQxCallback(tf.keras.callbacks.Callback):
             float target for all kernels together: the paper's layer lambda with the
             :math:`\Lambda` of :func:`ecqx_tf.rate_control.Lambda_for_model_sparsity`, recomputed
             at every refresh; the allocation between layers stays the paper's).
+        max_layer_sparsity: with ``target_scope="model"``, the largest share of zeros any one
+            kernel may get (e.g. 0.99); the zeros it refuses go to the other kernels
+            (:func:`ecqx_tf.rate_control.Lambda_for_model_sparsity`). ``None`` (default): the
+            paper's allocation without a limit, which can empty a kernel that dominates the
+            weight count (then the output no longer depends on the input; a warning says so).
         warmup_steps: ramp ``Lambda`` (or the targets) from 0 over this many optimizer steps,
             :math:`r(t) = 1 - (1 - t/T)^{k}` (:func:`ecqx_tf.rate_control.ramp`); 0 (default) = off.
         warmup_power: the exponent k of the ramp (default 3, as tfmot's gradual pruning).
@@ -110,6 +122,7 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         assignment: str = "fast",
         target_sparsity=None,
         target_scope: str = "layer",
+        max_layer_sparsity=None,
         warmup_steps: int = 0,
         warmup_power: float = 3.0,
         relevance_batches=None,
@@ -135,6 +148,13 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         self.target_scope = validate_choice("target_scope", target_scope, TARGET_SCOPES)
         if target_scope == "model" and hasattr(target_sparsity, "keys"):
             raise ValueError("target_scope='model' takes one share of zeros for the whole model, got a mapping per kernel")
+        if max_layer_sparsity is not None:
+            if target_scope != "model" or target_sparsity is None:
+                raise ValueError("max_layer_sparsity limits the allocation of a target for the whole model: it needs "
+                                 f"target_sparsity and target_scope='model', got target_sparsity={target_sparsity!r}, "
+                                 f"target_scope={target_scope!r}")
+            validate_unit_interval("max_layer_sparsity", max_layer_sparsity)
+        self.max_layer_sparsity = None if max_layer_sparsity is None else float(max_layer_sparsity)
         ramp(0, warmup_steps, warmup_power)  # checks both
         self.warmup_steps = int(warmup_steps)
         self.warmup_power = float(warmup_power)
@@ -158,6 +178,7 @@ class ECQxCallback(tf.keras.callbacks.Callback):
             "assignment": self.assignment,
             "target_sparsity": self.target_sparsity if not hasattr(self.target_sparsity, "keys") else dict(self.target_sparsity),
             "target_scope": self.target_scope,
+            "max_layer_sparsity": self.max_layer_sparsity,
             "warmup_steps": self.warmup_steps,
             "warmup_power": self.warmup_power,
         }
@@ -216,6 +237,13 @@ class ECQxCallback(tf.keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._steps % self.refresh_every != 0:
             self.refresh()
+        for s in self._slots:
+            c = s.centroids.numpy()
+            if not np.any(c[s.indices.numpy()]):
+                log.warning("ECQxCallback: every weight of %s is zero after training: the output no longer depends on "
+                            "the input through it. Lower the sparsity target or Lambda%s.", s.name,
+                            ", or set max_layer_sparsity (e.g. 0.99)" if self.target_scope == "model"
+                            and self.target_sparsity is not None and self.max_layer_sparsity is None else "")
 
     def _check_engine(self) -> None:
         """Build the relevance engine of the mirror now, so an unsupported model or backend fails
@@ -317,7 +345,7 @@ class ECQxCallback(tf.keras.callbacks.Callback):
             frac = ramp(self._steps, self.warmup_steps, self.warmup_power)
             self._model_Lambda = Lambda_for_model_sparsity(
                 [(s.kernel.numpy(), s.centroids.numpy()) for s in self._slots], self.target_sparsity * frac,
-                self._n_largest, reduce=self._slots[0].config.lambda_reduce)
+                self._n_largest, reduce=self._slots[0].config.lambda_reduce, max_layer_sparsity=self.max_layer_sparsity)
         used: Dict[str, np.ndarray] = {}
         assigned: Dict[str, np.ndarray] = {}
         for s in self._slots:
@@ -352,6 +380,10 @@ class ECQxCallback(tf.keras.callbacks.Callback):
         target = None if self._targets is None else self._targets.get(s.name)
         if target is None:
             Lam = s.config.Lambda * frac if self._model_Lambda is None else self._model_Lambda
+            if self._model_Lambda is not None and self.max_layer_sparsity is not None:
+                cap = lambda_for_layer_cap(w, c, self.max_layer_sparsity)
+                if layer_lambda_fast(w, c, Lam, int(w.size), self._n_largest, reduce=s.config.lambda_reduce) > cap:
+                    return _assign_with_lambda(self.assignment, w, c, cap, s.config.method, r, s.config.p)
             return assign_layer(
                 w, c, Lam, self._n_largest,
                 method=s.config.method, relevance=r, p=s.config.p, reduce=s.config.lambda_reduce,

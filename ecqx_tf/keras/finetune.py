@@ -91,6 +91,7 @@ def quantize_and_train(
     strategy: Optional[tf.distribute.Strategy] = None,
     target_sparsity=None,
     target_scope: str = "layer",
+    max_layer_sparsity=None,
     lambda_warmup: float = 0.0,
     relevance_source: str = "subset",
     **quantize_kwargs,
@@ -105,7 +106,8 @@ def quantize_and_train(
     Options of :class:`ECQxCallback` (``docs/frontier.md``; the defaults change nothing):
     ``target_sparsity`` (a share of zeros per kernel, or a mapping kernel key -> share, that sets
     each layer's lambda instead of ``Lambda``; ``target_scope="model"``: one share for all
-    kernels together, the paper's allocation between layers); ``lambda_warmup``, the fraction of the run's
+    kernels together, the paper's allocation between layers; ``max_layer_sparsity``: with it, no
+    kernel gets more than that share of zeros); ``lambda_warmup``, the fraction of the run's
     optimizer steps over which ``Lambda`` (or the target) ramps up from 0 (cubic, as gradual
     pruning; 0 = off); ``relevance_source``: ``"subset"`` (default) or ``"batch"``, ECQx's LRP on
     the batch just trained on (the data then come from a :class:`TrainingOrder` instead of Keras'
@@ -135,7 +137,8 @@ def quantize_and_train(
     timer = EpochTimer()
     order = TrainingOrder(x_train, y_train, batch_size, seed) if relevance_source == "batch" else None
     cb = ECQxCallback(refresh_every=refresh_every, relevance_batch_size=batch_size, seed=seed,
-                      target_sparsity=target_sparsity, target_scope=target_scope, warmup_steps=warmup_steps,
+                      target_sparsity=target_sparsity, target_scope=target_scope,
+                      max_layer_sparsity=max_layer_sparsity, warmup_steps=warmup_steps,
                       relevance_batches=None if order is None or method != "ecqx" else order.batch)
     if order is None:
         hist = qmodel.fit(
