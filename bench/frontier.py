@@ -102,7 +102,8 @@ def points(args) -> List[Point]:
                     for kind, v in grid:
                         out.append(Point(model=model, path=method, bits=int(bits), Lambda=v if kind == "Lambda" else None,
                                          target=v if kind == "target" else None,
-                                         scope=args.target_scope if kind == "target" else None, warmup=float(args.warmup),
+                                         scope=args.target_scope if kind == "target" else None,
+                                         cap=args.max_layer_sparsity if kind == "target" else None, warmup=float(args.warmup),
                                          gradient=args.gradient, relevance=args.relevance_source if method == "ecqx" else None,
                                          lr=args.lr_schedule, epochs=int(args.epochs), seed=int(seed)))
     return out
@@ -173,6 +174,7 @@ def _run_point(p: Point, ctx: Dict[str, Any]) -> Dict[str, Any]:
         if p["target"] is not None:
             kw["target_sparsity"] = p["target"]
             kw["target_scope"] = p["scope"]
+            kw["max_layer_sparsity"] = p.get("cap")
         if p["path"] == "ecqx":
             kw["relevance_source"] = p["relevance"]
         ft = quantize_and_train(fl, data.x_train, data.y_train, data.x_test, data.y_test, **kw)
@@ -240,6 +242,8 @@ def _label(r: Dict[str, Any]) -> str:
     s = f"{r['path'].upper()} {r['bits']}-bit " + (f"L={r['Lambda']:g}" if r.get("Lambda") is not None else
                                                    f"S*={r['target']:g}" + (" per layer" if r.get("scope") == "layer" else ""))
     opts = []
+    if r.get("cap") is not None:
+        opts.append(f"layer cap {r['cap']:g}")
     if r.get("warmup"):
         opts.append(f"warm-up {r['warmup']:g}")
     if r.get("gradient") not in (None, "ste"):
@@ -264,7 +268,7 @@ def summarize(rows: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     out = []
     for g, rs in groups.items():
         acc = np.array([r["acc_tflm"] for r in rs])
-        e = {k: rs[0].get(k) for k in ("model", "path", "bits", "Lambda", "target", "scope", "warmup", "gradient",
+        e = {k: rs[0].get(k) for k in ("model", "path", "bits", "Lambda", "target", "scope", "cap", "warmup", "gradient",
                                         "relevance", "lr", "epochs", "executable")}
         if e["path"] == "pcqat":
             e["target"] = rs[0]["prune"]  # the pruning target
@@ -324,8 +328,8 @@ def goals(summary: Sequence[Dict[str, Any]], rows: Sequence[Dict[str, Any]]) -> 
     by = {}
     for r in rows:
         if r.get("path") in ("ecq", "ecqx") and r.get("acc_tflm") is not None:
-            k = (r["model"], r["bits"], r.get("Lambda"), r.get("target"), r.get("scope"), r.get("warmup"), r.get("gradient"), r.get("lr"),
-                 r.get("epochs"), r["seed"])
+            k = (r["model"], r["bits"], r.get("Lambda"), r.get("target"), r.get("scope"), r.get("cap"), r.get("warmup"),
+                 r.get("gradient"), r.get("lr"), r.get("epochs"), r["seed"])
             by.setdefault(k, {})[r["path"]] = r
     pairs = [(v["ecq"], v["ecqx"]) for v in by.values() if "ecq" in v and "ecqx" in v]
     if pairs:
@@ -333,7 +337,7 @@ def goals(summary: Sequence[Dict[str, Any]], rows: Sequence[Dict[str, Any]]) -> 
         d_zero = np.array([x["sparsity"] - q["sparsity"] for q, x in pairs]) * 100
         groups = {}
         for q, x in pairs:
-            groups.setdefault((q["model"], q["bits"], q.get("Lambda"), q.get("target")), []).append(
+            groups.setdefault((q["model"], q["bits"], q.get("Lambda"), q.get("target"), q.get("cap")), []).append(
                 (x["acc_tflm"] - q["acc_tflm"]) * 100)
         g_means = np.array([np.mean(v) for v in groups.values()])
         out.append(f"ECQx - ECQ over {len(pairs)} paired runs (same setting and seed): accuracy {d_acc.mean():+.2f} points "
@@ -384,13 +388,13 @@ def ecqx_vs_ecq(rows: Iterable[Dict[str, Any]], markdown: bool = False) -> str:
     by: Dict[tuple, Dict[int, Dict[str, Dict[str, Any]]]] = {}
     for r in rows:
         if r.get("path") in ("ecq", "ecqx") and r.get("acc_tflm") is not None:
-            k = (r["model"], r["bits"], r.get("Lambda"), r.get("target"), r.get("scope"), r.get("warmup"), r.get("gradient"),
-                 r.get("lr"), r.get("epochs"))
+            k = (r["model"], r["bits"], r.get("Lambda"), r.get("target"), r.get("scope"), r.get("cap"), r.get("warmup"),
+                 r.get("gradient"), r.get("lr"), r.get("epochs"))
             by.setdefault(k, {}).setdefault(r["seed"], {})[r["path"]] = r
     header = ["model", "setting", "paired seeds", "ECQ acc (mean)", "ECQx acc (mean)", "ECQx - ECQ per seed (points)",
               "mean", "zeros ECQ / ECQx", "exec B ECQ / ECQx", "s/run ECQ / ECQx"]
     body = []
-    for k in sorted(by, key=lambda k: (k[0], k[1], k[2] or 0, k[3] or 0)):
+    for k in sorted(by, key=lambda k: (k[0], k[1], k[2] or 0, k[3] or 0, k[5] or 0)):
         pairs = [(s, v["ecq"], v["ecqx"]) for s, v in sorted(by[k].items()) if "ecq" in v and "ecqx" in v]
         if not pairs:
             continue
@@ -399,6 +403,8 @@ def ecqx_vs_ecq(rows: Iterable[Dict[str, Any]], markdown: bool = False) -> str:
         d = [100 * (b["acc_tflm"] - a["acc_tflm"]) for _, a, b in pairs]
         mean = lambda rs, f: float(np.mean([r[f] for r in rs]))  # noqa: E731
         setting = f"{k[1]}-bit " + (f"L={k[2]:g}" if k[2] is not None else f"S*={k[3]:g}" + (" per layer" if k[4] == "layer" else ""))
+        if k[5] is not None:
+            setting += f" (layer cap {k[5]:g})"
         body.append([k[0], setting, ", ".join(str(s) for s, _, _ in pairs), f"{mean(q, 'acc_tflm'):.4f}", f"{mean(x, 'acc_tflm'):.4f}",
                      ", ".join(f"{v:+.1f}" for v in d), f"{np.mean(d) + 0.0:+.2f}".replace("-0.00", "+0.00"),
                      f"{mean(q, 'sparsity'):.1%} / {mean(x, 'sparsity'):.1%}",
@@ -584,6 +590,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="ECQ/ECQx grid of per-layer sparsity targets (target_sparsity)")
     ap.add_argument("--target-scope", choices=["layer", "model"], default="model",
                     help="a target per layer, or for the whole model with the paper's allocation (default model)")
+    ap.add_argument("--max-layer-sparsity", type=float, default=None,
+                    help="with --target-scope model: no kernel gets more than this share of zeros (default: no cap)")
     ap.add_argument("--warmup", type=float, default=0.6,
                     help="lambda_warmup: fraction of the run over which the target ramps up "
                     "(default 0.6, chosen by the exploration in docs/frontier.md)")
@@ -647,6 +655,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         problems.append(f"--sparsities must be in (0, 1) and --targets in [0, 1], got {args.sparsities} and {args.targets}")
     if any(not 2 <= b <= 8 for b in args.bits):
         problems.append(f"--bits must be in 2..8, got {args.bits}")
+    if args.max_layer_sparsity is not None and (not 0 <= args.max_layer_sparsity <= 1 or args.target_scope != "model"):
+        problems.append(f"--max-layer-sparsity must be in [0, 1] and needs --target-scope model, got {args.max_layer_sparsity} "
+                        f"with --target-scope {args.target_scope}")
     if not 0 <= args.warmup <= 1:
         problems.append(f"--warmup must be a fraction in [0, 1], got {args.warmup}")
     if {"ecq", "ecqx"} & set(args.paths) and not (args.lambdas or args.targets):

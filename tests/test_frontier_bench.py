@@ -136,3 +136,14 @@ def test_ecqx_against_ecq_pairs_by_seed():
     lines = F.runtime({"rows": {r["key"]: r for r in rows}, "invocations": [{"seconds": 60.0}]})
     assert lines[0].startswith("5 points (0 failed): 50 s of training and measurement")
     assert "m ECQX 2-bit: 10 s per point (10-10, n=3)" in lines
+
+
+def test_layer_cap_is_part_of_a_point_only_when_set():
+    F = _frontier()
+    base = ["--models", "m", "--seeds", "0", "--paths", "ecq", "--bits", "3", "--targets", "0.95"]
+    plain = F.points(F._parser().parse_args(base))[0]
+    capped = F.points(F._parser().parse_args(base + ["--max-layer-sparsity", "0.99"]))[0]
+    assert "cap" not in plain.key and plain["cap"] is None  # the keys of earlier results stay valid
+    assert "cap=0.99" in capped.key and capped.group != plain.group
+    assert F._label(capped) == "ECQ 3-bit S*=0.95 (layer cap 0.99, warm-up 0.6)"
+    assert F.main(base + ["--max-layer-sparsity", "0.99", "--target-scope", "layer", "--out", "/nonexistent/x.json"]) == 2
