@@ -59,7 +59,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
-__all__ = ["main", "Point", "points", "summarize", "format_table", "goals", "ecqx_vs_ecq", "coverage", "runtime", "render"]
+__all__ = ["main", "Point", "points", "summarize", "format_table", "goals", "ecqx_vs_ecq", "coverage", "runtime", "merge", "render"]
 
 log = logging.getLogger("bench.frontier")
 
@@ -610,7 +610,33 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--plots", action="store_true", help="write frontier_<model>.png next to the results file")
     ap.add_argument("--from-json", metavar="PATH", help="train nothing: table, goals (and --plots) of a results file")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--merge", nargs="+", metavar="PATH",
+                    help="train nothing: add the points of these results files (slices run in other processes, "
+                    "same float models) to --out")
     return ap
+
+
+def merge(into: Dict[str, Any], other: Dict[str, Any], name: str = "other") -> int:
+    """Add the points of ``other`` (a results file of a run in another process, e.g. a slice run in
+    parallel) to ``into``: the float models must be the same (fingerprints), a point in both must
+    be the same measurement; ``other``'s invocations are appended. Returns the points added."""
+    for model, rec in other.get("floats", {}).items():
+        mine = into["floats"].get(model)
+        if mine is not None and mine["fingerprint"] != rec["fingerprint"]:
+            raise ValueError(f"{name}: the float {model} ({rec['fingerprint']}) is not the one of the results file "
+                             f"({mine['fingerprint']})")
+        into["floats"].setdefault(model, rec)
+    added = 0
+    for key, row in other["rows"].items():
+        if key in into["rows"]:
+            if into["rows"][key] != row:
+                raise ValueError(f"{name}: point {key} is in both files with different measurements")
+            continue
+        into["rows"][key] = row
+        added += 1
+    into["invocations"] += other.get("invocations", [])
+    into["seconds_total"] = float(sum(r.get("seconds", 0.0) for r in into["rows"].values()))
+    return added
 
 
 def _report(results: Dict[str, Any], args, out_dir: Path) -> None:
@@ -641,6 +667,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"frontier: error: --from-json {path}: no such file", file=sys.stderr)
             return 2
         _report(_load(path), args, path.parent)
+        return 0
+    if args.merge:
+        from ecqx_tf.io import atomic_write_json
+
+        out = Path(args.out)
+        if not out.is_file():
+            print(f"frontier: error: --merge needs an existing --out results file, got {out}", file=sys.stderr)
+            return 2
+        results = _load(out)
+        for m in args.merge:
+            try:
+                n = merge(results, _load(Path(m)), m)
+            except (OSError, ValueError, KeyError) as e:
+                print(f"frontier: error: --merge {m}: {e}", file=sys.stderr)
+                return 2
+            print(f"{m}: {n} point(s) added to {out}")
+        atomic_write_json(out, results)
         return 0
     if args.quick:
         args.models, args.seeds, args.epochs, args.pcqat_epochs = ["mnist_mlp"], [0], 1, [1, 1, 1]

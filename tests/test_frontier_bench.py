@@ -147,3 +147,27 @@ def test_layer_cap_is_part_of_a_point_only_when_set():
     assert "cap=0.99" in capped.key and capped.group != plain.group
     assert F._label(capped) == "ECQ 3-bit S*=0.95 (layer cap 0.99, warm-up 0.6)"
     assert F.main(base + ["--max-layer-sparsity", "0.99", "--target-scope", "layer", "--out", "/nonexistent/x.json"]) == 2
+
+
+def test_merge_adds_the_points_of_a_parallel_slice(tmp_path, capsys):
+    F = _frontier()
+    a = [_fake_row(p) for p in F.points(F._parser().parse_args(["--models", "m", "--seeds", "0", "--paths", "ecq",
+                                                                 "--bits", "2", "--targets", "0.9"]))]
+    b = [_fake_row(p, acc=0.8) for p in F.points(F._parser().parse_args(["--models", "m", "--seeds", "1", "--paths", "ecq",
+                                                                          "--bits", "2", "--targets", "0.9"]))]
+    fl = {"m": {"fingerprint": "abc"}}
+    out, other = tmp_path / "f.json", tmp_path / "g.json"
+    out.write_text(json.dumps({"floats": fl, "rows": {r["key"]: r for r in a}, "invocations": [{"seconds": 1.0}]}))
+    other.write_text(json.dumps({"floats": fl, "rows": {r["key"]: r for r in a + b}, "invocations": [{"seconds": 2.0}]}))
+    assert F.main(["--out", str(out), "--merge", str(other)]) == 0
+    got = json.loads(out.read_text())
+    assert len(got["rows"]) == 2 and len(got["invocations"]) == 2 and got["seconds_total"] == 4.0
+    assert "1 point(s) added" in capsys.readouterr().out
+    bad = tmp_path / "h.json"
+    bad.write_text(json.dumps({"floats": {"m": {"fingerprint": "xyz"}}, "rows": {}, "invocations": []}))
+    assert F.main(["--out", str(out), "--merge", str(bad)]) == 2
+    assert "is not the one of the results file" in capsys.readouterr().err
+    conflict = dict(b[0], acc_tflm=0.5)
+    bad.write_text(json.dumps({"floats": fl, "rows": {conflict["key"]: conflict}, "invocations": []}))
+    assert F.main(["--out", str(out), "--merge", str(bad)]) == 2
+    assert json.loads(out.read_text()) == got  # untouched by a refused merge
