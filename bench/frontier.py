@@ -59,7 +59,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
-__all__ = ["main", "Point", "points", "summarize", "format_table", "goals", "ecqx_vs_ecq", "coverage", "runtime", "merge", "render"]
+__all__ = ["main", "Point", "points", "summarize", "format_table", "goals", "ecqx_vs_ecq", "coverage", "runtime", "merge", "collapsed", "render"]
 
 log = logging.getLogger("bench.frontier")
 
@@ -272,7 +272,9 @@ def summarize(rows: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
                                         "relevance", "lr", "epochs", "executable")}
         if e["path"] == "pcqat":
             e["target"] = rs[0]["prune"]  # the pruning target
-        e.update(group=g, label=_label(rs[0]), seeds=sorted(r["seed"] for r in rs), n=len(rs),
+        dead = sum(collapsed(r) for r in rs)
+        e.update(group=g, label=_label(rs[0]) + (f" [{dead} of {len(rs)} runs: a kernel all zero]" if dead else ""),
+                 seeds=sorted(r["seed"] for r in rs), n=len(rs), collapsed=dead,
                  acc_mean=float(acc.mean()), acc_min=float(acc.min()), acc_max=float(acc.max()),
                  zeros=float(np.mean([r["sparsity"] for r in rs])),
                  zeros_min=float(np.min([r["sparsity"] for r in rs])), zeros_max=float(np.max([r["sparsity"] for r in rs])),
@@ -298,6 +300,16 @@ def format_table(summary: Sequence[Dict[str, Any]], markdown: bool = False) -> s
                      f"{e['zeros']:.1%}", " / ".join(f"{100 * z:.0f}" for z in e["layer_zeros"]),
                      f"{e['exec_bytes']:,.0f}", f"{e['lzma']:,.0f}", f"{e['cabac']:,.0f}", f"{e['seconds']:.0f}"])
     return _table(header, body, markdown)
+
+
+def collapsed(row: Dict[str, Any]) -> bool:
+    """A run in which some kernel is all zero: its output no longer depends on the input."""
+    return any(z >= 1.0 for z in row.get("layer_sparsity", []))
+
+
+def _grid_point(r: Dict[str, Any]) -> str:
+    s = f"L={r['Lambda']:g}" if r.get("Lambda") is not None else f"S*={r['target']:g}"
+    return s + (f" layer cap {r['cap']:g}" if r.get("cap") is not None else "")
 
 
 def goals(summary: Sequence[Dict[str, Any]], rows: Sequence[Dict[str, Any]]) -> List[str]:
@@ -332,6 +344,13 @@ def goals(summary: Sequence[Dict[str, Any]], rows: Sequence[Dict[str, Any]]) -> 
                  r.get("gradient"), r.get("lr"), r.get("epochs"), r["seed"])
             by.setdefault(k, {})[r["path"]] = r
     pairs = [(v["ecq"], v["ecqx"]) for v in by.values() if "ecq" in v and "ecqx" in v]
+    dead = [(q, x) for q, x in pairs if collapsed(q) or collapsed(x)]
+    pairs = [pq for pq in pairs if pq not in dead]
+    if dead:
+        out.append(f"{len(dead)} ECQ/ECQx pair(s) left out of the comparison below because a kernel of one of the two "
+                   "runs is all zero (the model predicts a constant): "
+                   + "; ".join(f"{q['model']} {q['bits']}-bit {_grid_point(q)} seed {q['seed']}: ECQ {q['acc_tflm']:.3f}, "
+                               f"ECQx {x['acc_tflm']:.3f}" for q, x in dead))
     if pairs:
         d_acc = np.array([x["acc_tflm"] - q["acc_tflm"] for q, x in pairs]) * 100
         d_zero = np.array([x["sparsity"] - q["sparsity"] for q, x in pairs]) * 100

@@ -171,3 +171,17 @@ def test_merge_adds_the_points_of_a_parallel_slice(tmp_path, capsys):
     bad.write_text(json.dumps({"floats": fl, "rows": {conflict["key"]: conflict}, "invocations": []}))
     assert F.main(["--out", str(out), "--merge", str(bad)]) == 2
     assert json.loads(out.read_text()) == got  # untouched by a refused merge
+
+
+def test_a_run_with_an_empty_kernel_is_marked_and_left_out_of_the_ecqx_comparison():
+    F = _frontier()
+    dead = _row(F, 1, acc=0.10)
+    dead["layer_sparsity"] = [0.8, 1.0]
+    rows = [_row(F, 0, acc=0.95), dead, _row(F, 0, "ecqx", acc=0.94), _row(F, 1, "ecqx", acc=0.91),
+            _row(F, 0, "pcqat", acc=0.93, zeros=0.9)]
+    summary = F.summarize(rows)
+    ecq = [e for e in summary if e["path"] == "ecq"][0]
+    assert ecq["collapsed"] == 1 and ecq["label"].endswith("[1 of 2 runs: a kernel all zero]")
+    g = F.goals(summary, rows)
+    assert any(s.startswith("1 ECQ/ECQx pair(s) left out") and "seed 1: ECQ 0.100, ECQx 0.910" in s for s in g)
+    assert any("ECQx - ECQ over 1 paired runs" in s and "accuracy -1.00 points" in s for s in g)
