@@ -486,12 +486,13 @@ def render(results: Dict[str, Any], out_dir: Path) -> List[Path]:
         for e in es:
             c = _COLOURS[e["path"]]
             m = _MARKERS.get(e["bits"], "x")
-            lab = ("tfmot prune + 16 clusters + PCQAT" if e["path"] == "pcqat" else f"{e['path'].upper()} {e['bits']}-bit")
-            ax.errorbar(e["exec_bytes"], 100 * e["acc_mean"],
-                        yerr=[[100 * (e["acc_mean"] - e["acc_min"])], [100 * (e["acc_max"] - e["acc_mean"])]],
-                        xerr=[[e["exec_bytes"] - e["exec_min"]], [e["exec_max"] - e["exec_bytes"]]],
+            lab = ("tfmot prune + 16 clusters + PCQAT" if e["path"] == "pcqat" else f"{e['path'].upper()} {e['bits']}-bit"
+                   + (" (layer cap)" if e.get("cap") is not None else ""))
+            ax.errorbar(e["exec_bytes"], 100 * e["acc_mean"],  # (max with 0: float rounding of equal values)
+                        yerr=[[max(0.0, 100 * (e["acc_mean"] - e["acc_min"]))], [max(0.0, 100 * (e["acc_max"] - e["acc_mean"]))]],
+                        xerr=[[max(0.0, e["exec_bytes"] - e["exec_min"])], [max(0.0, e["exec_max"] - e["exec_bytes"])]],
                         fmt=m, color=c, mfc=c if e["zeros"] >= 0.9 else "white", ms=7, capsize=2, lw=1,
-                        label=None if lab in seen else lab)
+                        mec="black" if e.get("cap") is not None else c, label=None if lab in seen else lab)
             seen.add(lab)
             ax.annotate(f"{100 * e['zeros']:.0f}%", (e["exec_bytes"], 100 * e["acc_mean"]), fontsize=6,
                         xytext=(4, 3), textcoords="offset points", color=c)
