@@ -499,6 +499,13 @@ def render(results: Dict[str, Any], out_dir: Path) -> List[Path]:
         fl = results["floats"].get(model)
         if fl:
             ax.axhline(100 * fl["acc_keras"], color="grey", ls=":", lw=1, label="float32")
+        live = [e for e in es if e.get("collapsed", 0) < e["n"]]
+        dead = [e for e in es if e.get("collapsed", 0) == e["n"]]
+        if live and dead:  # settings whose every run predicts a constant: named, off the scale
+            lo = 100 * min(e["acc_min"] for e in live) - 1.0
+            ax.set_ylim(bottom=lo)
+            ax.text(0.01, 0.01, "off the scale (a kernel all zero, every seed): " + "; ".join(
+                f"{e['label'].split(' [')[0]} {100 * e['acc_mean']:.0f}%" for e in dead), transform=ax.transAxes, fontsize=6)
         ax.set_xscale("log")
         ex = es[0]["executable"] or "executable"
         ax.set_xlabel(f"executable bytes ({ex}; mean, bars: min-max over seeds)")
@@ -506,7 +513,7 @@ def render(results: Dict[str, Any], out_dir: Path) -> List[Path]:
         ax.set_title(f"{model}: accuracy vs executable size, {results['budget']} "
                      f"(filled: >= 90% zeros; labels: zeros)", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: no point hidden
         path = out_dir / f"frontier_{model}.png"
         atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png"))
         plt.close(fig)
