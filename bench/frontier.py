@@ -432,15 +432,20 @@ def ecqx_vs_ecq(rows: Iterable[Dict[str, Any]], markdown: bool = False) -> str:
     return _table(header, body, markdown)
 
 
-def runtime(results: Dict[str, Any]) -> List[str]:
-    """What the run cost: seconds of training and measurement in all and per model, path and bit
-    width (mean, min-max, count), failed points included in the totals."""
+def runtime(results: Dict[str, Any], grid: Optional[Sequence[Point]] = None) -> List[str]:
+    """What the run cost: seconds of training and measurement in all, of the points of ``grid``
+    alone (when given), and per model, path and bit width (mean, min-max, count), failed points
+    included in the totals."""
     rows = list(results["rows"].values())
     total = float(sum(r.get("seconds", 0.0) for r in rows))
     wall = float(sum(i.get("seconds", 0.0) for i in results.get("invocations", [])))
     out = [f"{len(rows)} points ({sum('failed' in r for r in rows)} failed): {total:,.0f} s of training and measurement "
            f"({total / 3600:.1f} h; {wall:,.0f} s wall-clock over {len(results.get('invocations', []))} invocation(s), "
            f"including loading TensorFlow and the float models)"]
+    if grid is not None:
+        mine = [results["rows"][p.key] for p in grid if p.key in results["rows"]]
+        secs = float(sum(r.get("seconds", 0.0) for r in mine))
+        out.append(f"of them the {len(mine)} of the grid these options define: {secs:,.0f} s ({secs / 3600:.1f} h)")
     groups: Dict[tuple, List[float]] = {}
     for r in rows:
         groups.setdefault((r["model"], r["path"], r.get("bits") or 0), []).append(r.get("seconds", 0.0))
@@ -679,7 +684,7 @@ def _report(results: Dict[str, Any], args, out_dir: Path) -> None:
           + ("".join(f"\n* {m}" for m in cov["missing"]) if cov["missing"] else " none"))
     print(f"\nFailed ({len(cov['failed'])} setting(s); recorded in the results file, not retried without "
           "--retry-failed):" + ("".join(f"\n* {m}" for m in cov["failed"]) if cov["failed"] else " none"))
-    print("\nRuntime:" + "".join(f"\n* {line}" for line in runtime(results)))
+    print("\nRuntime:" + "".join(f"\n* {line}" for line in runtime(results, points(args))))
     if args.plots:
         for p in render(results, out_dir):
             print(f"wrote {p}")

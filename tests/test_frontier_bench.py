@@ -135,6 +135,9 @@ def test_ecqx_against_ecq_pairs_by_seed():
     assert line == ["| m | 2-bit S*=0.9 | 0, 1 | 0.9400 | 0.9500 | -1.0, +3.0 | +1.00 | 90.0% / 90.0% | 20,000 / 20,000 | 10 / 10 |"]
     lines = F.runtime({"rows": {r["key"]: r for r in rows}, "invocations": [{"seconds": 60.0}]})
     assert lines[0].startswith("5 points (0 failed): 50 s of training and measurement")
+    grid = [F.Point({k: v for k, v in r.items() if k in ("model", "path", "bits", "target", "scope", "warmup", "gradient",
+                                                            "lr", "epochs", "seed", "relevance")}) for r in rows[:2]]
+    assert F.runtime({"rows": {r["key"]: r for r in rows}}, grid)[1] == "of them the 2 of the grid these options define: 20 s (0.0 h)"
     assert "m ECQX 2-bit: 10 s per point (10-10, n=3)" in lines
 
 
@@ -146,7 +149,16 @@ def test_layer_cap_is_part_of_a_point_only_when_set():
     assert "cap" not in plain.key and plain["cap"] is None  # the keys of earlier results stay valid
     assert "cap=0.99" in capped.key and capped.group != plain.group
     assert F._label(capped) == "ECQ 3-bit S*=0.95 (layer cap 0.99, warm-up 0.6)"
-    assert F.main(base + ["--max-layer-sparsity", "0.99", "--target-scope", "layer", "--out", "/nonexistent/x.json"]) == 2
+
+def test_layer_cap_needs_the_model_scope(tmp_path, capsys):
+    F = _frontier()
+    argv = ["--models", "mnist_mlp", "--seeds", "0", "--paths", "ecq", "--bits", "3", "--targets", "0.95",
+            "--max-layer-sparsity", "0.99", "--out", str(tmp_path / "x.json")]
+    assert F.main(argv + ["--target-scope", "layer"]) == 2
+    assert "--max-layer-sparsity must be in [0, 1] and needs --target-scope model" in capsys.readouterr().err
+    assert F.main(argv[:-4] + ["--max-layer-sparsity", "1.5", "--out", str(tmp_path / "x.json")]) == 2
+    assert "got 1.5 with --target-scope model" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_merge_adds_the_points_of_a_parallel_slice(tmp_path, capsys):
